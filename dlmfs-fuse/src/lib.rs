@@ -1,0 +1,1 @@
+//! dlmfs over FUSE: lock domains as directories, lock resources as files.

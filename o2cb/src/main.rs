@@ -1,0 +1,2 @@
+//! The `o2cb` command.
+fn main() {}

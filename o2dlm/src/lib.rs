@@ -1,0 +1,1 @@
+//! o2dlm: the O2CB distributed lock manager.

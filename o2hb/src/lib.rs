@@ -1,0 +1,1 @@
+//! o2hb: the O2CB disk heartbeat, byte-compatible with the kernel's.

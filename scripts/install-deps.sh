@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system packages the test suite needs, from Debian's archive:
+#   ocfs2-tools — the reference oracle (o2cb --config-file, mkfs.ocfs2, debugfs.ocfs2)
+#   fuse3       — /dev/fuse tooling for dlmfs
+#   tshark      — a second opinion on our o2net frames
+# Idempotent; a no-op when everything is present.
+set -euo pipefail
+need=()
+command -v o2cb >/dev/null 2>&1 || [ -x /usr/sbin/o2cb ] || need+=(ocfs2-tools)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# mkfs.ocfs2 wants /etc/mtab.
+[ -e /etc/mtab ] || ln -s /proc/self/mounts /etc/mtab
