@@ -1,1 +1,9 @@
 //! o2dlm: the O2CB distributed lock manager.
+//!
+//! - [`wire`]: the kernel's DLM wire facts and the codecs of every DLM message (500–522).
+//! - [`lockres`]: the queue engine of one lock resource as its master runs it (grant,
+//!   convert, cancel, unlock, the shuffle of the granted/converting/blocked queues, ASTs,
+//!   BASTs and the lock value block), free of I/O so mastery, migration, recovery and the
+//!   simulator can drive it.
+
+pub mod wire;
