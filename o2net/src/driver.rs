@@ -1,0 +1,700 @@
+//! The tokio driver: sockets, clock and tasks around one [`NetCore`].
+//!
+//! One listener task, one reader task per connection, one timer task. The
+//! core sits behind a mutex; whichever task has an event (a read, a send, a
+//! timer) runs the core and carries its outputs out itself, so a request
+//! costs no extra task hop: the sender writes its bytes, the peer's reader
+//! runs the handler and writes the reply, our reader completes the sender.
+//! Bytes for a connection are appended to its write buffer while the core's
+//! lock is held (keeping the core's order) and written after it is released;
+//! a per-connection flusher task takes over when the socket is full.
+//!
+//! Handlers run on the reader task of the connection the request came in
+//! on, one at a time across all peers (the kernel's ordered work queue), so
+//! they must not wait for network replies.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::AbortHandle;
+
+use crate::core::{
+    ConnId, Counters, Input, LogLevel, NetConfig, NetCore, Output, PeerStats, SendId,
+};
+use crate::error::{errno, NetError};
+use crate::quorum::NodeSet;
+use crate::wire::MsgHeader;
+
+/// `O2NET_TCP_USER_TIMEOUT`: TCP itself never gives up on a peer.
+const TCP_USER_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
+/// `o2net_open_listening_sock`'s backlog.
+const LISTEN_BACKLOG: i32 = 64;
+/// How many log lines [`Net::recent_log`] keeps.
+const LOG_RING: usize = 256;
+
+/// A request as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The sending node.
+    pub node: u8,
+    /// The request header (type, key, msg_num, data_len).
+    pub header: MsgHeader,
+    /// `data_len` payload bytes.
+    pub payload: Bytes,
+}
+
+/// Work a handler leaves to run after its status reply is on the wire (the
+/// kernel's post-handler, which gets the handler's status).
+pub type PostHandler = Box<dyn FnOnce(i32) + Send>;
+
+type HandlerFn = dyn Fn(&Request) -> (i32, Option<PostHandler>) + Send + Sync;
+type Handler = Arc<HandlerFn>;
+
+/// Called with the kernel's reason when quorum is lost. The daemon maps it
+/// onto the configured fence method (reset, panic, or a userspace action).
+pub type FenceFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Per-connection write side.
+struct ConnIo {
+    w: Mutex<WriteState>,
+    wake_flusher: Notify,
+}
+
+struct WriteState {
+    stream: Option<Arc<TcpStream>>,
+    buf: BytesMut,
+    /// Someone (a task in a syscall, or the flusher task) owns writing.
+    flushing: bool,
+    closed: bool,
+}
+
+struct State {
+    core: NetCore<Handler>,
+    waiters: HashMap<SendId, oneshot::Sender<Result<i32, NetError>>>,
+    conns: HashMap<ConnId, Arc<ConnIo>>,
+    log: VecDeque<String>,
+}
+
+struct Inner {
+    local: u8,
+    state: Mutex<State>,
+    /// Serializes handlers across peers.
+    handler_lock: Mutex<()>,
+    start: Instant,
+    timer_wake: Notify,
+    /// The instant (ms) the timer task sleeps until.
+    timer_target: AtomicU64,
+    next_send: AtomicU64,
+    running: AtomicBool,
+    fence: FenceFn,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// A running o2net node: cheap to clone, every clone drives the same node.
+#[derive(Clone)]
+pub struct Net {
+    inner: Arc<Inner>,
+}
+
+/// Effects collected under the state lock, carried out after it.
+#[derive(Default)]
+struct Batch {
+    flush: Vec<Arc<ConnIo>>,
+    deliver: Vec<(ConnId, u8, MsgHeader, Bytes, Handler)>,
+    connect: Vec<(ConnId, SocketAddrV4, SocketAddrV4)>,
+    fence: Vec<String>,
+}
+
+impl Net {
+    /// Binds `cfg`'s local address (SO_REUSEADDR, backlog 64) and starts the
+    /// listener and timer tasks on the current tokio runtime. Peers are
+    /// contacted once [`Net::heartbeat_up`] reports them.
+    pub fn start(cfg: NetConfig, fence: FenceFn) -> Result<Net, NetError> {
+        let core: NetCore<Handler> = NetCore::new(cfg)?;
+        let local = core.config().local;
+        let addr = core
+            .config()
+            .nodes
+            .iter()
+            .find(|n| n.num == local)
+            .map(|n| n.addr)
+            .ok_or_else(|| NetError::Config(format!("local node {local} missing")))?;
+        let listener = listen(addr).map_err(|source| NetError::Io {
+            what: format!("node {local}: listening on {addr}"),
+            source,
+        })?;
+        let net = Net {
+            inner: Arc::new(Inner {
+                local,
+                state: Mutex::new(State {
+                    core,
+                    waiters: HashMap::new(),
+                    conns: HashMap::new(),
+                    log: VecDeque::new(),
+                }),
+                handler_lock: Mutex::new(()),
+                start: Instant::now(),
+                timer_wake: Notify::new(),
+                timer_target: AtomicU64::new(u64::MAX),
+                next_send: AtomicU64::new(1),
+                running: AtomicBool::new(true),
+                fence,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        tracing::info!(node = local, "o2net: listening on {addr}");
+        let n = net.clone();
+        net.spawn(async move { n.accept_loop(listener).await });
+        let n = net.clone();
+        net.spawn(async move { n.timer_loop().await });
+        Ok(net)
+    }
+
+    /// This node's number.
+    pub fn local_node(&self) -> u8 {
+        self.inner.local
+    }
+
+    /// o2hb reports `node` heartbeating (call it for this node too).
+    pub fn heartbeat_up(&self, node: u8) {
+        self.run(Input::HeartbeatUp(node));
+    }
+
+    /// o2hb reports `node` dead: its connection closes and its senders fail.
+    pub fn heartbeat_down(&self, node: u8) {
+        self.run(Input::HeartbeatDown(node));
+    }
+
+    /// `o2net_register_handler`: `handler` answers requests of
+    /// (msg_type, key) with at most `max_len` payload bytes; its return value
+    /// is the status the sender receives.
+    pub fn register_handler<F>(
+        &self,
+        msg_type: u16,
+        key: u32,
+        max_len: u32,
+        handler: F,
+    ) -> Result<(), NetError>
+    where
+        F: Fn(&Request) -> i32 + Send + Sync + 'static,
+    {
+        self.register_handler_with_post(msg_type, key, max_len, move |r| (handler(r), None))
+    }
+
+    /// Like [`Net::register_handler`], with a post-handler returned by the
+    /// handler and run once the status reply has been written.
+    pub fn register_handler_with_post<F>(
+        &self,
+        msg_type: u16,
+        key: u32,
+        max_len: u32,
+        handler: F,
+    ) -> Result<(), NetError>
+    where
+        F: Fn(&Request) -> (i32, Option<PostHandler>) + Send + Sync + 'static,
+    {
+        let h: Handler = Arc::new(handler);
+        self.inner
+            .state
+            .lock()
+            .core
+            .register_handler(msg_type, key, max_len, h)
+    }
+
+    /// Removes a handler; true if it was registered.
+    pub fn unregister_handler(&self, msg_type: u16, key: u32) -> bool {
+        self.inner
+            .state
+            .lock()
+            .core
+            .unregister_handler(msg_type, key)
+    }
+
+    /// `o2net_send_message`: sends and waits for the peer handler's status.
+    /// Waits while a connection is being set up; fails with −ENOTCONN when
+    /// there is none for good, −EHOSTDOWN when it dies before the reply.
+    pub async fn send(
+        &self,
+        node: u8,
+        msg_type: u16,
+        key: u32,
+        payload: impl Into<Bytes>,
+    ) -> Result<i32, NetError> {
+        let payload = payload.into();
+        let id = self.inner.next_send.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.inner.state.lock();
+            if !self.inner.running.load(Ordering::Acquire) {
+                return Err(NetError::NotRunning);
+            }
+            st.waiters.insert(id, tx);
+        }
+        self.run(Input::Send {
+            id,
+            node,
+            msg_type,
+            key,
+            payload,
+        });
+        let mut guard = AbandonOnDrop {
+            net: self,
+            id,
+            armed: true,
+        };
+        let r = rx.await.unwrap_or(Err(NetError::NotRunning));
+        guard.armed = false;
+        r
+    }
+
+    /// `o2net_send_message_vec`: the slices are sent as one payload.
+    pub async fn send_vectored(
+        &self,
+        node: u8,
+        msg_type: u16,
+        key: u32,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<i32, NetError> {
+        if bufs.is_empty() {
+            return Err(NetError::EmptyVector {
+                node,
+                msg_type,
+                key,
+            });
+        }
+        let mut payload = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            payload.extend_from_slice(b);
+        }
+        self.send(node, msg_type, key, payload.freeze()).await
+    }
+
+    /// One row per configured peer: state, traffic, last keepalive.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.inner.state.lock().core.peer_stats()
+    }
+
+    /// Refused and broken connections since start.
+    pub fn counters(&self) -> Counters {
+        self.inner.state.lock().core.counters()
+    }
+
+    /// Nodes with a valid connection, this node included.
+    pub fn connected_nodes(&self) -> NodeSet {
+        self.inner.state.lock().core.connected_nodes()
+    }
+
+    /// Nodes o2hb reports heartbeating.
+    pub fn heartbeating_nodes(&self) -> NodeSet {
+        self.inner.state.lock().core.quorum().heartbeating()
+    }
+
+    /// Milliseconds since start: the time base of [`PeerStats`] timestamps.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The last log lines (kernel wording), oldest first.
+    pub fn recent_log(&self) -> Vec<String> {
+        self.inner.state.lock().log.iter().cloned().collect()
+    }
+
+    /// Stops the node: closes the listener and every connection (peers see
+    /// them drop), and fails this node's waiting senders with −ESRCH.
+    pub fn shutdown(&self) {
+        self.inner.running.store(false, Ordering::Release);
+        for t in self.inner.tasks.lock().drain(..) {
+            t.abort();
+        }
+        let (conns, waiters) = {
+            let mut st = self.inner.state.lock();
+            let conns: Vec<Arc<ConnIo>> = st.conns.drain().map(|(_, c)| c).collect();
+            let waiters: Vec<_> = st.waiters.drain().map(|(_, w)| w).collect();
+            (conns, waiters)
+        };
+        for c in conns {
+            close_io(&c);
+        }
+        for w in waiters {
+            let _ = w.send(Err(NetError::NotRunning));
+        }
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if !self.inner.running.load(Ordering::Acquire) {
+            return;
+        }
+        let h = tokio::spawn(fut).abort_handle();
+        let mut tasks = self.inner.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(h);
+    }
+
+    /// Runs the core on one input and carries out its outputs.
+    fn run(&self, input: Input<'_>) {
+        let batch = {
+            let mut st = self.inner.state.lock();
+            let now = self.now_ms();
+            st.core.handle(now, input);
+            self.drain(&mut st)
+        };
+        self.execute(batch);
+    }
+
+    /// Takes the core's outputs; must be called with the state lock held.
+    fn drain(&self, st: &mut State) -> Batch {
+        let local = self.inner.local;
+        let mut b = Batch::default();
+        while let Some(out) = st.core.poll_output() {
+            match out {
+                Output::Transmit { conn, data } => {
+                    if let Some(io) = st.conns.get(&conn) {
+                        let mut w = io.w.lock();
+                        if !w.closed {
+                            w.buf.extend_from_slice(&data);
+                            if !b.flush.iter().any(|f| Arc::ptr_eq(f, io)) {
+                                b.flush.push(io.clone());
+                            }
+                        }
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(io) = st.conns.remove(&conn) {
+                        close_io(&io);
+                    }
+                }
+                Output::Connect {
+                    conn,
+                    local: from,
+                    remote,
+                    ..
+                } => {
+                    st.conns.insert(conn, Arc::new(ConnIo::new(None)));
+                    b.connect.push((conn, from, remote));
+                }
+                Output::Deliver {
+                    conn,
+                    node,
+                    header,
+                    payload,
+                    handler,
+                } => b.deliver.push((conn, node, header, payload, handler)),
+                Output::SendDone { id, result } => {
+                    if let Some(w) = st.waiters.remove(&id) {
+                        let _ = w.send(result);
+                    }
+                }
+                Output::Fence { reason } => b.fence.push(reason),
+                Output::Log { level, message } => {
+                    match level {
+                        LogLevel::Error => tracing::error!(node = local, "{message}"),
+                        LogLevel::Notice | LogLevel::Info => {
+                            tracing::info!(node = local, "{message}")
+                        }
+                        LogLevel::Debug => tracing::debug!(node = local, "{message}"),
+                    }
+                    if level != LogLevel::Debug {
+                        if st.log.len() == LOG_RING {
+                            st.log.pop_front();
+                        }
+                        st.log.push_back(message);
+                    }
+                }
+            }
+        }
+        if let Some(next) = st.core.next_timeout() {
+            if next < self.inner.timer_target.load(Ordering::Acquire) {
+                self.inner.timer_target.store(next, Ordering::Release);
+                self.inner.timer_wake.notify_one();
+            }
+        }
+        b
+    }
+
+    fn execute(&self, b: Batch) {
+        for io in &b.flush {
+            flush(io);
+        }
+        for (conn, from, remote) in b.connect {
+            let n = self.clone();
+            self.spawn(async move { n.connect(conn, from, remote).await });
+        }
+        for (conn, node, header, payload, handler) in b.deliver {
+            let req = Request {
+                node,
+                header,
+                payload,
+            };
+            let (status, post) = {
+                let _serial = self.inner.handler_lock.lock();
+                handler(&req)
+            };
+            self.run(Input::HandlerDone {
+                conn,
+                request: header,
+                status,
+            });
+            if let Some(post) = post {
+                let _serial = self.inner.handler_lock.lock();
+                post(status);
+            }
+        }
+        for reason in b.fence {
+            (self.inner.fence)(&reason);
+        }
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            let (stream, from) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(node = self.inner.local, "o2net: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let std::net::SocketAddr::V4(from) = from else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+            let stream = Arc::new(stream);
+            let batch = {
+                let mut st = self.inner.state.lock();
+                let conn = st.core.new_conn_id();
+                // Registered before the core runs so that the handshake it
+                // transmits finds the socket; a refusal closes it again.
+                st.conns
+                    .insert(conn, Arc::new(ConnIo::new(Some(stream.clone()))));
+                let now = self.now_ms();
+                st.core.handle(now, Input::Accepted { conn, from });
+                let accepted = st.conns.contains_key(&conn);
+                if accepted {
+                    let n = self.clone();
+                    let s = stream.clone();
+                    self.spawn(async move { n.read_loop(conn, s).await });
+                }
+                self.drain(&mut st)
+            };
+            self.execute(batch);
+        }
+    }
+
+    async fn connect(self, conn: ConnId, from: SocketAddrV4, remote: SocketAddrV4) {
+        match connect_socket(from, remote).await {
+            Ok(stream) => {
+                let stream = Arc::new(stream);
+                let io = self.inner.state.lock().conns.get(&conn).cloned();
+                let Some(io) = io else {
+                    // Closed by the core while connecting: dropping closes it.
+                    return;
+                };
+                {
+                    let mut w = io.w.lock();
+                    if w.closed {
+                        return;
+                    }
+                    w.stream = Some(stream.clone());
+                }
+                self.run(Input::ConnectDone { conn });
+                self.read_loop(conn, stream).await;
+            }
+            Err(e) => {
+                let errno = -e.raw_os_error().unwrap_or(errno::EIO);
+                self.run(Input::ConnectFailed { conn, errno });
+            }
+        }
+    }
+
+    async fn read_loop(self, conn: ConnId, stream: Arc<TcpStream>) {
+        let io = self.inner.state.lock().conns.get(&conn).cloned();
+        if let Some(io) = io {
+            let n = self.clone();
+            let s = stream.clone();
+            self.spawn(async move { n.flusher(io, s).await });
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if stream.readable().await.is_err() {
+                break;
+            }
+            match stream.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.run(Input::Received {
+                    conn,
+                    data: buf.get(..n).unwrap_or_default(),
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
+            }
+        }
+        self.run(Input::Closed { conn });
+    }
+
+    /// Writes what a full socket left in the buffer once it drains.
+    async fn flusher(self, io: Arc<ConnIo>, stream: Arc<TcpStream>) {
+        loop {
+            io.wake_flusher.notified().await;
+            loop {
+                if stream.writable().await.is_err() {
+                    return;
+                }
+                if write_out(&io, &stream) {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn timer_loop(self) {
+        loop {
+            let next = self.inner.state.lock().core.next_timeout();
+            let target = next.unwrap_or(u64::MAX);
+            self.inner.timer_target.store(target, Ordering::Release);
+            let wake = self.inner.timer_wake.notified();
+            if target == u64::MAX {
+                wake.await;
+                continue;
+            }
+            let at = self.inner.start + Duration::from_millis(target);
+            tokio::select! {
+                _ = wake => continue,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            self.run(Input::Timeout);
+        }
+    }
+}
+
+impl ConnIo {
+    fn new(stream: Option<Arc<TcpStream>>) -> ConnIo {
+        ConnIo {
+            w: Mutex::new(WriteState {
+                stream,
+                buf: BytesMut::new(),
+                flushing: false,
+                closed: false,
+            }),
+            wake_flusher: Notify::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("local", &self.inner.local)
+            .finish()
+    }
+}
+
+struct AbandonOnDrop<'a> {
+    net: &'a Net,
+    id: SendId,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.net.inner.state.lock().waiters.remove(&self.id);
+            self.net.run(Input::Abandon { id: self.id });
+        }
+    }
+}
+
+fn close_io(io: &ConnIo) {
+    let mut w = io.w.lock();
+    w.closed = true;
+    w.buf.clear();
+    if let Some(s) = w.stream.take() {
+        // Wakes the reader (EOF) and tells the peer at once.
+        let _ = SockRef::from(s.as_ref()).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Writes the buffer now if nobody else is; leaves the rest to the flusher.
+fn flush(io: &ConnIo) {
+    let stream = {
+        let mut w = io.w.lock();
+        if w.flushing || w.buf.is_empty() {
+            return;
+        }
+        let Some(s) = w.stream.clone() else { return };
+        w.flushing = true;
+        s
+    };
+    if !write_out(io, &stream) {
+        io.wake_flusher.notify_one();
+    }
+}
+
+/// Writes buffered bytes until the buffer is empty (true: flushing released)
+/// or the socket is full (false: the caller keeps `flushing` and waits).
+/// The syscall runs without the lock so that senders keep appending.
+fn write_out(io: &ConnIo, stream: &TcpStream) -> bool {
+    loop {
+        let chunk = {
+            let mut w = io.w.lock();
+            if w.buf.is_empty() || w.closed {
+                w.flushing = false;
+                return true;
+            }
+            w.buf.split().freeze()
+        };
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            match stream.try_write(&rest) {
+                Ok(n) => rest.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut w = io.w.lock();
+                    let mut back = BytesMut::with_capacity(rest.len() + w.buf.len());
+                    back.extend_from_slice(&rest);
+                    back.extend_from_slice(&w.buf);
+                    w.buf = back;
+                    return false;
+                }
+                Err(_) => {
+                    // The reader sees the same error and reports the close.
+                    let mut w = io.w.lock();
+                    w.buf.clear();
+                    w.flushing = false;
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+fn listen(addr: SocketAddrV4) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&std::net::SocketAddr::V4(addr).into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn connect_socket(from: SocketAddrV4, remote: SocketAddrV4) -> io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(std::net::SocketAddr::V4(from))?;
+    let stream = sock.connect(std::net::SocketAddr::V4(remote)).await?;
+    stream.set_nodelay(true)?;
+    SockRef::from(&stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
+    Ok(stream)
+}
