@@ -1,2 +1,186 @@
 //! The `o2cb` command.
-fn main() {}
+//!
+//! `o2cb [--config-file=path] [-h|--help] [-v|--verbose] [-V|--version] COMMAND [ARGS]`
+//!
+//! The global options and the ocfs2-tools commands (`add-cluster`, `list-nodes`,
+//! ...) behave as ocfs2-tools 1.8.7's `o2cb` does, byte for byte: same usage
+//! text, same messages, same exit codes, same file. They live in [`compat`].
+//!
+//! # Adding a project command
+//!
+//! Commands that ocfs2-tools does not have (`heartbeat`, `sim`, `node`,
+//! `status`, `demo`, ...) are one module each, `src/cmd_<name>.rs`, exposing
+//!
+//! ```ignore
+//! pub fn run(global: &Global, args: &[String]) -> anyhow::Result<std::process::ExitCode>
+//! ```
+//!
+//! where `args` are the words after the command name (the module may parse
+//! them with clap). Declare the module below (`mod cmd_<name>;`) and add one
+//! arm to [`project_command`]. A project command name must not be one of the
+//! ocfs2-tools commands in [`compat::COMMANDS`]. An `Err` is printed as
+//! `o2cb: <error>` on stderr and the exit code is 1. The cluster
+//! configuration for a command is `o2nm::ClusterConf::load(&global.config_file)`.
+
+mod compat;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use compat::getopt::{Getopt, Item, LongOpt, Order};
+
+/// The default cluster configuration file, as ocfs2-tools.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/ocfs2/cluster.conf";
+
+/// What the global options said; handed to every command.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// `--config-file`, or [`DEFAULT_CONFIG_FILE`].
+    pub config_file: PathBuf,
+    /// Whether `--config-file` was given.
+    pub config_file_given: bool,
+    /// Whether `-v` was given at least once.
+    pub verbose: bool,
+    /// How many times `-v` was given (ocfs2-tools prints debug lines from 3 on).
+    pub verbosity: u32,
+    /// The program name used in messages (`basename(argv[0])`).
+    pub progname: String,
+    /// `argv[0]` as given, which getopt diagnostics use.
+    pub argv0: String,
+}
+
+/// A project command's entry point (see the module documentation).
+type CommandFn = fn(&Global, &[String]) -> anyhow::Result<ExitCode>;
+
+/// The project commands: one arm per `cmd_<name>` module.
+fn project_command(name: &str) -> Option<CommandFn> {
+    #[allow(clippy::match_single_binding)]
+    match name {
+        // "heartbeat" => Some(cmd_heartbeat::run),
+        _ => None,
+    }
+}
+
+const USAGE: &str = "[--config-file=path] [-h|--help] [-v|--verbose] [-V|--version] COMMAND [ARGS]";
+
+/// The version ocfs2-tools prints for `-V`: the release whose behaviour the
+/// configuration commands reproduce.
+const COMPAT_VERSION: &str = "1.8.7";
+
+fn usage(progname: &str) -> ExitCode {
+    let mut text = format!("usage: {progname} {USAGE}\n\nThe commands are:\n");
+    for cmd in compat::COMMANDS {
+        text.push_str(&format!("  {:<18}  {}\n", cmd.name, cmd.help));
+    }
+    text.push('\n');
+    eprint_bytes(text.as_bytes());
+    ExitCode::from(1)
+}
+
+/// Writes to stderr, ignoring failures (there is nowhere left to report them).
+pub fn eprint_bytes(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+/// Writes to stdout, ignoring failures (a closed pipe is not our error).
+pub fn print_bytes(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
+
+fn basename(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit('/').next() {
+        Some(base) if !base.is_empty() => base.to_string(),
+        _ => path.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a: OsString| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = argv.first().cloned().unwrap_or_else(|| "o2cb".to_string());
+    let progname = basename(&argv0);
+
+    const LONGS: &[LongOpt] = &[
+        LongOpt {
+            name: "config-file",
+            has_arg: true,
+            key: 'c',
+        },
+        LongOpt {
+            name: "help",
+            has_arg: false,
+            key: 'h',
+        },
+        LongOpt {
+            name: "verbose",
+            has_arg: false,
+            key: 'v',
+        },
+        LongOpt {
+            name: "version",
+            has_arg: false,
+            key: 'V',
+        },
+    ];
+    let mut config_file = None;
+    let (mut show_help, mut show_version, mut verbosity) = (false, false, 0u32);
+    let mut opts = Getopt::new(&argv, "hvV", LONGS, Order::RequireOrder);
+    for item in opts.by_ref() {
+        match item {
+            Item::Opt { key: 'h', .. } => show_help = true,
+            Item::Opt { key: 'v', .. } => verbosity = verbosity.saturating_add(1),
+            Item::Opt { key: 'V', .. } => show_version = true,
+            Item::Opt { key: 'c', arg } => config_file = arg,
+            Item::Opt { .. } => return usage(&progname),
+            Item::Error(msg) => {
+                eprint_bytes(format!("{msg}\n").as_bytes());
+                return usage(&progname);
+            }
+        }
+    }
+    let operands = opts.into_operands();
+
+    let global = Global {
+        config_file_given: config_file.is_some(),
+        config_file: PathBuf::from(config_file.unwrap_or_else(|| DEFAULT_CONFIG_FILE.into())),
+        verbose: verbosity > 0,
+        verbosity,
+        progname,
+        argv0,
+    };
+    if show_version {
+        eprint_bytes(format!("{} {COMPAT_VERSION}\n", global.progname).as_bytes());
+        return ExitCode::from(1);
+    }
+    if show_help {
+        return usage(&global.progname);
+    }
+    let Some((command, args)) = operands.split_first() else {
+        return usage(&global.progname);
+    };
+
+    if let Some(run) = project_command(command) {
+        return match run(&global, args) {
+            Ok(code) => code,
+            Err(err) => {
+                eprint_bytes(format!("{}: {err:#}\n", global.progname).as_bytes());
+                ExitCode::from(1)
+            }
+        };
+    }
+
+    if global.verbose {
+        eprint_bytes(format!("Using config file '{}'\n", global.config_file.display()).as_bytes());
+    }
+    match compat::find(command) {
+        Some(cmd) => compat::run(&global, cmd, &operands),
+        None => {
+            eprint_bytes(format!("{}: Unknown command '{command}'\n", global.progname).as_bytes());
+            usage(&global.progname)
+        }
+    }
+}

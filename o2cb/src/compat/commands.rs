@@ -1,0 +1,494 @@
+//! The configuration commands of ocfs2-tools' `o2cb`, one function each,
+//! reproducing its argument handling, messages and exit codes.
+
+use std::ffi::{CStr, CString};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::FileTypeExt;
+
+use o2nm::{
+    check_cluster_name, parse_ipv4_strict, ClusterNameProblem, HeartbeatMode, NodeStanza,
+    SourceLine,
+};
+
+use super::getopt::{Getopt, Item, LongOpt, Order};
+use super::{Ctx, Outcome};
+use crate::print_bytes;
+
+/// Which objects a `list-*` command shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListWhat {
+    Cluster,
+    Nodes,
+    Heartbeats,
+}
+
+/// C `isspace` in the C locale.
+fn c_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{0b}' | '\u{0c}')
+}
+
+/// ocfs2-tools' `tools_strstrip`: drop leading and trailing whitespace.
+fn strip(s: &str) -> &str {
+    s.trim_matches(c_space)
+}
+
+/// C `strtol(s, &end, 0)` followed by the tools' `if (*end)` check and the
+/// assignment to an `int`: `None` when text is left over.
+fn c_strtol_int(s: &str) -> Option<i32> {
+    let b = s.as_bytes();
+    let mut i = b
+        .iter()
+        .position(|&c| !c_space(c as char))
+        .unwrap_or(b.len());
+    let negative = match b.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let hex_digit_follows = b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
+    let (radix, start) = match (b.get(i), b.get(i + 1)) {
+        (Some(b'0'), Some(b'x' | b'X')) if hex_digit_follows => (16, i + 2),
+        (Some(b'0'), _) => (8, i),
+        _ => (10, i),
+    };
+    let digits = b[start..]
+        .iter()
+        .take_while(|c| (**c as char).is_digit(radix))
+        .count();
+    if digits == 0 {
+        // Nothing converted: the end pointer is the start of the string, so
+        // only an empty string passes the check (and reads as 0).
+        return s.is_empty().then_some(0);
+    }
+    if start + digits != b.len() {
+        return None;
+    }
+    let magnitude = b[start..].iter().try_fold(0i128, |acc, c| {
+        let d = (*c as char).to_digit(radix).map(i128::from)?;
+        Some((acc * i128::from(radix) + d).min(i128::from(i64::MAX) + 1))
+    })?;
+    let value = if negative { -magnitude } else { magnitude };
+    let long = value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    Some(long as i32)
+}
+
+pub(super) fn add_cluster(ctx: &mut Ctx) -> Outcome {
+    let Some(arg) = ctx.argv.get(1) else {
+        return Outcome::usage();
+    };
+    let name = strip(arg);
+    if let Err(problem) = check_cluster_name(name) {
+        let why = match problem {
+            ClusterNameProblem::Empty => "zero length".to_string(),
+            ClusterNameProblem::TooLong => format!("max {} characters", o2nm::CLUSTER_NAME_MAX),
+            ClusterNameProblem::NotAlphanumeric => {
+                "only alpha-numeric characters allowed".to_string()
+            }
+        };
+        ctx.error(&format!("Cluster name is invalid ; {why}"));
+        return Outcome::failed();
+    }
+    match ctx.conf.add_cluster(name) {
+        Ok(_) => {
+            ctx.verbose(&format!("Added cluster '{name}'"));
+            Outcome::done(true)
+        }
+        Err(err) => {
+            // ocfs2-tools reports this but exits 0.
+            ctx.error(&err.to_string());
+            Outcome::done(false)
+        }
+    }
+}
+
+pub(super) fn remove_cluster(ctx: &mut Ctx) -> Outcome {
+    let name = match ctx.argv.get(1).map(|a| strip(a)) {
+        Some(name) if !name.is_empty() => name,
+        _ => return Outcome::usage(),
+    };
+    match ctx.conf.remove_cluster(name) {
+        Ok(_) => {
+            ctx.verbose(&format!("Removed cluster '{name}'"));
+            Outcome::done(true)
+        }
+        Err(err) => {
+            ctx.error(&err.to_string());
+            Outcome::failed()
+        }
+    }
+}
+
+/// `getaddrinfo` for an IPv4 TCP address, as `o2cb add-node` looks up a node
+/// name given without `--ip`; the error is `gai_strerror`'s text.
+fn resolve_ipv4(name: &str) -> Result<Ipv4Addr, String> {
+    let c_name = CString::new(name).map_err(|_| "Name or service not known".to_string())?;
+    // SAFETY: zeroed addrinfo is the documented way to build hints.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_INET;
+    hints.ai_protocol = libc::IPPROTO_TCP;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C string and hints; res is freed below.
+    let rc = unsafe { libc::getaddrinfo(c_name.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 {
+        // SAFETY: gai_strerror returns a static NUL-terminated string.
+        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+        return Err(msg.to_string_lossy().into_owned());
+    }
+    // SAFETY: on success res points to at least one entry; AF_INET entries
+    // carry a sockaddr_in.
+    let addr = unsafe {
+        let first = &*res;
+        let found = if first.ai_addr.is_null() || first.ai_family != libc::AF_INET {
+            None
+        } else {
+            let sin = &*(first.ai_addr as *const libc::sockaddr_in);
+            Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        };
+        libc::freeaddrinfo(res);
+        found
+    };
+    addr.ok_or_else(|| "Address family for hostname not supported".to_string())
+}
+
+pub(super) fn add_node(ctx: &mut Ctx) -> Outcome {
+    const LONGS: &[LongOpt] = &[
+        LongOpt {
+            name: "ip",
+            has_arg: true,
+            key: 'i',
+        },
+        LongOpt {
+            name: "port",
+            has_arg: true,
+            key: 'p',
+        },
+        LongOpt {
+            name: "number",
+            has_arg: true,
+            key: 'n',
+        },
+    ];
+    let (mut ip, mut port, mut number) = (None::<String>, -1i32, -1i32);
+    let mut bad_usage = false;
+    let mut opts = Getopt::new(ctx.argv, "", LONGS, Order::Permute);
+    for item in opts.by_ref() {
+        match item {
+            Item::Opt { key: 'i', arg } => ip = arg,
+            Item::Opt { key, arg } => {
+                let (slot, what) = if key == 'p' {
+                    (&mut port, "port")
+                } else {
+                    (&mut number, "node")
+                };
+                match c_strtol_int(arg.as_deref().unwrap_or("")) {
+                    Some(v) => *slot = v,
+                    None => {
+                        ctx.error(&format!("Invalid {what} number"));
+                        return Outcome::usage();
+                    }
+                }
+            }
+            Item::Error(msg) => {
+                crate::eprint_bytes(format!("{msg}\n").as_bytes());
+                bad_usage = true;
+            }
+        }
+    }
+    let operands = opts.into_operands();
+    let (Some(cluster_name), Some(raw_node), false) =
+        (operands.first(), operands.get(1), bad_usage)
+    else {
+        return Outcome::usage();
+    };
+    let node_name = strip(raw_node);
+    if node_name.is_empty() {
+        ctx.error("Node name cannot be zero length");
+        return Outcome::usage();
+    }
+    ctx.debug(&format!(
+        "Add node '{node_name}' in cluster '{cluster_name}' having ip '{}', port '{port}' and number '{number}'",
+        ip.as_deref().unwrap_or("auto")
+    ));
+    let Some(cluster) = ctx.conf.cluster(cluster_name) else {
+        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
+        return Outcome::failed();
+    };
+    let addr = match &ip {
+        Some(text) => match parse_ipv4_strict(text) {
+            Some(a) => a,
+            None => {
+                ctx.error(&format!("Bad IP Address '{text}'"));
+                return Outcome::failed();
+            }
+        },
+        None => match resolve_ipv4(node_name) {
+            Ok(a) => a,
+            Err(why) => {
+                ctx.error(&format!(
+                    "{why}, while looking up the IP address for '{node_name}'"
+                ));
+                return Outcome::failed();
+            }
+        },
+    };
+    ctx.debug(&format!("Validated IP address '{addr}'"));
+    let number = if number == -1 {
+        match cluster.lowest_unused_number() {
+            Some(n) => n,
+            None => {
+                ctx.error("Cluster is full - No more nodes can be added to it");
+                return Outcome::failed();
+            }
+        }
+    } else {
+        let Some(n) = u32::try_from(number)
+            .ok()
+            .filter(|n| *n <= u32::from(o2nm::MAX_NODE_NUMBER))
+        else {
+            ctx.error(&format!(
+                "Nodenum should be >=0 and < {} but is {number}",
+                o2nm::MAX_NODES
+            ));
+            return Outcome::failed();
+        };
+        if cluster.node_by_number(n).is_some() {
+            ctx.error(&format!("Choose another node number as '{n}' is in use"));
+            return Outcome::failed();
+        }
+        n
+    };
+    ctx.debug(&format!("Validated node number '{number}'"));
+    if port == -1 {
+        port = i32::from(o2nm::DEFAULT_PORT);
+    }
+    let node = NodeStanza {
+        name: node_name.to_string(),
+        number,
+        ip_address: addr,
+        // The tools keep the port in an unsigned int: -5 becomes 4294967291.
+        ip_port: port as u32,
+        line: SourceLine(None),
+    };
+    let added = match ctx.conf.cluster_mut(cluster_name) {
+        Some(c) => c.add_node(node),
+        None => return Outcome::failed(),
+    };
+    if let Err(err) = added {
+        ctx.error(&err.to_string());
+        return Outcome::failed();
+    }
+    ctx.verbose(&format!(
+        "Added node '{node_name}' in cluster '{cluster_name}' having ip '{addr}', port '{port}' and number '{number}'"
+    ));
+    Outcome::done(true)
+}
+
+pub(super) fn remove_node(ctx: &mut Ctx) -> Outcome {
+    let (Some(cluster_name), Some(node_name)) = (ctx.argv.get(1), ctx.argv.get(2)) else {
+        return Outcome::usage();
+    };
+    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
+        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
+        return Outcome::failed();
+    };
+    if let Err(err) = cluster.remove_node(node_name) {
+        ctx.error(&err.to_string());
+        return Outcome::failed();
+    }
+    ctx.verbose(&format!(
+        "Removed node '{node_name}' from cluster '{cluster_name}'"
+    ));
+    Outcome::done(true)
+}
+
+/// The region named by a command argument: the argument itself, unless it is
+/// a block device (whose OCFS2 volume UUID ocfs2-tools would read; we do not,
+/// yet, and say so).
+fn region_of(ctx: &Ctx, arg: &str) -> Option<String> {
+    let is_block = std::fs::metadata(arg).is_ok_and(|m| m.file_type().is_block_device());
+    if is_block {
+        ctx.error(&format!(
+            "'{arg}' is a block device; reading its OCFS2 volume UUID is not supported yet, \
+             give the UUID (see 'debugfs.ocfs2 -R stats {arg}') instead"
+        ));
+        return None;
+    }
+    ctx.debug(&format!("'{arg}' is not a block device; assuming region"));
+    ctx.debug(&format!("Heartbeat region '{arg}'"));
+    Some(arg.to_string())
+}
+
+pub(super) fn add_heartbeat(ctx: &mut Ctx) -> Outcome {
+    let (Some(cluster_name), Some(arg)) = (ctx.argv.get(1), ctx.argv.get(2)) else {
+        return Outcome::usage();
+    };
+    let Some(region) = region_of(ctx, strip(arg)) else {
+        return Outcome::failed();
+    };
+    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
+        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
+        return Outcome::failed();
+    };
+    if let Err(err) = cluster.add_heartbeat(&region) {
+        ctx.error(&err.to_string());
+        return Outcome::failed();
+    }
+    ctx.verbose(&format!(
+        "Added heartbeat region '{region}' to cluster '{cluster_name}'"
+    ));
+    Outcome::done(true)
+}
+
+pub(super) fn remove_heartbeat(ctx: &mut Ctx) -> Outcome {
+    let (Some(cluster_name), Some(arg)) = (ctx.argv.get(1), ctx.argv.get(2)) else {
+        return Outcome::usage();
+    };
+    let Some(region) = region_of(ctx, arg) else {
+        return Outcome::failed();
+    };
+    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
+        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
+        return Outcome::failed();
+    };
+    if let Err(err) = cluster.remove_heartbeat(&region) {
+        ctx.error(&err.to_string());
+        return Outcome::failed();
+    }
+    ctx.verbose(&format!(
+        "Removed heartbeat region '{region}' from cluster '{cluster_name}'"
+    ));
+    Outcome::done(true)
+}
+
+pub(super) fn heartbeat_mode(ctx: &mut Ctx) -> Outcome {
+    let (Some(cluster_name), Some(mode)) = (ctx.argv.get(1), ctx.argv.get(2)) else {
+        return Outcome::usage();
+    };
+    // Only the exact lower-case words, although the file may say "Global".
+    let mode = match mode.as_str() {
+        "global" => HeartbeatMode::Global,
+        "local" => HeartbeatMode::Local,
+        _ => return Outcome::usage(),
+    };
+    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
+        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
+        return Outcome::failed();
+    };
+    cluster.heartbeat_mode = mode;
+    ctx.verbose(&format!(
+        "Changed heartbeat mode in cluster '{cluster_name}' to '{mode}'"
+    ));
+    Outcome::done(true)
+}
+
+pub(super) fn list_clusters(ctx: &Ctx) -> Outcome {
+    let mut out = String::new();
+    for c in &ctx.conf.clusters {
+        out.push_str(&c.name);
+        out.push('\n');
+    }
+    print_bytes(out.as_bytes());
+    Outcome::done(false)
+}
+
+pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
+    const LONGS: &[LongOpt] = &[LongOpt {
+        name: "oneline",
+        has_arg: false,
+        key: 'o',
+    }];
+    let mut oneline = false;
+    let mut bad_usage = false;
+    let mut opts = Getopt::new(ctx.argv, "", LONGS, Order::Permute);
+    for item in opts.by_ref() {
+        match item {
+            Item::Opt { .. } => oneline = true,
+            Item::Error(msg) => {
+                crate::eprint_bytes(format!("{msg}\n").as_bytes());
+                bad_usage = true;
+            }
+        }
+    }
+    let operands = opts.into_operands();
+    let (Some(name), false) = (operands.first(), bad_usage) else {
+        return Outcome::usage();
+    };
+    let Some(cluster) = ctx.conf.cluster(name) else {
+        // ocfs2-tools reports this but exits 0.
+        ctx.error(&format!("Unknown cluster '{name}'"));
+        return Outcome::done(false);
+    };
+    // The tools print these numbers with %d, so large values show negative.
+    let mut out = String::new();
+    if what != ListWhat::Nodes {
+        for hb in &cluster.heartbeats {
+            let region = &hb.region;
+            out.push_str(&if oneline {
+                format!("heartbeat: {region} {name}\n")
+            } else {
+                format!("heartbeat:\n\tregion = {region}\n\tcluster = {name}\n\n")
+            });
+        }
+    }
+    if what != ListWhat::Heartbeats {
+        for n in &cluster.nodes {
+            let (num, port, ip, node) = (n.number as i32, n.ip_port as i32, n.ip_address, &n.name);
+            out.push_str(&if oneline {
+                format!("node: {num} {node} {ip}:{port} {name}\n")
+            } else {
+                format!(
+                    "node:\n\tnumber = {num}\n\tname = {node}\n\tip_address = {ip}\n\tip_port = {port}\n\tcluster = {name}\n\n"
+                )
+            });
+        }
+    }
+    if what == ListWhat::Cluster {
+        let (count, mode) = (cluster.node_count as i32, cluster.heartbeat_mode);
+        out.push_str(&if oneline {
+            format!("cluster: {count} {mode} {name}\n")
+        } else {
+            format!(
+                "cluster:\n\tnode_count = {count}\n\theartbeat_mode = {mode}\n\tname = {name}\n\n"
+            )
+        });
+    }
+    print_bytes(out.as_bytes());
+    Outcome::done(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strtol_like_glibc() {
+        assert_eq!(c_strtol_int("0x10"), Some(16));
+        assert_eq!(c_strtol_int("010"), Some(8));
+        assert_eq!(c_strtol_int("-5"), Some(-5));
+        assert_eq!(c_strtol_int(" 7"), Some(7));
+        assert_eq!(c_strtol_int(""), Some(0));
+        assert_eq!(c_strtol_int("x"), None);
+        assert_eq!(c_strtol_int("0x"), None);
+        assert_eq!(c_strtol_int("08"), None);
+        assert_eq!(c_strtol_int("1x"), None);
+        assert_eq!(c_strtol_int("99999999999"), Some(99999999999i64 as i32));
+        assert_eq!(c_strtol_int("4294967295"), Some(-1));
+        assert_eq!(
+            c_strtol_int("99999999999999999999999"),
+            Some(i64::MAX as i32)
+        );
+    }
+
+    #[test]
+    fn strip_like_tools_strstrip() {
+        assert_eq!(strip(" \tab c\n "), "ab c");
+        assert_eq!(strip("   "), "");
+    }
+}
