@@ -6,4 +6,8 @@
 //!   BASTs and the lock value block), free of I/O so mastery, migration, recovery and the
 //!   simulator can drive it.
 
+mod error;
+pub mod lockres;
 pub mod wire;
+
+pub use error::Error;

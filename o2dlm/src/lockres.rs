@@ -1,0 +1,665 @@
+//! The queue engine of one lock resource, as its master runs it: the granted, converting and
+//! blocked queues, new locks, conversions up and down, NOQUEUE, cancel, unlock, the kernel's
+//! grant order (`dlm_shuffle_lists`), AST and BAST queueing with BAST coalescing and
+//! cancellation, and the lock value block rules.
+//!
+//! It is a plain state machine with no I/O and no clock. Operations change the queues and
+//! queue deliveries; [`LockResource::shuffle`] is the master's dlm thread pass over a dirty
+//! resource; [`LockResource::flush`] hands out the queued ASTs (all of them first) and then
+//! BASTs, as `dlm_flush_asts` does. The caller decides when to shuffle and flush, which is how
+//! the kernel's asynchrony (a new lock may be granted between an unlock and the next shuffle)
+//! stays reproducible under the simulator.
+//!
+//! Mastery state (owner, refmap, the RECOVERING/MIGRATING/IN_PROGRESS bits) lives with the
+//! domain that holds this resource; migration and recovery move a resource with
+//! [`LockResource::migratable_locks`] and [`LockResource::add_migrated_lock`], and clean up
+//! after a dead node with [`LockResource::remove_node_locks`].
+
+use crate::wire::{
+    DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
+    LKSB_PUT_LVB, LVB_LEN,
+};
+use crate::Error;
+
+/// A lock's identity on the master: the node that owns it and its cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId {
+    pub node: u8,
+    pub cookie: u64,
+}
+
+impl std::fmt::Display for LockId {
+    /// The kernel's `node:seq` notation of a cookie, with the owner node.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} (node {})",
+            crate::wire::cookie_node(self.cookie),
+            crate::wire::cookie_seq(self.cookie),
+            self.node
+        )
+    }
+}
+
+/// One lock on a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub id: LockId,
+    /// Granted mode; for a lock on the blocked queue, the requested mode (`ml.type`).
+    pub mode: LockMode,
+    /// Target of a pending conversion; set exactly while the lock is on the converting queue.
+    pub convert_type: Option<LockMode>,
+    /// Strongest mode this lock blocks that has not been told in a BAST yet.
+    pub highest_blocked: Option<LockMode>,
+    /// LVB direction pending until the next AST (`LKSB_GET_LVB`, `LKSB_PUT_LVB`).
+    pub lksb_flags: u8,
+    /// An AST for this lock is queued and not yet flushed.
+    pub ast_pending: bool,
+    /// A BAST for this lock is queued and not yet flushed.
+    pub bast_pending: bool,
+}
+
+impl Lock {
+    fn new(id: LockId, mode: LockMode) -> Lock {
+        Lock {
+            id,
+            mode,
+            convert_type: None,
+            highest_blocked: None,
+            lksb_flags: 0,
+            ast_pending: false,
+            bast_pending: false,
+        }
+    }
+}
+
+/// What the master hands to a lock's owner after [`LockResource::flush`]: a local callback for
+/// its own locks, a `DLM_PROXY_AST_MSG` for remote ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The lock is granted in `mode`; `lvb` is the resource's value block when the lock asked
+    /// for it (PR/EX request or up-conversion with VALBLK).
+    Ast {
+        lock: LockId,
+        mode: LockMode,
+        lvb: Option<Lvb>,
+    },
+    /// The lock blocks a request for `blocked`; its holder should down-convert or unlock.
+    Bast { lock: LockId, blocked: LockMode },
+}
+
+/// Where a lock or conversion request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Granted at once; its AST is queued.
+    Granted,
+    /// Waiting on the blocked (new lock) or converting queue; the AST follows its grant.
+    Queued,
+}
+
+/// The result of an unlock or cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlocked {
+    /// The granted lock was removed.
+    Unlocked(Lock),
+    /// A blocked request was withdrawn and removed.
+    CancelledRequest(Lock),
+    /// A pending conversion was withdrawn; the lock is back on the granted queue in its old mode.
+    CancelledConvert,
+    /// Cancel came too late: the lock was already granted (`DLM_CANCELGRANT`).
+    CancelGrant,
+}
+
+impl Unlocked {
+    /// The status the kernel reports for this outcome (the reply of `DLM_UNLOCK_LOCK_MSG`, and
+    /// the argument of the requester's unlock AST).
+    pub fn status(&self) -> DlmStatus {
+        match self {
+            Unlocked::CancelGrant => DlmStatus::Cancelgrant,
+            _ => DlmStatus::Normal,
+        }
+    }
+}
+
+/// What [`LockResource::remove_node_locks`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemovedLocks {
+    /// How many locks of the node were removed.
+    pub count: usize,
+    /// Whether the node held EX (granted or converting from EX): its LVB writes are lost, so
+    /// recovery invalidates the value block.
+    pub held_ex: bool,
+}
+
+/// One lock resource's queues and value block on its master.
+#[derive(Debug, Clone)]
+pub struct LockResource {
+    name: LockName,
+    lvb: Lvb,
+    granted: Vec<Lock>,
+    converting: Vec<Lock>,
+    blocked: Vec<Lock>,
+    pending_asts: Vec<LockId>,
+    pending_basts: Vec<LockId>,
+    dirty: bool,
+}
+
+impl LockResource {
+    /// An empty resource with a zeroed value block.
+    pub fn new(name: LockName) -> LockResource {
+        LockResource {
+            name,
+            lvb: [0; LVB_LEN],
+            granted: Vec::new(),
+            converting: Vec::new(),
+            blocked: Vec::new(),
+            pending_asts: Vec::new(),
+            pending_basts: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    /// The resource's name.
+    pub fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    /// The resource's lock value block.
+    pub fn lvb(&self) -> &Lvb {
+        &self.lvb
+    }
+
+    /// Replaces the value block (recovery adopting a survivor's copy).
+    pub fn set_lvb(&mut self, lvb: Lvb) {
+        self.lvb = lvb;
+    }
+
+    /// Zeroes the value block (`dlm_revalidate_lvb` when an EX holder died).
+    pub fn invalidate_lvb(&mut self) {
+        self.lvb = [0; LVB_LEN];
+    }
+
+    /// Whether the queues changed since the last [`shuffle`](Self::shuffle).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Whether ASTs or BASTs wait for [`flush`](Self::flush).
+    pub fn has_pending_deliveries(&self) -> bool {
+        !self.pending_asts.is_empty() || !self.pending_basts.is_empty()
+    }
+
+    /// Whether the resource holds no lock at all.
+    pub fn has_no_locks(&self) -> bool {
+        self.granted.is_empty() && self.converting.is_empty() && self.blocked.is_empty()
+    }
+
+    /// One queue, in order.
+    pub fn queue(&self, kind: QueueKind) -> &[Lock] {
+        match kind {
+            QueueKind::Granted => &self.granted,
+            QueueKind::Converting => &self.converting,
+            QueueKind::Blocked => &self.blocked,
+        }
+    }
+
+    /// Every lock with its queue, in the kernel's order: granted, converting, blocked.
+    pub fn locks(&self) -> impl Iterator<Item = (QueueKind, &Lock)> {
+        QueueKind::ALL
+            .into_iter()
+            .flat_map(move |k| self.queue(k).iter().map(move |l| (k, l)))
+    }
+
+    /// Finds a lock and its queue.
+    pub fn find(&self, id: LockId) -> Option<(QueueKind, &Lock)> {
+        self.locks().find(|(_, l)| l.id == id)
+    }
+
+    fn queue_mut(&mut self, kind: QueueKind) -> &mut Vec<Lock> {
+        match kind {
+            QueueKind::Granted => &mut self.granted,
+            QueueKind::Converting => &mut self.converting,
+            QueueKind::Blocked => &mut self.blocked,
+        }
+    }
+
+    fn position(&self, id: LockId) -> Option<(QueueKind, usize)> {
+        QueueKind::ALL.into_iter().find_map(|k| {
+            self.queue(k)
+                .iter()
+                .position(|l| l.id == id)
+                .map(|i| (k, i))
+        })
+    }
+
+    fn lock_mut(&mut self, id: LockId) -> Option<&mut Lock> {
+        let (k, i) = self.position(id)?;
+        self.queue_mut(k).get_mut(i)
+    }
+
+    /// `dlm_can_grant_new_lock`: compatible with every granted lock and with both the current
+    /// and the target mode of every converting lock. Blocked requests are not considered, so a
+    /// compatible newcomer passes waiting ones, as in the kernel.
+    fn can_grant_new(&self, mode: LockMode) -> bool {
+        self.granted
+            .iter()
+            .all(|l| LockMode::compatible(l.mode, mode))
+            && self.converting.iter().all(|l| {
+                LockMode::compatible(l.mode, mode)
+                    && l.convert_type.is_none_or(|c| LockMode::compatible(c, mode))
+            })
+    }
+
+    /// A new lock request on the master (`dlmlock_master`; also what the create-lock handler
+    /// runs for a remote node). `flags` may carry VALBLK (read the LVB on grant, for PR and EX),
+    /// GET_LVB (a remote requester's VALBLK) and NOQUEUE.
+    ///
+    /// Errors: `DLM_NOTQUEUED` for a NOQUEUE request that cannot be granted at once,
+    /// `DLM_BADARGS` if a lock with this id already exists.
+    pub fn request(
+        &mut self,
+        id: LockId,
+        mode: LockMode,
+        flags: LkmFlags,
+    ) -> Result<Requested, DlmStatus> {
+        if self.position(id).is_some() {
+            return Err(DlmStatus::Badargs);
+        }
+        let mut lock = Lock::new(id, mode);
+        if flags.contains(LkmFlags::GET_LVB)
+            || (flags.contains(LkmFlags::VALBLK) && mode >= LockMode::Pr)
+        {
+            lock.lksb_flags |= LKSB_GET_LVB;
+        }
+        let outcome = if self.can_grant_new(mode) {
+            self.granted.push(lock);
+            // The recovery lock is granted while the dlm thread is frozen: no AST; the
+            // requester learns the grant from the status alone.
+            if !self.name.is_recovery_lock() {
+                self.queue_ast(id);
+            }
+            Requested::Granted
+        } else if flags.contains(LkmFlags::NOQUEUE) {
+            return Err(DlmStatus::Notqueued);
+        } else {
+            self.blocked.push(lock);
+            Requested::Queued
+        };
+        self.dirty = true;
+        Ok(outcome)
+    }
+
+    /// A conversion on the master (`__dlmconvert_master`; also what the convert handler runs).
+    /// `flags` may carry VALBLK, NOQUEUE and, from a remote requester, PUT_LVB (with `lvb`) or
+    /// GET_LVB. An EX holder converting with VALBLK writes `lvb` into the resource when the
+    /// conversion is granted (always at once, since it is a down-conversion); a PR or NL holder
+    /// converting up with VALBLK reads the value block with its AST.
+    ///
+    /// Errors: `DLM_IVLOCKID` (no such lock), `DLM_DENIED` (not granted, or already
+    /// converting), `DLM_BADARGS` (both PUT and GET, or an LVB write without the LVB),
+    /// `DLM_NOTQUEUED` (NOQUEUE up-conversion that cannot be granted at once).
+    pub fn convert(
+        &mut self,
+        id: LockId,
+        mode: LockMode,
+        flags: LkmFlags,
+        lvb: Option<&Lvb>,
+    ) -> Result<Requested, DlmStatus> {
+        let (queue, idx) = self.position(id).ok_or(DlmStatus::Ivlockid)?;
+        if flags.contains(LkmFlags::PUT_LVB | LkmFlags::GET_LVB) {
+            return Err(DlmStatus::Badargs);
+        }
+        let Some(lock) = self.queue(queue).get(idx) else {
+            return Err(DlmStatus::Ivlockid);
+        };
+        if lock.convert_type.is_some() || queue != QueueKind::Granted {
+            return Err(DlmStatus::Denied);
+        }
+        let current = lock.mode;
+        let mut lksb = 0u8;
+        if flags.contains(LkmFlags::PUT_LVB) {
+            lksb |= LKSB_PUT_LVB;
+        } else if flags.contains(LkmFlags::GET_LVB) {
+            lksb |= LKSB_GET_LVB;
+        }
+        if flags.contains(LkmFlags::VALBLK) {
+            match current {
+                LockMode::Ex => lksb |= LKSB_PUT_LVB,
+                LockMode::Pr | LockMode::Nl if mode > LockMode::Nl => lksb |= LKSB_GET_LVB,
+                LockMode::Pr | LockMode::Nl => {}
+            }
+        }
+        let put = if lksb & LKSB_PUT_LVB != 0 {
+            Some(*lvb.ok_or(DlmStatus::Badargs)?)
+        } else {
+            None
+        };
+
+        let grantable = mode <= current
+            || (self
+                .granted
+                .iter()
+                .filter(|l| l.id != id)
+                .all(|l| LockMode::compatible(l.mode, mode))
+                && self.converting.iter().all(|l| {
+                    LockMode::compatible(l.mode, mode)
+                        && l.convert_type.is_none_or(|c| LockMode::compatible(c, mode))
+                }));
+
+        if grantable {
+            let mut lock = self.granted.remove(idx);
+            lock.mode = mode;
+            lock.lksb_flags |= lksb;
+            if let Some(v) = put {
+                self.lvb = v;
+            }
+            // The kernel moves even an in-place down-conversion to the tail of the granted
+            // queue.
+            self.granted.push(lock);
+            self.queue_ast(id);
+            self.dirty = true;
+            return Ok(Requested::Granted);
+        }
+        if flags.contains(LkmFlags::NOQUEUE) {
+            return Err(DlmStatus::Notqueued);
+        }
+        let mut lock = self.granted.remove(idx);
+        lock.convert_type = Some(mode);
+        lock.lksb_flags |= lksb;
+        self.converting.push(lock);
+        self.dirty = true;
+        Ok(Requested::Queued)
+    }
+
+    /// Unlock (or, with LKM_CANCEL, cancel) on the master (`dlmunlock_common`; also what the
+    /// unlock handler runs). VALBLK writes `lvb` into the resource when unlocking an EX lock and
+    /// is ignored otherwise, and always with CANCEL.
+    ///
+    /// Errors: `DLM_IVLOCKID` (no such lock), `DLM_BADPARAM` (unlock while the lock's grant AST
+    /// is still queued), `DLM_DENIED` (unlock of a lock that is not granted: cancel it first),
+    /// `DLM_BADARGS` (an LVB write without the LVB).
+    pub fn unlock(
+        &mut self,
+        id: LockId,
+        flags: LkmFlags,
+        lvb: Option<&Lvb>,
+    ) -> Result<Unlocked, DlmStatus> {
+        let (queue, idx) = self.position(id).ok_or(DlmStatus::Ivlockid)?;
+        let cancel = flags.contains(LkmFlags::CANCEL);
+        let Some(lock) = self.queue(queue).get(idx) else {
+            return Err(DlmStatus::Ivlockid);
+        };
+        if lock.ast_pending && !cancel {
+            return Err(DlmStatus::Badparam);
+        }
+        let outcome = if cancel {
+            match queue {
+                QueueKind::Blocked => {
+                    let lock = self.blocked.remove(idx);
+                    self.forget_deliveries(id);
+                    Unlocked::CancelledRequest(lock)
+                }
+                QueueKind::Converting => {
+                    let mut lock = self.converting.remove(idx);
+                    lock.convert_type = None;
+                    lock.lksb_flags = 0;
+                    self.granted.push(lock);
+                    Unlocked::CancelledConvert
+                }
+                QueueKind::Granted => return Ok(Unlocked::CancelGrant),
+            }
+        } else {
+            if queue != QueueKind::Granted {
+                return Err(DlmStatus::Denied);
+            }
+            let write = flags.contains(LkmFlags::VALBLK) && lock.mode == LockMode::Ex;
+            if write {
+                self.lvb = *lvb.ok_or(DlmStatus::Badargs)?;
+            }
+            let lock = self.granted.remove(idx);
+            // A BAST still queued for a lock being unlocked would reach nobody: the owner
+            // ignores BASTs for locks with an unlock pending.
+            self.forget_deliveries(id);
+            Unlocked::Unlocked(lock)
+        };
+        self.dirty = true;
+        Ok(outcome)
+    }
+
+    fn forget_deliveries(&mut self, id: LockId) {
+        self.pending_asts.retain(|l| *l != id);
+        self.pending_basts.retain(|l| *l != id);
+    }
+
+    /// `__dlm_queue_ast`, with `dlm_should_cancel_bast`: a BAST still queued for the lock is
+    /// dropped when the new mode can no longer block what it announced (NL blocks nothing, PR
+    /// blocks only EX).
+    fn queue_ast(&mut self, id: LockId) {
+        let Some(lock) = self.lock_mut(id) else {
+            return;
+        };
+        let cancel_bast = match (lock.highest_blocked, lock.mode) {
+            (None, _) | (Some(_), LockMode::Ex) => false,
+            (Some(_), LockMode::Nl) => true,
+            (Some(hb), LockMode::Pr) => hb != LockMode::Ex,
+        };
+        if cancel_bast {
+            lock.highest_blocked = None;
+            lock.bast_pending = false;
+        }
+        // A second grant before the first AST went out is reported once, with the state at
+        // flush time (the kernel would BUG here; its callers never convert before the AST).
+        let newly = !lock.ast_pending;
+        lock.ast_pending = true;
+        if cancel_bast {
+            self.pending_basts.retain(|l| *l != id);
+        }
+        if newly {
+            self.pending_asts.push(id);
+        }
+    }
+
+    /// One pass of the master's dlm thread over this resource (`dlm_shuffle_lists`): grant the
+    /// head of the converting queue while it is compatible with every other granted and
+    /// converting lock, then the head of the blocked queue likewise, repeating after each
+    /// grant; holders that stand in the way get a BAST (once until it is flushed, with the
+    /// strongest mode they block). A blocked request is never granted while the converting
+    /// head waits.
+    pub fn shuffle(&mut self) {
+        self.dirty = false;
+        let mut can_grant = true;
+        loop {
+            if let Some(want) = self.converting.first().and_then(|t| t.convert_type) {
+                let target = self.converting.first().map(|t| t.id);
+                if block_scan(
+                    &mut self.granted,
+                    &mut self.converting,
+                    target,
+                    want,
+                    &mut self.pending_basts,
+                ) {
+                    can_grant = false;
+                }
+                if can_grant {
+                    let mut lock = self.converting.remove(0);
+                    lock.mode = want;
+                    lock.convert_type = None;
+                    let id = lock.id;
+                    self.granted.push(lock);
+                    self.queue_ast(id);
+                    continue;
+                }
+            }
+            if let Some(want) = self.blocked.first().map(|t| t.mode) {
+                if block_scan(
+                    &mut self.granted,
+                    &mut self.converting,
+                    None,
+                    want,
+                    &mut self.pending_basts,
+                ) {
+                    can_grant = false;
+                }
+                if can_grant {
+                    let lock = self.blocked.remove(0);
+                    let id = lock.id;
+                    self.granted.push(lock);
+                    self.queue_ast(id);
+                    continue;
+                }
+            }
+            break;
+        }
+    }
+
+    /// Hands out the queued deliveries (`dlm_flush_asts`): every AST first, with the value
+    /// block for locks that asked for it, then every BAST with the strongest mode blocked
+    /// since the last one.
+    pub fn flush(&mut self, out: &mut Vec<Delivery>) {
+        let lvb = self.lvb;
+        for id in std::mem::take(&mut self.pending_asts) {
+            if let Some(lock) = self.lock_mut(id) {
+                let get = lock.lksb_flags & LKSB_GET_LVB != 0;
+                lock.lksb_flags = 0;
+                lock.ast_pending = false;
+                out.push(Delivery::Ast {
+                    lock: id,
+                    mode: lock.mode,
+                    lvb: get.then_some(lvb),
+                });
+            }
+        }
+        for id in std::mem::take(&mut self.pending_basts) {
+            if let Some(lock) = self.lock_mut(id) {
+                lock.bast_pending = false;
+                if let Some(blocked) = lock.highest_blocked.take() {
+                    out.push(Delivery::Bast { lock: id, blocked });
+                }
+            }
+        }
+    }
+
+    /// The locks as migration and recovery send them (`dlm_migratable_lock` records), in
+    /// queue order.
+    pub fn migratable_locks(&self) -> impl Iterator<Item = MigratableLock> + '_ {
+        self.locks().map(|(list, l)| MigratableLock {
+            cookie: l.id.cookie,
+            list,
+            flags: l.lksb_flags,
+            type_: Some(l.mode),
+            convert_type: l.convert_type,
+            highest_blocked: l.highest_blocked,
+            node: l.id.node,
+        })
+    }
+
+    /// Adds a lock received in a `DLM_MIG_LOCKRES_MSG` (`dlm_process_recovery_data`). The
+    /// dummy record adds nothing. A lock that already exists (the receiver's own lock) is
+    /// re-queued as the record says. With `recovery`, a down-conversion in progress goes to
+    /// the head of the converting queue, as the kernel does; everything else is appended, so
+    /// queue order across senders is lost.
+    pub fn add_migrated_lock(&mut self, ml: &MigratableLock, recovery: bool) -> Result<(), Error> {
+        if ml.is_dummy() {
+            return Ok(());
+        }
+        let bad = |reason: &'static str| Error::BadMigratedLock {
+            name: self.name,
+            cookie: ml.cookie,
+            node: ml.node,
+            reason,
+        };
+        let mode = ml.type_.ok_or_else(|| bad("lock has no mode"))?;
+        if ml.highest_blocked.is_some() {
+            return Err(bad("highest_blocked must be IV on receipt"));
+        }
+        match (ml.list, ml.convert_type) {
+            (QueueKind::Converting, None) => return Err(bad("converting lock has no target mode")),
+            (QueueKind::Granted | QueueKind::Blocked, Some(_)) => {
+                return Err(bad("only a converting lock has a target mode"))
+            }
+            _ => {}
+        }
+        let id = LockId {
+            node: ml.node,
+            cookie: ml.cookie,
+        };
+        let mut lock = match self.position(id) {
+            Some((k, i)) => {
+                let old = self.queue_mut(k).remove(i);
+                self.forget_deliveries(id);
+                Lock {
+                    ast_pending: false,
+                    bast_pending: false,
+                    ..old
+                }
+            }
+            None => Lock::new(id, mode),
+        };
+        lock.mode = mode;
+        lock.convert_type = ml.convert_type;
+        lock.highest_blocked = None;
+        lock.lksb_flags = ml.flags & (LKSB_GET_LVB | LKSB_PUT_LVB);
+        let downconvert = ml.convert_type.is_some_and(|c| mode > c);
+        let queue = self.queue_mut(ml.list);
+        if recovery && ml.list == QueueKind::Converting && downconvert {
+            queue.insert(0, lock);
+        } else {
+            queue.push(lock);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Removes every lock of `node` (a dead node's locks on a resource we master), dropping
+    /// their queued deliveries. Other nodes' waiting requests may now be grantable, so the
+    /// resource becomes dirty when anything was removed.
+    pub fn remove_node_locks(&mut self, node: u8) -> RemovedLocks {
+        let mut removed = RemovedLocks::default();
+        for kind in QueueKind::ALL {
+            let q = self.queue_mut(kind);
+            let before = q.len();
+            if kind != QueueKind::Blocked
+                && q.iter()
+                    .any(|l| l.id.node == node && l.mode == LockMode::Ex)
+            {
+                removed.held_ex = true;
+            }
+            q.retain(|l| l.id.node != node);
+            removed.count += before - q.len();
+        }
+        if removed.count > 0 {
+            self.pending_asts.retain(|l| l.node != node);
+            self.pending_basts.retain(|l| l.node != node);
+            self.dirty = true;
+        }
+        removed
+    }
+}
+
+/// The incompatibility scan of `dlm_shuffle_lists` for a request of mode `want` (by the
+/// converting head `target`, or the blocked head): every other granted or converting lock
+/// whose current mode conflicts gets its `highest_blocked` raised and, if it had none, a BAST
+/// queued. Returns whether anything conflicted.
+fn block_scan(
+    granted: &mut [Lock],
+    converting: &mut [Lock],
+    target: Option<LockId>,
+    want: LockMode,
+    pending_basts: &mut Vec<LockId>,
+) -> bool {
+    let mut blocked = false;
+    for lock in granted.iter_mut().chain(converting.iter_mut()) {
+        if Some(lock.id) == target || LockMode::compatible(lock.mode, want) {
+            continue;
+        }
+        blocked = true;
+        if lock.highest_blocked.is_none() {
+            pending_basts.push(lock.id);
+            lock.bast_pending = true;
+        }
+        if lock.highest_blocked.is_none_or(|hb| hb < want) {
+            lock.highest_blocked = Some(want);
+        }
+    }
+    blocked
+}

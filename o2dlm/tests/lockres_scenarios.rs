@@ -1,0 +1,457 @@
+//! Scenario tests of the lock-resource engine: grant order and fairness, BAST coalescing and
+//! cancellation, value-block rules, cancel and unlock, the recovery lock, dead-node cleanup,
+//! and moving a resource's locks by migration and recovery.
+
+use o2dlm::lockres::{Delivery, LockId, LockResource, Requested, Unlocked};
+use o2dlm::wire::{
+    DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
+};
+
+use LockMode::{Ex, Nl, Pr};
+
+const NONE: LkmFlags = LkmFlags::empty();
+
+fn res(name: &str) -> LockResource {
+    LockResource::new(LockName::new(name.as_bytes()).unwrap())
+}
+
+fn id(node: u8) -> LockId {
+    LockId {
+        node,
+        cookie: (u64::from(node) << 56) | 7,
+    }
+}
+
+fn ast(node: u8, mode: LockMode) -> Delivery {
+    Delivery::Ast {
+        lock: id(node),
+        mode,
+        lvb: None,
+    }
+}
+
+fn bast(node: u8, blocked: LockMode) -> Delivery {
+    Delivery::Bast {
+        lock: id(node),
+        blocked,
+    }
+}
+
+fn flush(r: &mut LockResource) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    r.flush(&mut out);
+    out
+}
+
+fn settle(r: &mut LockResource) -> Vec<Delivery> {
+    r.shuffle();
+    flush(r)
+}
+
+fn lvb(text: &str) -> Lvb {
+    let mut l = [0u8; 64];
+    l[..text.len()].copy_from_slice(text.as_bytes());
+    l
+}
+
+fn queue_ids(r: &LockResource, k: QueueKind) -> Vec<u8> {
+    r.queue(k).iter().map(|l| l.id.node).collect()
+}
+
+#[test]
+fn blocked_queue_is_fifo_and_only_its_head_is_considered() {
+    let mut r = res("fifo");
+    r.request(id(1), Ex, NONE).unwrap();
+    settle(&mut r);
+    for (n, m) in [(2, Pr), (3, Ex), (4, Pr)] {
+        assert_eq!(r.request(id(n), m, NONE), Ok(Requested::Queued));
+    }
+    assert_eq!(settle(&mut r), vec![bast(1, Pr)]);
+    r.unlock(id(1), NONE, None).unwrap();
+    // PR(2) is granted; EX(3) waits for it; PR(4), though compatible, waits behind EX(3).
+    assert_eq!(settle(&mut r), vec![ast(2, Pr), bast(2, Ex)]);
+    assert_eq!(queue_ids(&r, QueueKind::Blocked), vec![3, 4]);
+    r.unlock(id(2), NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(3, Ex), bast(3, Pr)]);
+    r.unlock(id(3), NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(4, Pr)]);
+}
+
+#[test]
+fn compatible_newcomer_passes_waiting_requests() {
+    // dlm_can_grant_new_lock ignores the blocked queue.
+    let mut r = res("pass");
+    r.request(id(1), Pr, NONE).unwrap();
+    r.request(id(2), Ex, NONE).unwrap();
+    assert_eq!(r.request(id(3), Pr, NONE), Ok(Requested::Granted));
+    assert_eq!(
+        settle(&mut r),
+        vec![ast(1, Pr), ast(3, Pr), bast(1, Ex), bast(3, Ex)]
+    );
+}
+
+#[test]
+fn waiting_conversion_holds_back_the_blocked_queue() {
+    let mut r = res("cvt");
+    r.request(id(1), Pr, NONE).unwrap();
+    r.request(id(2), Pr, NONE).unwrap();
+    settle(&mut r);
+    assert_eq!(r.convert(id(2), Ex, NONE, None), Ok(Requested::Queued));
+    // NL is compatible with everything, even the conversion's target: granted.
+    assert_eq!(r.request(id(3), Nl, NONE), Ok(Requested::Granted));
+    // PR conflicts with the conversion's target EX: it waits.
+    assert_eq!(r.request(id(4), Pr, NONE), Ok(Requested::Queued));
+    assert_eq!(settle(&mut r), vec![ast(3, Nl), bast(1, Ex)]);
+    // Node 1 goes away: the conversion is granted, and PR(4) now waits on node 2's EX.
+    r.unlock(id(1), NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(2, Ex), bast(2, Pr)]);
+    assert_eq!(queue_ids(&r, QueueKind::Blocked), vec![4]);
+}
+
+#[test]
+fn conversions_are_granted_in_queue_order() {
+    let mut r = res("order");
+    for n in 1..=3 {
+        r.request(id(n), Nl, NONE).unwrap();
+    }
+    r.request(id(4), Pr, NONE).unwrap();
+    settle(&mut r);
+    // 1 and 2 want EX (blocked by PR(4)), 3 wants PR (compatible, but behind them).
+    assert_eq!(r.convert(id(1), Ex, NONE, None), Ok(Requested::Queued));
+    assert_eq!(r.convert(id(2), Ex, NONE, None), Ok(Requested::Queued));
+    assert_eq!(r.convert(id(3), Pr, NONE, None), Ok(Requested::Queued));
+    assert_eq!(settle(&mut r), vec![bast(4, Ex)]);
+    r.unlock(id(4), NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(1, Ex), bast(1, Ex)]);
+    r.convert(id(1), Nl, NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(1, Nl), ast(2, Ex), bast(2, Pr)]);
+}
+
+#[test]
+fn basts_coalesce_until_flushed_and_repeat_each_pass() {
+    let mut r = res("bast");
+    r.request(id(1), Ex, NONE).unwrap();
+    settle(&mut r);
+    r.request(id(2), Pr, NONE).unwrap();
+    r.shuffle();
+    // Before the BAST for PR goes out, PR is withdrawn and EX is wanted instead.
+    r.unlock(id(2), LkmFlags::CANCEL, None).unwrap();
+    r.request(id(3), Nl, NONE).unwrap();
+    r.request(id(4), Ex, NONE).unwrap();
+    r.shuffle();
+    r.shuffle();
+    // One BAST, carrying the strongest mode blocked since the last one.
+    assert_eq!(flush(&mut r), vec![ast(3, Nl), bast(1, Ex)]);
+    // Still blocking after the BAST went out: the next pass tells it again.
+    r.shuffle();
+    assert_eq!(flush(&mut r), vec![bast(1, Ex)]);
+}
+
+#[test]
+fn grant_cancels_a_bast_that_no_longer_applies() {
+    // dlm_should_cancel_bast: NL blocks nothing; PR blocks only EX; EX blocks everything.
+    for (down, blocked, kept) in [
+        (Nl, Pr, false),
+        (Nl, Ex, false),
+        (Pr, Pr, false),
+        (Pr, Ex, true),
+    ] {
+        let ctx = format!("EX->{down} with a BAST for {blocked} queued");
+        let mut r = res("cancel-bast");
+        r.request(id(1), Ex, NONE).unwrap();
+        settle(&mut r);
+        r.request(id(2), blocked, NONE).unwrap();
+        r.shuffle();
+        // The holder down-converts before the BAST is delivered.
+        r.convert(id(1), down, NONE, None).unwrap();
+        let d = flush(&mut r);
+        let mut expect = vec![ast(1, down)];
+        if kept {
+            expect.push(bast(1, blocked));
+        }
+        assert_eq!(d, expect, "{ctx}");
+    }
+}
+
+#[test]
+fn lvb_flows_from_ex_writeback_to_readers() {
+    let mut r = res("lvb");
+    // An EX holder reads the (zero) LVB with its grant and writes it back on down-convert.
+    r.request(id(1), Ex, LkmFlags::VALBLK).unwrap();
+    assert_eq!(
+        flush(&mut r),
+        vec![Delivery::Ast {
+            lock: id(1),
+            mode: Ex,
+            lvb: Some([0; 64])
+        }]
+    );
+    r.request(id(2), Pr, LkmFlags::VALBLK).unwrap();
+    r.request(id(3), Nl, LkmFlags::VALBLK).unwrap();
+    settle(&mut r);
+    r.convert(id(1), Nl, LkmFlags::VALBLK, Some(&lvb("v1")))
+        .unwrap();
+    assert_eq!(r.lvb(), &lvb("v1"));
+    // The PR reader gets v1 with its AST; an NL request never carries the LVB.
+    assert_eq!(
+        settle(&mut r),
+        vec![
+            ast(1, Nl),
+            Delivery::Ast {
+                lock: id(2),
+                mode: Pr,
+                lvb: Some(lvb("v1"))
+            },
+        ]
+    );
+    assert_eq!(r.find(id(3)).unwrap().1.mode, Nl);
+    // A remote requester asks with GET_LVB on the wire.
+    r.request(id(4), Pr, LkmFlags::GET_LVB).unwrap();
+    assert_eq!(
+        flush(&mut r),
+        vec![Delivery::Ast {
+            lock: id(4),
+            mode: Pr,
+            lvb: Some(lvb("v1"))
+        }]
+    );
+    // NL->PR with VALBLK re-reads; PR unlock with VALBLK does not write.
+    r.convert(id(3), Pr, LkmFlags::VALBLK, None).unwrap();
+    assert_eq!(
+        flush(&mut r),
+        vec![Delivery::Ast {
+            lock: id(3),
+            mode: Pr,
+            lvb: Some(lvb("v1"))
+        }]
+    );
+    r.unlock(id(3), LkmFlags::VALBLK, Some(&lvb("ignored")))
+        .unwrap();
+    assert_eq!(r.lvb(), &lvb("v1"));
+    // INVVALBLK is accepted and, as in o2dlm, changes nothing.
+    r.unlock(id(4), LkmFlags::INVVALBLK, None).unwrap();
+    assert_eq!(r.lvb(), &lvb("v1"));
+    // An EX unlock with VALBLK writes; a remote one sends PUT_LVB with the value.
+    r.unlock(id(2), NONE, None).unwrap();
+    r.convert(id(1), Ex, NONE, None).unwrap();
+    settle(&mut r);
+    r.unlock(
+        id(1),
+        LkmFlags::VALBLK | LkmFlags::PUT_LVB,
+        Some(&lvb("v2")),
+    )
+    .unwrap();
+    assert_eq!(r.lvb(), &lvb("v2"));
+}
+
+#[test]
+fn remote_ex_holder_writes_back_with_put_lvb() {
+    // The captured kernel exchange: node 2 converts EX->PR with VALBLK|PUT_LVB and "from-B".
+    let mut r = res("xlock");
+    r.request(id(2), Ex, LkmFlags::GET_LVB | LkmFlags::VALBLK)
+        .unwrap();
+    flush(&mut r);
+    r.convert(
+        id(2),
+        Pr,
+        LkmFlags::VALBLK | LkmFlags::CONVERT | LkmFlags::PUT_LVB,
+        Some(&lvb("from-B")),
+    )
+    .unwrap();
+    assert_eq!(r.lvb(), &lvb("from-B"));
+    // The grant AST of a write-back carries no LVB (the kernel's proxy AST had no GET_LVB).
+    assert_eq!(flush(&mut r), vec![ast(2, Pr)]);
+}
+
+#[test]
+fn cancel_withdraws_pending_requests_only() {
+    let mut r = res("cancel");
+    r.request(id(1), Ex, NONE).unwrap();
+    r.request(id(2), Pr, NONE).unwrap();
+    r.request(id(3), Nl, NONE).unwrap();
+    settle(&mut r);
+    r.convert(id(3), Ex, NONE, None).unwrap();
+    settle(&mut r);
+    // Blocked request: removed.
+    assert!(matches!(
+        r.unlock(id(2), LkmFlags::CANCEL, None),
+        Ok(Unlocked::CancelledRequest(l)) if l.id == id(2) && l.mode == Pr
+    ));
+    // Converting lock: back on the granted queue in its old mode.
+    assert_eq!(
+        r.unlock(id(3), LkmFlags::CANCEL | LkmFlags::VALBLK, None),
+        Ok(Unlocked::CancelledConvert)
+    );
+    let (q, l) = r.find(id(3)).unwrap();
+    assert_eq!((q, l.mode, l.convert_type), (QueueKind::Granted, Nl, None));
+    // Granted lock: too late.
+    let too_late = r.unlock(id(1), LkmFlags::CANCEL, None).unwrap();
+    assert_eq!(too_late, Unlocked::CancelGrant);
+    assert_eq!(too_late.status(), DlmStatus::Cancelgrant);
+    assert_eq!(r.find(id(1)).unwrap().1.mode, Ex);
+    assert_eq!(
+        r.unlock(id(8), LkmFlags::CANCEL, None),
+        Err(DlmStatus::Ivlockid)
+    );
+}
+
+#[test]
+fn unlock_rules() {
+    let mut r = res("unlock");
+    r.request(id(1), Ex, NONE).unwrap();
+    // Its grant AST has not gone out yet.
+    assert_eq!(r.unlock(id(1), NONE, None), Err(DlmStatus::Badparam));
+    flush(&mut r);
+    r.request(id(2), Ex, NONE).unwrap();
+    // A waiting request must be cancelled, not unlocked.
+    assert_eq!(r.unlock(id(2), NONE, None), Err(DlmStatus::Denied));
+    // An EX unlock that writes the LVB must supply it.
+    assert_eq!(
+        r.unlock(id(1), LkmFlags::VALBLK, None),
+        Err(DlmStatus::Badargs)
+    );
+    assert!(matches!(
+        r.unlock(id(1), NONE, None),
+        Ok(Unlocked::Unlocked(_))
+    ));
+    assert_eq!(r.unlock(id(1), NONE, None), Err(DlmStatus::Ivlockid));
+    assert_eq!(settle(&mut r), vec![ast(2, Ex)]);
+    // A queued BAST dies with the lock it was meant for.
+    r.request(id(3), Pr, NONE).unwrap();
+    r.shuffle();
+    r.unlock(id(2), NONE, None).unwrap();
+    assert_eq!(settle(&mut r), vec![ast(3, Pr)]);
+    assert!(!r.has_pending_deliveries());
+    assert_eq!(r.request(id(3), Pr, NONE), Err(DlmStatus::Badargs));
+}
+
+#[test]
+fn recovery_lock_is_granted_without_an_ast() {
+    let mut r = res("$RECOVERY");
+    let flags = LkmFlags::NOQUEUE | LkmFlags::RECOVERY;
+    assert_eq!(r.request(id(1), Ex, flags), Ok(Requested::Granted));
+    assert_eq!(r.request(id(2), Ex, flags), Err(DlmStatus::Notqueued));
+    assert!(settle(&mut r).is_empty());
+    assert!(r.unlock(id(1), NONE, None).is_ok());
+}
+
+#[test]
+fn dead_node_locks_are_dropped_and_waiters_proceed() {
+    let mut r = res("dead");
+    r.request(id(1), Ex, LkmFlags::VALBLK).unwrap();
+    settle(&mut r);
+    r.convert(id(1), Ex, LkmFlags::VALBLK, Some(&lvb("dirty")))
+        .unwrap();
+    r.request(id(2), Pr, LkmFlags::VALBLK).unwrap();
+    r.request(id(1 + 2), Ex, NONE).unwrap();
+    settle(&mut r);
+    let removed = r.remove_node_locks(1);
+    assert_eq!(removed.count, 1);
+    assert!(removed.held_ex);
+    assert!(r.is_dirty());
+    // Recovery zeroes the value block when an EX holder died.
+    r.invalidate_lvb();
+    assert_eq!(
+        settle(&mut r),
+        vec![
+            Delivery::Ast {
+                lock: id(2),
+                mode: Pr,
+                lvb: Some([0; 64])
+            },
+            bast(2, Ex),
+        ]
+    );
+    // A node that only waited held no EX.
+    let removed = r.remove_node_locks(3);
+    assert_eq!((removed.count, removed.held_ex), (1, false));
+    assert_eq!(r.remove_node_locks(9).count, 0);
+}
+
+#[test]
+fn migration_moves_queues_exactly() {
+    let mut r = res("mig");
+    r.request(id(1), Pr, NONE).unwrap();
+    r.request(id(2), Pr, LkmFlags::VALBLK).unwrap();
+    settle(&mut r);
+    r.convert(id(2), Ex, NONE, None).unwrap();
+    r.request(id(3), Ex, LkmFlags::VALBLK).unwrap();
+    r.request(id(4), Nl, NONE).unwrap();
+    settle(&mut r);
+    r.set_lvb(lvb("carried"));
+    let records: Vec<MigratableLock> = r.migratable_locks().collect();
+    assert_eq!(
+        records.iter().map(|m| (m.node, m.list)).collect::<Vec<_>>(),
+        vec![
+            (1, QueueKind::Granted),
+            (4, QueueKind::Granted),
+            (2, QueueKind::Converting),
+            (3, QueueKind::Blocked),
+        ]
+    );
+    assert_eq!(records[3].flags, LKSB_GET_LVB);
+    let mut target = res("mig");
+    target.set_lvb(*r.lvb());
+    for m in &records {
+        target.add_migrated_lock(m, false).unwrap();
+    }
+    for k in QueueKind::ALL {
+        assert_eq!(
+            target
+                .queue(k)
+                .iter()
+                .map(|l| (l.id, l.mode, l.convert_type))
+                .collect::<Vec<_>>(),
+            r.queue(k)
+                .iter()
+                .map(|l| (l.id, l.mode, l.convert_type))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(target.lvb(), &lvb("carried"));
+    // The new master's shuffle carries on: 1 leaves, 2 converts, 3 waits on 2's EX.
+    target.unlock(id(1), NONE, None).unwrap();
+    assert_eq!(settle(&mut target), vec![ast(2, Ex), bast(2, Ex)]);
+    target.unlock(id(2), NONE, None).unwrap();
+    assert_eq!(
+        settle(&mut target),
+        vec![Delivery::Ast {
+            lock: id(3),
+            mode: Ex,
+            lvb: Some(lvb("carried"))
+        }]
+    );
+}
+
+#[test]
+fn recovery_puts_down_conversions_first_and_rejects_bad_records() {
+    let mut r = res("reco");
+    let rec = |node: u8, list, type_, convert_type| MigratableLock {
+        cookie: (u64::from(node) << 56) | 7,
+        list,
+        flags: 0,
+        type_: Some(type_),
+        convert_type,
+        highest_blocked: None,
+        node,
+    };
+    r.add_migrated_lock(&rec(1, QueueKind::Converting, Nl, Some(Ex)), true)
+        .unwrap();
+    // A conversion from EX down to PR that was in flight when the master died.
+    r.add_migrated_lock(&rec(2, QueueKind::Converting, Ex, Some(Pr)), true)
+        .unwrap();
+    assert_eq!(queue_ids(&r, QueueKind::Converting), vec![2, 1]);
+    r.add_migrated_lock(&MigratableLock::dummy(5), true)
+        .unwrap();
+    assert!(r.find(id(5)).is_none());
+    let mut bad = rec(3, QueueKind::Granted, Pr, None);
+    bad.highest_blocked = Some(Ex);
+    let e = r.add_migrated_lock(&bad, true).unwrap_err();
+    assert!(e.to_string().contains("lock resource reco"), "{e}");
+    assert!(r
+        .add_migrated_lock(&rec(3, QueueKind::Converting, Pr, None), true)
+        .is_err());
+    assert!(r
+        .add_migrated_lock(&rec(3, QueueKind::Granted, Pr, Some(Ex)), true)
+        .is_err());
+}
