@@ -3,7 +3,9 @@
 //! scanner does, and printing them in exactly the order and layout it prints.
 //!
 //! Reading (facts from ocfs2-tools `o2cb_ctl/jconfig.c` and GLib's scanner):
-//! * The text ends at the first NUL byte (the scanner takes NUL for the end).
+//! * A NUL byte ends the text (the scanner takes NUL for the end), except
+//!   right after the first character of an identifier, where it is swallowed
+//!   into the identifier and cuts it short.
 //! * Identifiers are runs of `[A-Za-z0-9_]`; whitespace is space and tab only.
 //! * A line starting with an identifier is a stanza header `name:` followed by
 //!   nothing but whitespace. A line starting with `#` is a comment; it does not
@@ -73,8 +75,14 @@ fn chomp(v: &[u8]) -> &[u8] {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok<'a> {
+    /// The end of the text, or a NUL byte (the scanner reads NUL as the end).
     Eof,
-    Ident(&'a [u8]),
+    /// A run of identifier characters: what it means, and how many bytes it
+    /// takes in the text.
+    Ident {
+        value: &'a [u8],
+        len: usize,
+    },
     Char(u8),
 }
 
@@ -103,13 +111,24 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn peek(&self) -> Tok<'a> {
         match self.text.get(self.pos) {
-            None => Tok::Eof,
+            None | Some(0) => Tok::Eof,
             Some(&b) if is_ident_byte(b) => {
-                let len = self.text[self.pos..]
-                    .iter()
-                    .position(|&c| !is_ident_byte(c))
-                    .unwrap_or(self.text.len() - self.pos);
-                Tok::Ident(&self.text[self.pos..self.pos + len])
+                // GLib's scanner lets a NUL right after an identifier's first
+                // character (and the identifier characters after it) into the
+                // identifier, whose C string then stops at the NUL.
+                let rest = &self.text[self.pos..];
+                let mut len = 1;
+                if matches!(rest.get(1), Some(0)) {
+                    len = 2;
+                }
+                while rest.get(len).is_some_and(|&c| is_ident_byte(c)) {
+                    len += 1;
+                }
+                let value_len = rest[..len].iter().position(|&c| c == 0).unwrap_or(len);
+                Tok::Ident {
+                    value: &rest[..value_len],
+                    len,
+                }
             }
             Some(&b) => Tok::Char(b),
         }
@@ -119,7 +138,7 @@ impl<'a> Scanner<'a> {
         let tok = self.peek();
         match tok {
             Tok::Eof => {}
-            Tok::Ident(id) => self.pos += id.len(),
+            Tok::Ident { len, .. } => self.pos += len,
             Tok::Char(b) => {
                 self.pos += 1;
                 if b == b'\n' {
@@ -131,7 +150,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn skip_line(&mut self) {
-        while let Tok::Ident(_) | Tok::Char(_) = self.peek() {
+        while let Tok::Ident { .. } | Tok::Char(_) = self.peek() {
             if self.next() == Tok::Char(b'\n') {
                 break;
             }
@@ -160,7 +179,7 @@ impl Parser<'_, '_> {
         loop {
             match self.sc.peek() {
                 Tok::Eof => return Ok(()),
-                Tok::Ident(_) => self.stanza_header()?,
+                Tok::Ident { .. } => self.stanza_header()?,
                 Tok::Char(b) if is_blank(b) => self.blank_start()?,
                 Tok::Char(b'#') => self.sc.skip_line(),
                 Tok::Char(b'\n') => {
@@ -183,7 +202,7 @@ impl Parser<'_, '_> {
 
     fn stanza_header(&mut self) -> Result<()> {
         let line = self.sc.line;
-        let Tok::Ident(name) = self.sc.next() else {
+        let Tok::Ident { value: name, .. } = self.sc.next() else {
             return self.fail(line, "expected a stanza name");
         };
         let name = String::from_utf8_lossy(name).into_owned();
@@ -202,7 +221,7 @@ impl Parser<'_, '_> {
                     ),
                 )
             }
-            Tok::Ident(_) => return self.fail(line, "expected ':' after the stanza name"),
+            Tok::Ident { .. } => return self.fail(line, "expected ':' after the stanza name"),
         }
         loop {
             match self.sc.next() {
@@ -229,7 +248,7 @@ impl Parser<'_, '_> {
         loop {
             match self.sc.peek() {
                 Tok::Eof => return Ok(()),
-                Tok::Ident(_) => return self.attribute(),
+                Tok::Ident { .. } => return self.attribute(),
                 Tok::Char(b'\n') => {
                     self.sc.next();
                     self.current = None;
@@ -259,7 +278,7 @@ impl Parser<'_, '_> {
             Value,
         }
         let line = self.sc.line;
-        let Tok::Ident(key) = self.sc.next() else {
+        let Tok::Ident { value: key, .. } = self.sc.next() else {
             return self.fail(line, "expected an attribute name");
         };
         let key = String::from_utf8_lossy(key).into_owned();
@@ -323,7 +342,7 @@ impl Parser<'_, '_> {
                         }
                     }
                 },
-                Tok::Ident(word) => {
+                Tok::Ident { value: word, .. } => {
                     if state == State::Key {
                         return self.fail(
                             line,
@@ -349,10 +368,6 @@ impl Parser<'_, '_> {
 /// Reads the stanzas of a cluster.conf text. `file` only names the file in
 /// errors.
 pub(crate) fn parse(text: &[u8], file: &Path) -> Result<Vec<RawStanza>> {
-    let text = match text.iter().position(|&b| b == 0) {
-        Some(nul) => &text[..nul],
-        None => text,
-    };
     let mut parser = Parser {
         sc: Scanner {
             text,
@@ -493,9 +508,16 @@ mod tests {
     }
 
     #[test]
-    fn nul_ends_the_text() {
+    fn nul_ends_the_text_except_after_an_identifier_start() {
         let s = parse(b"c:\n\tk = v\n\0garbage\n", Path::new("t")).unwrap();
         assert_eq!(s.len(), 1);
+        let s = parse(b"c:\n\tk = v\0w\n\tj = 1\n", Path::new("t")).unwrap();
+        assert_eq!(s[0].get("k").map(|v| v.0), Some(&b"v"[..]));
+        assert_eq!(s[0].get("j").map(|v| v.0), Some(&b"1"[..]));
+        let s = parse(b"c:\n\tk = \0v\n\tj = 1\n", Path::new("t")).unwrap();
+        assert_eq!(s[0].get("k").map(|v| v.0), Some(&b""[..]));
+        assert_eq!(s[0].get("j"), None);
+        assert!(parse(b"cl\0uster:\n", Path::new("t")).is_err());
     }
 
     #[test]
