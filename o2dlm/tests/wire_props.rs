@@ -274,7 +274,12 @@ fn message() -> impl Strategy<Value = DlmMessage> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // No regression files: tests leave nothing behind; a failure prints its minimal input.
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_message_roundtrips(msg in message()) {
