@@ -1,0 +1,97 @@
+//! Shared by the differential tests: running ocfs2-tools' `o2cb` (the oracle)
+//! and ours side by side on separate files.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian's ocfs2-tools `o2cb`.
+pub const ORACLE: &str = "/usr/sbin/o2cb";
+
+/// The oracle, or a loud failure telling how to get it.
+pub fn oracle() -> PathBuf {
+    assert!(
+        Path::new(ORACLE).is_file(),
+        "{ORACLE} is missing: these tests compare against Debian's ocfs2-tools; \
+         install it with scripts/install-deps.sh (apt-get install ocfs2-tools)"
+    );
+    PathBuf::from(ORACLE)
+}
+
+/// Our `o2cb`.
+pub fn ours() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_o2cb"))
+}
+
+/// What one run printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The exit code, or `None` if a signal killed it.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `bin` as `o2cb` (argv[0], so that messages name the same program) in
+/// `dir`, with `--config-file=<file>` then `args`.
+pub fn run(bin: &Path, dir: &Path, file: &str, args: &[String]) -> Run {
+    let out = Command::new(bin)
+        .arg0("o2cb")
+        .current_dir(dir)
+        .env_remove("O2CB_NODE")
+        .arg(format!("--config-file={file}"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    Run {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Stderr with the differences we make on purpose taken out: our warnings
+/// (printed with -v only) and the text of a refusal to load the file (ours
+/// names the file, the line and the problem; ocfs2-tools prints an error
+/// number).
+pub fn comparable_stderr(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("o2cb: warning: "))
+        .map(|l| {
+            if l.contains("while loading cluster configuration file") {
+                "<refused to load the configuration file>"
+            } else {
+                l
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Every `list-*` output for every cluster of the file, as one text.
+pub fn all_listings(bin: &Path, dir: &Path, file: &str) -> String {
+    let clusters = run(bin, dir, file, &["list-clusters".to_string()]);
+    let mut text = format!("{clusters:?}\n");
+    if clusters.code == Some(0) {
+        for name in clusters.stdout.lines() {
+            for args in [
+                vec!["list-cluster", name],
+                vec!["list-cluster", "--oneline", name],
+                vec!["list-nodes", name],
+                vec!["list-nodes", "--oneline", name],
+                vec!["list-heartbeats", name],
+                vec!["list-heartbeats", "--oneline", name],
+            ] {
+                let args: Vec<String> = args.into_iter().map(String::from).collect();
+                let r = run(bin, dir, file, &args);
+                text.push_str(&format!("{args:?}: {r:?}\n"));
+            }
+        }
+    }
+    text
+}
