@@ -5,7 +5,9 @@
 //!   convert, cancel, unlock, the shuffle of the granted/converting/blocked queues, ASTs,
 //!   BASTs and the lock value block), free of I/O so mastery, migration, recovery and the
 //!   simulator can drive it.
+//! - [`debug`]: lock-state dumps in the format of the kernel's debugfs `locking_state`.
 
+pub mod debug;
 mod error;
 pub mod lockres;
 pub mod wire;
