@@ -482,8 +482,8 @@ impl ClusterConf {
 
     /// Writes the file so that it is never seen half-written: a temporary
     /// file in the same directory, fsync, rename. An existing file keeps its
-    /// mode; a new one gets 0644, as the tools create it. A missing parent
-    /// directory is created (the tools create `/etc/ocfs2`).
+    /// mode; a new one gets 0644, as the tools create it. The directory must
+    /// exist.
     pub fn store(&self, path: &Path) -> Result<()> {
         crate::atomic_write(path, &self.to_bytes(), 0o644)
     }
@@ -802,5 +802,37 @@ node:\n\tcluster = kpeer\n\tnumber = 1\n\tip_port = 7777\n\tip_address = 10.213.
         c.remove_node("n").unwrap();
         assert_eq!(c.node_count, u32::MAX);
         assert!(conf.add_cluster("a").is_err());
+    }
+
+    #[test]
+    fn store_replaces_the_file_atomically_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.conf");
+        let conf = parse(FIXTURE).unwrap();
+        conf.store(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), FIXTURE);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut smaller = conf.clone();
+        smaller.clusters[0].nodes.pop();
+        smaller.store(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(ClusterConf::load(&path).unwrap(), smaller);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("cluster.conf")],
+            "no temporary file left behind"
+        );
+        let missing = dir.path().join("no/such/dir/cluster.conf");
+        match conf.store(&missing) {
+            Err(Error::Io { file, .. }) => assert_eq!(file, missing),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
     }
 }

@@ -57,9 +57,6 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => Path::new(".").to_path_buf(),
     };
-    if !dir.exists() {
-        std::fs::create_dir_all(&dir).map_err(io)?;
-    }
     let mode = match std::fs::metadata(path) {
         Ok(meta) => meta.permissions().mode() & 0o7777,
         Err(_) => new_mode,

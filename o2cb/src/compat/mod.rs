@@ -16,11 +16,15 @@
 mod commands;
 pub mod getopt;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use o2nm::ClusterConf;
 
 use crate::{eprint_bytes, Global};
+
+/// The directory ocfs2-tools creates when it writes the configuration.
+const DEFAULT_CONFIG_DIR: &str = "/etc/ocfs2";
 
 /// One ocfs2-tools command: its name, usage and help as the tools print them.
 pub struct Command {
@@ -264,6 +268,10 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
         ctx.error(&format!("usage: {} {}", cmd.name, cmd.usage));
     }
     if outcome.ok && outcome.modified {
+        // ocfs2-tools creates /etc/ocfs2 before writing, and no other directory.
+        if path.parent() == Some(Path::new(DEFAULT_CONFIG_DIR)) {
+            let _ = std::fs::create_dir(DEFAULT_CONFIG_DIR);
+        }
         if let Err(err) = ctx.conf.store(path) {
             ctx.error(&format!(
                 "{err} (while storing the cluster configuration in file '{}')",
