@@ -38,6 +38,8 @@ use crate::wire::MsgHeader;
 const TCP_USER_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
 /// `o2net_open_listening_sock`'s backlog.
 const LISTEN_BACKLOG: i32 = 64;
+/// Outstanding sends above which writes are left to the flusher task.
+const DEFER_FLUSH_ABOVE: usize = 8;
 /// How many log lines [`Net::recent_log`] keeps.
 const LOG_RING: usize = 256;
 
@@ -112,6 +114,9 @@ struct Batch {
     deliver: Vec<(ConnId, u8, MsgHeader, Bytes, Handler)>,
     connect: Vec<(ConnId, SocketAddrV4, SocketAddrV4)>,
     fence: Vec<String>,
+    /// Many sends outstanding: leave writing to the flusher task so that
+    /// the requests of all runnable senders go out in one write.
+    defer: bool,
 }
 
 impl Net {
@@ -416,6 +421,7 @@ impl Net {
                 }
             }
         }
+        b.defer = st.waiters.len() > DEFER_FLUSH_ABOVE;
         if let Some(next) = st.core.next_timeout() {
             if next < self.inner.timer_target.load(Ordering::Acquire) {
                 self.inner.timer_target.store(next, Ordering::Release);
@@ -425,15 +431,22 @@ impl Net {
         b
     }
 
+    /// Carries out a batch. Handlers run first; every connection touched
+    /// is flushed once at the end, so a read holding many requests costs
+    /// one write for all their replies.
     fn execute(&self, b: Batch) {
-        for io in &b.flush {
-            flush(io);
-        }
-        for (conn, from, remote) in b.connect {
+        let Batch {
+            flush: mut to_flush,
+            deliver,
+            connect,
+            mut fence,
+            defer,
+        } = b;
+        for (conn, from, remote) in connect {
             let n = self.clone();
             self.spawn(async move { n.connect(conn, from, remote).await });
         }
-        for (conn, node, header, payload, handler) in b.deliver {
+        for (conn, node, header, payload, handler) in deliver {
             let req = Request {
                 node,
                 header,
@@ -443,17 +456,35 @@ impl Net {
                 let _serial = self.inner.handler_lock.lock();
                 handler(&req)
             };
-            self.run(Input::HandlerDone {
-                conn,
-                request: header,
-                status,
-            });
+            let mut sub = {
+                let mut st = self.inner.state.lock();
+                let now = self.now_ms();
+                st.core.handle(
+                    now,
+                    Input::HandlerDone {
+                        conn,
+                        request: header,
+                        status,
+                    },
+                );
+                self.drain(&mut st)
+            };
+            for io in sub.flush.drain(..) {
+                if !to_flush.iter().any(|f| Arc::ptr_eq(f, &io)) {
+                    to_flush.push(io);
+                }
+            }
+            fence.append(&mut sub.fence);
+            self.execute(sub);
             if let Some(post) = post {
                 let _serial = self.inner.handler_lock.lock();
                 post(status);
             }
         }
-        for reason in b.fence {
+        for io in &to_flush {
+            flush(io, defer);
+        }
+        for reason in fence {
             (self.inner.fence)(&reason);
         }
     }
@@ -628,8 +659,9 @@ fn close_io(io: &ConnIo) {
     }
 }
 
-/// Writes the buffer now if nobody else is; leaves the rest to the flusher.
-fn flush(io: &ConnIo) {
+/// Writes the buffer now if nobody else is (or hands it to the flusher
+/// task when `defer`); leaves what the socket refuses to the flusher.
+fn flush(io: &ConnIo, defer: bool) {
     let stream = {
         let mut w = io.w.lock();
         if w.flushing || w.buf.is_empty() {
@@ -639,7 +671,7 @@ fn flush(io: &ConnIo) {
         w.flushing = true;
         s
     };
-    if !write_out(io, &stream) {
+    if defer || !write_out(io, &stream) {
         io.wake_flusher.notify_one();
     }
 }
