@@ -17,7 +17,7 @@
 
 use crate::wire::{
     DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
-    LKSB_PUT_LVB, LVB_LEN,
+    LKSB_PUT_LVB, LVB_LEN, MRES_MIGRATION, MRES_RECOVERY,
 };
 use crate::Error;
 
@@ -129,6 +129,21 @@ pub struct RemovedLocks {
     /// Whether the node held EX (granted or converting from EX): its LVB writes are lost, so
     /// recovery invalidates the value block.
     pub held_ex: bool,
+}
+
+/// What [`LockResource::add_migrated_lock`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrated {
+    /// The dummy record: the sender holds only a reference; set its refmap bit.
+    Reference(u8),
+    /// Another node's lock was created; set that node's refmap bit.
+    Created(u8),
+    /// The receiver's own lock was moved to the tail of its queue.
+    Requeued,
+    /// The receiver's own lock is on another queue than the record says; left as it is.
+    WrongQueue,
+    /// A lock with this cookie is already on the queue; the record was ignored.
+    Duplicate,
 }
 
 /// One lock resource's queues and value block on its master.
@@ -406,7 +421,9 @@ impl LockResource {
                     self.granted.push(lock);
                     Unlocked::CancelledConvert
                 }
-                QueueKind::Granted => return Ok(Unlocked::CancelGrant),
+                // Too late; the kernel still kicks its dlm thread, so the queues get
+                // another pass.
+                QueueKind::Granted => Unlocked::CancelGrant,
             }
         } else {
             if queue != QueueKind::Granted {
@@ -553,25 +570,43 @@ impl LockResource {
         })
     }
 
-    /// Adds a lock received in a `DLM_MIG_LOCKRES_MSG` (`dlm_process_recovery_data`). The
-    /// dummy record adds nothing. A lock that already exists (the receiver's own lock) is
-    /// re-queued as the record says. With `recovery`, a down-conversion in progress goes to
-    /// the head of the converting queue, as the kernel does; everything else is appended, so
-    /// queue order across senders is lost.
-    pub fn add_migrated_lock(&mut self, ml: &MigratableLock, recovery: bool) -> Result<(), Error> {
+    /// Applies one lock record of a `DLM_MIG_LOCKRES_MSG` on the receiving (new or recovery)
+    /// master (`dlm_process_recovery_data`). `local_node` is the receiver's node number,
+    /// `mres_flags` the message's `MRES_*` bits and `mres_lvb` its value block.
+    ///
+    /// - The dummy record adds nothing ([`Migrated::Reference`]: set the sender's refmap bit).
+    /// - The receiver's own lock (migration only) already exists here; it moves to the tail of
+    ///   its queue, or stays put if the record names another queue.
+    /// - Another node's lock is created ([`Migrated::Created`]: set its refmap bit), unless
+    ///   its cookie is already on that queue. Recovery puts a down-conversion that was in
+    ///   flight at the head of the converting queue; everything else is appended, so queue
+    ///   order across senders is lost, as in the kernel.
+    /// - Value block: a granted or converting PR/EX record brings `mres_lvb` (unless it is
+    ///   all zero): a pending write-back (`LKSB_PUT_LVB`) wins; otherwise it must agree with
+    ///   what the resource already has.
+    ///
+    /// Records the kernel would crash on are errors naming the resource and lock.
+    pub fn add_migrated_lock(
+        &mut self,
+        local_node: u8,
+        mres_flags: u8,
+        mres_lvb: &Lvb,
+        ml: &MigratableLock,
+    ) -> Result<Migrated, Error> {
         if ml.is_dummy() {
-            return Ok(());
+            return Ok(Migrated::Reference(ml.node));
         }
+        let name = self.name;
         let bad = |reason: &'static str| Error::BadMigratedLock {
-            name: self.name,
+            name,
             cookie: ml.cookie,
             node: ml.node,
             reason,
         };
-        let mode = ml.type_.ok_or_else(|| bad("lock has no mode"))?;
         if ml.highest_blocked.is_some() {
             return Err(bad("highest_blocked must be IV on receipt"));
         }
+        let mode = ml.type_.ok_or_else(|| bad("lock has no mode"))?;
         match (ml.list, ml.convert_type) {
             (QueueKind::Converting, None) => return Err(bad("converting lock has no target mode")),
             (QueueKind::Granted | QueueKind::Blocked, Some(_)) => {
@@ -579,27 +614,66 @@ impl LockResource {
             }
             _ => {}
         }
-        let id = LockId {
-            node: ml.node,
-            cookie: ml.cookie,
-        };
-        let mut lock = match self.position(id) {
-            Some((k, i)) => {
-                let old = self.queue_mut(k).remove(i);
-                self.forget_deliveries(id);
-                Lock {
-                    ast_pending: false,
-                    bast_pending: false,
-                    ..old
-                }
+        if ml.node == local_node {
+            if mres_flags & MRES_MIGRATION == 0 {
+                return Err(bad("recovery data for the recovery master's own lock"));
             }
-            None => Lock::new(id, mode),
+            let (queue, idx) = QueueKind::ALL
+                .into_iter()
+                .find_map(|k| {
+                    self.queue(k)
+                        .iter()
+                        .position(|l| l.id.cookie == ml.cookie)
+                        .map(|i| (k, i))
+                })
+                .ok_or_else(|| bad("own lock missing on the new master"))?;
+            if queue != ml.list {
+                return Ok(Migrated::WrongQueue);
+            }
+            let q = self.queue_mut(queue);
+            let lock = q.remove(idx);
+            if lock.id.node != ml.node {
+                q.insert(idx, lock);
+                return Err(bad("own lock's cookie belongs to another node"));
+            }
+            q.push(lock);
+            self.dirty = true;
+            return Ok(Migrated::Requeued);
+        }
+
+        let lksb_flags = ml.flags & (LKSB_GET_LVB | LKSB_PUT_LVB);
+        let lvb_applies = mode != LockMode::Nl
+            && ml.list != QueueKind::Blocked
+            && mres_lvb.iter().any(|&b| b != 0);
+        let new_lvb = if !lvb_applies {
+            None
+        } else if lksb_flags & LKSB_PUT_LVB != 0 {
+            // The node was writing the LVB back when the master died: its value wins.
+            Some(*mres_lvb)
+        } else {
+            let have = self.lvb.iter().any(|&b| b != 0);
+            if have && (mode == LockMode::Ex || self.lvb != *mres_lvb) {
+                return Err(bad("value block disagrees with the resource's"));
+            }
+            Some(*mres_lvb)
         };
-        lock.mode = mode;
+        if self.queue(ml.list).iter().any(|l| l.id.cookie == ml.cookie) {
+            return Ok(Migrated::Duplicate);
+        }
+        if let Some(v) = new_lvb {
+            self.lvb = v;
+        }
+        let mut lock = Lock::new(
+            LockId {
+                node: ml.node,
+                cookie: ml.cookie,
+            },
+            mode,
+        );
         lock.convert_type = ml.convert_type;
-        lock.highest_blocked = None;
-        lock.lksb_flags = ml.flags & (LKSB_GET_LVB | LKSB_PUT_LVB);
+        lock.lksb_flags = lksb_flags;
         let downconvert = ml.convert_type.is_some_and(|c| mode > c);
+        let recovery = mres_flags & MRES_RECOVERY != 0;
         let queue = self.queue_mut(ml.list);
         if recovery && ml.list == QueueKind::Converting && downconvert {
             queue.insert(0, lock);
@@ -607,7 +681,7 @@ impl LockResource {
             queue.push(lock);
         }
         self.dirty = true;
-        Ok(())
+        Ok(Migrated::Created(ml.node))
     }
 
     /// Removes every lock of `node` (a dead node's locks on a resource we master), dropping

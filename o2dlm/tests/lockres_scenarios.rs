@@ -2,9 +2,10 @@
 //! cancellation, value-block rules, cancel and unlock, the recovery lock, dead-node cleanup,
 //! and moving a resource's locks by migration and recovery.
 
-use o2dlm::lockres::{Delivery, LockId, LockResource, Requested, Unlocked};
+use o2dlm::lockres::{Delivery, LockId, LockResource, Migrated, Requested, Unlocked};
 use o2dlm::wire::{
     DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
+    LKSB_PUT_LVB, MRES_ALL_DONE, MRES_MIGRATION, MRES_RECOVERY,
 };
 
 use LockMode::{Ex, Nl, Pr};
@@ -390,11 +391,24 @@ fn migration_moves_queues_exactly() {
         ]
     );
     assert_eq!(records[3].flags, LKSB_GET_LVB);
+    // The new master is node 4, which already holds its own lock locally.
     let mut target = res("mig");
-    target.set_lvb(*r.lvb());
-    for m in &records {
-        target.add_migrated_lock(m, false).unwrap();
-    }
+    target.request(id(4), Nl, NONE).unwrap();
+    flush(&mut target);
+    let flags = MRES_MIGRATION | MRES_ALL_DONE;
+    let outcomes: Vec<Migrated> = records
+        .iter()
+        .map(|m| target.add_migrated_lock(4, flags, r.lvb(), m).unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Migrated::Created(1),
+            Migrated::Requeued,
+            Migrated::Created(2),
+            Migrated::Created(3),
+        ]
+    );
     for k in QueueKind::ALL {
         assert_eq!(
             target
@@ -423,10 +437,13 @@ fn migration_moves_queues_exactly() {
     );
 }
 
-#[test]
-fn recovery_puts_down_conversions_first_and_rejects_bad_records() {
-    let mut r = res("reco");
-    let rec = |node: u8, list, type_, convert_type| MigratableLock {
+fn rec(
+    node: u8,
+    list: QueueKind,
+    type_: LockMode,
+    convert_type: Option<LockMode>,
+) -> MigratableLock {
+    MigratableLock {
         cookie: (u64::from(node) << 56) | 7,
         list,
         flags: 0,
@@ -434,24 +451,89 @@ fn recovery_puts_down_conversions_first_and_rejects_bad_records() {
         convert_type,
         highest_blocked: None,
         node,
-    };
-    r.add_migrated_lock(&rec(1, QueueKind::Converting, Nl, Some(Ex)), true)
-        .unwrap();
+    }
+}
+
+#[test]
+fn recovery_puts_down_conversions_first_and_rejects_bad_records() {
+    let mut r = res("reco");
+    let zero = [0u8; 64];
+    let add =
+        |r: &mut LockResource, m: &MigratableLock| r.add_migrated_lock(9, MRES_RECOVERY, &zero, m);
+    assert_eq!(
+        add(&mut r, &rec(1, QueueKind::Converting, Nl, Some(Ex))).unwrap(),
+        Migrated::Created(1)
+    );
     // A conversion from EX down to PR that was in flight when the master died.
-    r.add_migrated_lock(&rec(2, QueueKind::Converting, Ex, Some(Pr)), true)
-        .unwrap();
+    add(&mut r, &rec(2, QueueKind::Converting, Ex, Some(Pr))).unwrap();
     assert_eq!(queue_ids(&r, QueueKind::Converting), vec![2, 1]);
-    r.add_migrated_lock(&MigratableLock::dummy(5), true)
-        .unwrap();
+    // Only recovery reorders: migration keeps the sender's order.
+    let mut m = res("reco");
+    for x in [
+        rec(1, QueueKind::Converting, Nl, Some(Ex)),
+        rec(2, QueueKind::Converting, Ex, Some(Pr)),
+    ] {
+        m.add_migrated_lock(9, MRES_MIGRATION, &zero, &x).unwrap();
+    }
+    assert_eq!(queue_ids(&m, QueueKind::Converting), vec![1, 2]);
+
+    assert_eq!(
+        add(&mut r, &MigratableLock::dummy(5)).unwrap(),
+        Migrated::Reference(5)
+    );
     assert!(r.find(id(5)).is_none());
+    assert_eq!(
+        add(&mut r, &rec(1, QueueKind::Converting, Nl, Some(Ex))).unwrap(),
+        Migrated::Duplicate
+    );
     let mut bad = rec(3, QueueKind::Granted, Pr, None);
     bad.highest_blocked = Some(Ex);
-    let e = r.add_migrated_lock(&bad, true).unwrap_err();
+    let e = add(&mut r, &bad).unwrap_err();
     assert!(e.to_string().contains("lock resource reco"), "{e}");
+    assert!(add(&mut r, &rec(3, QueueKind::Converting, Pr, None)).is_err());
+    assert!(add(&mut r, &rec(3, QueueKind::Granted, Pr, Some(Ex))).is_err());
+    // Recovery never sends the recovery master's own locks.
+    assert!(add(&mut r, &rec(9, QueueKind::Granted, Pr, None)).is_err());
+    // Migration to a node whose own lock is missing is a protocol violation.
     assert!(r
-        .add_migrated_lock(&rec(3, QueueKind::Converting, Pr, None), true)
+        .add_migrated_lock(
+            9,
+            MRES_MIGRATION,
+            &zero,
+            &rec(9, QueueKind::Granted, Pr, None)
+        )
         .is_err());
-    assert!(r
-        .add_migrated_lock(&rec(3, QueueKind::Granted, Pr, Some(Ex)), true)
-        .is_err());
+}
+
+#[test]
+fn recovered_value_blocks_follow_the_kernel_rules() {
+    let v1 = lvb("v1");
+    let v2 = lvb("v2");
+    let add = |r: &mut LockResource, m: &MigratableLock, v: &Lvb| {
+        r.add_migrated_lock(9, MRES_RECOVERY, v, m)
+    };
+    // A PR holder's copy becomes the resource's; another PR holder must agree.
+    let mut r = res("lvb");
+    add(&mut r, &rec(1, QueueKind::Granted, Pr, None), &v1).unwrap();
+    assert_eq!(r.lvb(), &v1);
+    add(&mut r, &rec(2, QueueKind::Granted, Pr, None), &v1).unwrap();
+    assert!(add(&mut r, &rec(3, QueueKind::Granted, Pr, None), &v2).is_err());
+    // NL holders and waiting requests carry no valid value block.
+    add(&mut r, &rec(4, QueueKind::Granted, Nl, None), &v2).unwrap();
+    add(&mut r, &rec(5, QueueKind::Blocked, Ex, None), &v2).unwrap();
+    assert_eq!(r.lvb(), &v1);
+    // A holder that was writing back when the master died wins.
+    let mut w = rec(6, QueueKind::Converting, Pr, Some(Ex));
+    w.flags = LKSB_PUT_LVB;
+    add(&mut r, &w, &v2).unwrap();
+    assert_eq!(r.lvb(), &v2);
+    assert_eq!(r.find(id(6)).unwrap().1.lksb_flags, LKSB_PUT_LVB);
+    // An EX holder is the only writer: any existing value contradicts it.
+    assert!(add(&mut r, &rec(7, QueueKind::Granted, Ex, None), &v2).is_err());
+    let mut fresh = res("lvb");
+    add(&mut fresh, &rec(7, QueueKind::Granted, Ex, None), &v2).unwrap();
+    assert_eq!(fresh.lvb(), &v2);
+    // An all-zero value block says nothing.
+    add(&mut fresh, &rec(8, QueueKind::Granted, Nl, None), &[0; 64]).unwrap();
+    assert_eq!(fresh.lvb(), &v2);
 }
