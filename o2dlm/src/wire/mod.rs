@@ -590,11 +590,7 @@ impl fmt::Display for DomainName {
 /// The o2net key of a domain's messages: the kernel's `crc32_le(0, name, strlen(name))`
 /// (reflected CRC-32, polynomial 0xEDB88320, seed 0, no final inversion).
 pub fn domain_key(name: &[u8]) -> u32 {
-    // o2hb will export this CRC at its crate root; until then crc32fast computes it: the
-    // kernel's seed-0 crc32_le equals crc32fast's result with inverted seed and output.
-    let mut h = crc32fast::Hasher::new_with_initial(!0u32);
-    h.update(name);
-    !h.finalize()
+    o2hb::crc32_le(0, name)
 }
 
 /// A dlm or fs locking protocol version.
