@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -454,7 +455,20 @@ impl Net {
             };
             let (status, post) = {
                 let _serial = self.inner.handler_lock.lock();
-                handler(&req)
+                // A panicking handler must not take the connection's reader
+                // down with it: the sender gets −EIO instead.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::error!(
+                            node = self.inner.local,
+                            "o2net: handler for message type {} key {:#010x} from node {node} panicked",
+                            header.msg_type,
+                            header.key
+                        );
+                        (-errno::EIO, None)
+                    }
+                }
             };
             let mut sub = {
                 let mut st = self.inner.state.lock();
@@ -478,7 +492,13 @@ impl Net {
             self.execute(sub);
             if let Some(post) = post {
                 let _serial = self.inner.handler_lock.lock();
-                post(status);
+                if std::panic::catch_unwind(AssertUnwindSafe(move || post(status))).is_err() {
+                    tracing::error!(
+                        node = self.inner.local,
+                        "o2net: post-handler for message type {} from node {node} panicked",
+                        header.msg_type
+                    );
+                }
             }
         }
         for io in &to_flush {

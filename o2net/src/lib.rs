@@ -6,6 +6,7 @@
 //! * [`core`]: the sans-I/O per-node state machine (connections, timers,
 //!   request/reply, handler dispatch) driven by `handle(now, input)`.
 //! * [`quorum`]: o2quo, which decides who fences after a partition.
+//! * [`report`]: the connection table `o2cb` prints.
 //! * [`driver`]: the tokio driver with the API for the layers above
 //!   ([`Net`]: register handlers, send and wait for the peer's status,
 //!   heartbeat events, connection statistics).
@@ -17,6 +18,7 @@ pub mod core;
 pub mod driver;
 pub mod error;
 pub mod quorum;
+pub mod report;
 mod timers;
 pub mod wire;
 

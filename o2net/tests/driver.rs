@@ -529,6 +529,8 @@ async fn garbage_from_raw_clients_is_closed_counted_logged_and_harmless() {
     let n1 = start(cfg(1), &fences);
     let n2 = start(cfg(2), &fences);
     n2.register_handler(5, 5, 8, |_| 5).unwrap();
+    n2.register_handler(6, 6, 8, |_| panic!("handler bug"))
+        .unwrap();
     all_heartbeat(&[&n1, &n2], 3);
     let target = SocketAddrV4::new(ip(1), port);
     let client = move |from: Ipv4Addr, bytes: Vec<u8>| {
@@ -586,7 +588,10 @@ async fn garbage_from_raw_clients_is_closed_counted_logged_and_harmless() {
         &n1,
         "4073 payload bytes, more than the maximum 4072"
     ));
-    // The node keeps serving its real peer.
+    // The node keeps serving its real peer, even past a panicking handler
+    // (whose sender gets −EIO).
+    assert_eq!(n1.send(2, 5, 5, &b"ok"[..]).await.unwrap(), 5);
+    assert_eq!(n1.send(2, 6, 6, &b"ok"[..]).await.unwrap(), -errno::EIO);
     assert_eq!(n1.send(2, 5, 5, &b"ok"[..]).await.unwrap(), 5);
     assert!(fences.get().is_empty());
     n1.shutdown();
