@@ -597,3 +597,73 @@ async fn garbage_from_raw_clients_is_closed_counted_logged_and_harmless() {
     n1.shutdown();
     n2.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_socket_keeps_every_frame_whole_and_every_reply_matched() {
+    let port = 27801;
+    const N: usize = 3000;
+    let fences = Fences::default();
+    let listener = TcpListener::bind(SocketAddrV4::new(ip(1), port)).unwrap();
+    let net = start(short(2, nodes(2, port)), &fences);
+    net.heartbeat_up(1);
+    net.heartbeat_up(2);
+    let (all_sent, go) = std::sync::mpsc::channel::<()>();
+    let peer = tokio::task::spawn_blocking(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        assert_eq!(read_exact_timeout(&mut s, 32), SHORT_HANDSHAKE);
+        s.write_all(&SHORT_HANDSHAKE).unwrap();
+        // Don't read until all ~12 MB of requests are queued in our node.
+        go.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut nums = std::collections::HashSet::new();
+        while nums.len() < N {
+            let h = read_exact_timeout(&mut s, 24);
+            match h[1] {
+                0x57 => s.write_all(&keepalive(0x58)).unwrap(),
+                0x58 => {}
+                0x55 => {
+                    let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+                    assert_eq!(len, 4072);
+                    let p = read_exact_timeout(&mut s, len);
+                    let idx = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                    assert!(
+                        p[4..].iter().all(|&b| b == idx as u8),
+                        "payload {idx} intact"
+                    );
+                    assert!(nums.insert(u32::from_be_bytes([h[20], h[21], h[22], h[23]])));
+                    let mut rep = h.clone();
+                    rep[1] = 0x56;
+                    rep[2..4].copy_from_slice(&[0, 0]);
+                    rep[12..16].copy_from_slice(&idx.to_be_bytes());
+                    s.write_all(&rep).unwrap();
+                }
+                m => panic!("unexpected magic byte {m:#x}"),
+            }
+        }
+        // All outstanding at once: the kernel's lowest-free ids 0..N.
+        assert_eq!(nums, (0..N as u32).collect());
+        s
+    });
+    wait_for("connected", 5, || state(&net, 1) == PeerState::Connected).await;
+    let sends: Vec<_> = (0..N as u32)
+        .map(|i| {
+            let net = net.clone();
+            tokio::spawn(async move {
+                let mut p = vec![i as u8; 4072];
+                p[..4].copy_from_slice(&i.to_be_bytes());
+                (i, net.send(1, 11, 0, p).await)
+            })
+        })
+        .collect();
+    wait_for("all requests queued", 10, || {
+        net.peer_stats()[0].waiting_sends == N
+    })
+    .await;
+    all_sent.send(()).unwrap();
+    for t in sends {
+        let (i, r) = t.await.unwrap();
+        assert_eq!(r.unwrap(), i as i32);
+    }
+    let _s = peer.await.unwrap();
+    assert!(fences.get().is_empty());
+    net.shutdown();
+}

@@ -166,7 +166,8 @@ impl Sim {
                     .events
                     .push_back(Ev::HandlerDone(n, conn, header, handler)),
                 Output::SendDone { id, result } => {
-                    self.done.insert((n, id), result.map_err(|e| e.errno()));
+                    let prev = self.done.insert((n, id), result.map_err(|e| e.errno()));
+                    assert!(prev.is_none(), "send {id} of node {n} completed twice");
                 }
                 Output::Fence { reason } => self.fenced.push((n, reason)),
                 Output::Log { message, .. } => self.logs.push((n, self.now, message)),
@@ -662,4 +663,93 @@ fn garbage_on_an_accepted_connection_closes_it_and_others_keep_working() {
     // Node 1 ↔ 2 unaffected.
     s.send(1, 1, 2, 100, b"x");
     assert_eq!(s.done[&(1, 1)], Err(-errno::ENOPROTOOPT));
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send(u8, u8, usize),
+        Partition(u8, u8),
+        Heal,
+        Mute(u8, u8),
+        Unmute,
+        HbDown(u8, u8),
+        HbUp(u8, u8),
+        Run(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let n = 1u8..=3;
+        prop_oneof![
+            4 => (n.clone(), n.clone(), 0usize..5000).prop_map(|(a, b, l)| Op::Send(a, b, l)),
+            1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Partition(a, b)),
+            1 => Just(Op::Heal),
+            1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Mute(a, b)),
+            1 => Just(Op::Unmute),
+            1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::HbDown(a, b)),
+            1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::HbUp(a, b)),
+            3 => (0u64..40_000).prop_map(Op::Run),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the network and heartbeat do, every send completes at
+        /// most once, and once heartbeat declares its target dead no send
+        /// to it is left waiting: senders never hang.
+        #[test]
+        fn every_send_completes_exactly_once_and_none_survives_node_death(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let mut s = Sim::cluster(3);
+            for n in [1, 2, 3] {
+                s.cores.get_mut(&n).unwrap().register_handler(100, 0xabcd, 4072, 7).unwrap();
+            }
+            s.all_heartbeat();
+            let mut next_id = 1;
+            let mut issued: Vec<(u8, SendId)> = Vec::new();
+            for op in ops {
+                let before = s.done.len();
+                match op {
+                    Op::Send(a, b, len) => {
+                        s.send(a, next_id, b, 100, &vec![0u8; len]);
+                        issued.push((a, next_id));
+                        next_id += 1;
+                    }
+                    Op::Partition(a, b) => s.partition(a, b),
+                    Op::Heal => s.cut.clear(),
+                    Op::Mute(a, b) => { s.mute.insert((a, b)); }
+                    Op::Unmute => s.mute.clear(),
+                    Op::HbDown(a, b) => s.input(a, Input::HeartbeatDown(b)),
+                    Op::HbUp(a, b) => s.input(a, Input::HeartbeatUp(b)),
+                    Op::Run(ms) => s.run_for(ms),
+                }
+                prop_assert!(s.done.len() >= before);
+            }
+            // Every node declares every other dead.
+            for a in 1..=3u8 {
+                for b in 1..=3u8 {
+                    if a != b {
+                        s.input(a, Input::HeartbeatDown(b));
+                    }
+                }
+            }
+            for k in &issued {
+                prop_assert!(s.done.contains_key(k), "send {k:?} still waiting");
+            }
+            prop_assert_eq!(s.done.len(), issued.len());
+            for (k, r) in &s.done {
+                if let Err(e) = r {
+                    prop_assert!(
+                        [errno::ENOTCONN, errno::EHOSTDOWN, errno::EINVAL, errno::ELOOP].contains(&-e),
+                        "send {k:?}: unexpected error {e}"
+                    );
+                }
+            }
+        }
+    }
 }
