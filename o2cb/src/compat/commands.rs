@@ -4,6 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use o2nm::{
     check_cluster_name, parse_ipv4_strict, ClusterNameProblem, HeartbeatMode, NodeStanza,
@@ -308,21 +309,34 @@ pub(super) fn remove_node(ctx: &mut Ctx) -> Outcome {
     Outcome::done(true)
 }
 
-/// The region named by a command argument: the argument itself, unless it is
-/// a block device (whose OCFS2 volume UUID ocfs2-tools would read; we do not,
-/// yet, and say so).
+/// The UUID of the OCFS2 volume at `path`, from its superblock.
+fn volume_uuid(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    o2hb::ocfs2::read_superblock(&file, path)
+        .map(|sb| sb.uuid)
+        .map_err(|e| e.to_string())
+}
+
+/// The region named by a command argument: a block device stands for its
+/// OCFS2 volume, whose UUID names the region; anything else is the name.
 fn region_of(ctx: &Ctx, arg: &str) -> Option<String> {
     let is_block = std::fs::metadata(arg).is_ok_and(|m| m.file_type().is_block_device());
-    if is_block {
-        ctx.error(&format!(
-            "'{arg}' is a block device; reading its OCFS2 volume UUID is not supported yet, \
-             give the UUID (see 'debugfs.ocfs2 -R stats {arg}') instead"
-        ));
-        return None;
+    if !is_block {
+        ctx.debug(&format!("'{arg}' is not a block device; assuming region"));
+        ctx.debug(&format!("Heartbeat region '{arg}'"));
+        return Some(arg.to_string());
     }
-    ctx.debug(&format!("'{arg}' is not a block device; assuming region"));
-    ctx.debug(&format!("Heartbeat region '{arg}'"));
-    Some(arg.to_string())
+    ctx.debug(&format!("Reading region of block device '{arg}'"));
+    match volume_uuid(Path::new(arg)) {
+        Ok(uuid) => {
+            ctx.debug(&format!("Heartbeat region '{uuid}'"));
+            Some(uuid)
+        }
+        Err(why) => {
+            ctx.error(&format!("{why} while reading region on device '{arg}'"));
+            None
+        }
+    }
 }
 
 pub(super) fn add_heartbeat(ctx: &mut Ctx) -> Outcome {
@@ -484,6 +498,49 @@ mod tests {
             c_strtol_int("99999999999999999999999"),
             Some(i64::MAX as i32)
         );
+    }
+
+    #[test]
+    fn volume_uuid_matches_debugfs_ocfs2() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let image = dir.path().join("vol.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("image file");
+        let mkfs = std::process::Command::new("/usr/sbin/mkfs.ocfs2")
+            .args([
+                "-q",
+                "-b",
+                "4K",
+                "-C",
+                "4K",
+                "-N",
+                "4",
+                "--cluster-stack=o2cb",
+                "--cluster-name=abc",
+            ])
+            .args(["--global-heartbeat", "-F"])
+            .arg(&image)
+            .output()
+            .expect("mkfs.ocfs2 from ocfs2-tools (scripts/install-deps.sh installs it)");
+        assert!(
+            mkfs.status.success(),
+            "mkfs.ocfs2: {}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        let stats = std::process::Command::new("/usr/sbin/debugfs.ocfs2")
+            .args(["-R", "stats"])
+            .arg(&image)
+            .output()
+            .expect("debugfs.ocfs2");
+        let stats = String::from_utf8_lossy(&stats.stdout);
+        let uuid = stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("UUID:"))
+            .map(str::trim)
+            .expect("debugfs.ocfs2 prints the UUID");
+        assert_eq!(volume_uuid(&image).as_deref(), Ok(uuid));
+        assert!(volume_uuid(dir.path()).is_err());
     }
 
     #[test]
