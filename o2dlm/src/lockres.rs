@@ -151,12 +151,114 @@ pub enum Migrated {
 pub struct LockResource {
     name: LockName,
     lvb: Lvb,
-    granted: Vec<Lock>,
-    converting: Vec<Lock>,
-    blocked: Vec<Lock>,
-    pending_asts: Vec<LockId>,
-    pending_basts: Vec<LockId>,
+    queues: Queues,
+    /// Queued deliveries in queueing order; a flush sends the ASTs, then the BASTs.
+    pending: Vec<(LockId, Pending)>,
     dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Ast,
+    Bast,
+}
+
+/// The three queues in one vector, granted then converting then blocked, so that an idle
+/// resource costs one empty vector (a million of them must fit in 512 MiB).
+#[derive(Debug, Clone, Default)]
+struct Queues {
+    locks: Vec<Lock>,
+    granted_end: u32,
+    converting_end: u32,
+}
+
+impl Queues {
+    fn bounds(&self, kind: QueueKind) -> (usize, usize) {
+        let g = self.granted_end as usize;
+        let c = self.converting_end as usize;
+        match kind {
+            QueueKind::Granted => (0, g),
+            QueueKind::Converting => (g, c),
+            QueueKind::Blocked => (c, self.locks.len()),
+        }
+    }
+
+    fn get(&self, kind: QueueKind) -> &[Lock] {
+        let (a, b) = self.bounds(kind);
+        self.locks.get(a..b).unwrap_or(&[])
+    }
+
+    fn get_mut(&mut self, kind: QueueKind) -> &mut [Lock] {
+        let (a, b) = self.bounds(kind);
+        self.locks.get_mut(a..b).unwrap_or(&mut [])
+    }
+
+    /// The granted and converting locks: the ones holding a mode.
+    fn holders_mut(&mut self) -> &mut [Lock] {
+        let c = self.converting_end as usize;
+        self.locks.get_mut(..c).unwrap_or(&mut [])
+    }
+
+    fn grow(&mut self, kind: QueueKind) {
+        match kind {
+            QueueKind::Granted => {
+                self.granted_end += 1;
+                self.converting_end += 1;
+            }
+            QueueKind::Converting => self.converting_end += 1,
+            QueueKind::Blocked => {}
+        }
+    }
+
+    fn remove(&mut self, kind: QueueKind, idx: usize) -> Option<Lock> {
+        let (a, b) = self.bounds(kind);
+        if a + idx >= b {
+            return None;
+        }
+        let lock = self.locks.remove(a + idx);
+        match kind {
+            QueueKind::Granted => {
+                self.granted_end -= 1;
+                self.converting_end -= 1;
+            }
+            QueueKind::Converting => self.converting_end -= 1,
+            QueueKind::Blocked => {}
+        }
+        Some(lock)
+    }
+
+    fn push_back(&mut self, kind: QueueKind, lock: Lock) {
+        let (_, b) = self.bounds(kind);
+        self.locks.insert(b, lock);
+        self.grow(kind);
+    }
+
+    fn push_front(&mut self, kind: QueueKind, lock: Lock) {
+        let (a, _) = self.bounds(kind);
+        self.locks.insert(a, lock);
+        self.grow(kind);
+    }
+
+    /// Removes the locks `drop` selects; returns how many went.
+    fn remove_where(&mut self, drop: impl Fn(&Lock) -> bool) -> usize {
+        let mut removed = 0;
+        for kind in [
+            QueueKind::Blocked,
+            QueueKind::Converting,
+            QueueKind::Granted,
+        ] {
+            let mut i = 0;
+            while let Some(lock) = self.get(kind).get(i) {
+                if drop(lock) {
+                    self.remove(kind, i);
+                    removed += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        removed
+    }
 }
 
 impl LockResource {
@@ -165,11 +267,8 @@ impl LockResource {
         LockResource {
             name,
             lvb: [0; LVB_LEN],
-            granted: Vec::new(),
-            converting: Vec::new(),
-            blocked: Vec::new(),
-            pending_asts: Vec::new(),
-            pending_basts: Vec::new(),
+            queues: Queues::default(),
+            pending: Vec::new(),
             dirty: false,
         }
     }
@@ -201,21 +300,29 @@ impl LockResource {
 
     /// Whether ASTs or BASTs wait for [`flush`](Self::flush).
     pub fn has_pending_deliveries(&self) -> bool {
-        !self.pending_asts.is_empty() || !self.pending_basts.is_empty()
+        !self.pending.is_empty()
     }
 
     /// Whether the resource holds no lock at all.
     pub fn has_no_locks(&self) -> bool {
-        self.granted.is_empty() && self.converting.is_empty() && self.blocked.is_empty()
+        self.queues.locks.is_empty()
+    }
+
+    /// Returns the memory of empty queues to the allocator. Queues keep their capacity so a
+    /// busy resource does not allocate on every lock; the domain calls this when a resource
+    /// becomes unused (as the kernel puts it on its purge list), so idle resources stay small.
+    pub fn shrink_if_idle(&mut self) {
+        if self.queues.locks.is_empty() {
+            self.queues.locks = Vec::new();
+        }
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
     }
 
     /// One queue, in order.
     pub fn queue(&self, kind: QueueKind) -> &[Lock] {
-        match kind {
-            QueueKind::Granted => &self.granted,
-            QueueKind::Converting => &self.converting,
-            QueueKind::Blocked => &self.blocked,
-        }
+        self.queues.get(kind)
     }
 
     /// Every lock with its queue, in the kernel's order: granted, converting, blocked.
@@ -230,14 +337,6 @@ impl LockResource {
         self.locks().find(|(_, l)| l.id == id)
     }
 
-    fn queue_mut(&mut self, kind: QueueKind) -> &mut Vec<Lock> {
-        match kind {
-            QueueKind::Granted => &mut self.granted,
-            QueueKind::Converting => &mut self.converting,
-            QueueKind::Blocked => &mut self.blocked,
-        }
-    }
-
     fn position(&self, id: LockId) -> Option<(QueueKind, usize)> {
         QueueKind::ALL.into_iter().find_map(|k| {
             self.queue(k)
@@ -249,17 +348,17 @@ impl LockResource {
 
     fn lock_mut(&mut self, id: LockId) -> Option<&mut Lock> {
         let (k, i) = self.position(id)?;
-        self.queue_mut(k).get_mut(i)
+        self.queues.get_mut(k).get_mut(i)
     }
 
     /// `dlm_can_grant_new_lock`: compatible with every granted lock and with both the current
     /// and the target mode of every converting lock. Blocked requests are not considered, so a
     /// compatible newcomer passes waiting ones, as in the kernel.
     fn can_grant_new(&self, mode: LockMode) -> bool {
-        self.granted
+        self.queue(QueueKind::Granted)
             .iter()
             .all(|l| LockMode::compatible(l.mode, mode))
-            && self.converting.iter().all(|l| {
+            && self.queue(QueueKind::Converting).iter().all(|l| {
                 LockMode::compatible(l.mode, mode)
                     && l.convert_type.is_none_or(|c| LockMode::compatible(c, mode))
             })
@@ -287,7 +386,7 @@ impl LockResource {
             lock.lksb_flags |= LKSB_GET_LVB;
         }
         let outcome = if self.can_grant_new(mode) {
-            self.granted.push(lock);
+            self.queues.push_back(QueueKind::Granted, lock);
             // The recovery lock is granted while the dlm thread is frozen: no AST; the
             // requester learns the grant from the status alone.
             if !self.name.is_recovery_lock() {
@@ -297,7 +396,7 @@ impl LockResource {
         } else if flags.contains(LkmFlags::NOQUEUE) {
             return Err(DlmStatus::Notqueued);
         } else {
-            self.blocked.push(lock);
+            self.queues.push_back(QueueKind::Blocked, lock);
             Requested::Queued
         };
         self.dirty = true;
@@ -352,36 +451,36 @@ impl LockResource {
 
         let grantable = mode <= current
             || (self
-                .granted
+                .queue(QueueKind::Granted)
                 .iter()
                 .filter(|l| l.id != id)
                 .all(|l| LockMode::compatible(l.mode, mode))
-                && self.converting.iter().all(|l| {
+                && self.queue(QueueKind::Converting).iter().all(|l| {
                     LockMode::compatible(l.mode, mode)
                         && l.convert_type.is_none_or(|c| LockMode::compatible(c, mode))
                 }));
 
+        if !grantable && flags.contains(LkmFlags::NOQUEUE) {
+            return Err(DlmStatus::Notqueued);
+        }
+        let Some(mut lock) = self.queues.remove(QueueKind::Granted, idx) else {
+            return Err(DlmStatus::Ivlockid);
+        };
+        lock.lksb_flags |= lksb;
         if grantable {
-            let mut lock = self.granted.remove(idx);
             lock.mode = mode;
-            lock.lksb_flags |= lksb;
             if let Some(v) = put {
                 self.lvb = v;
             }
             // The kernel moves even an in-place down-conversion to the tail of the granted
             // queue.
-            self.granted.push(lock);
+            self.queues.push_back(QueueKind::Granted, lock);
             self.queue_ast(id);
             self.dirty = true;
             return Ok(Requested::Granted);
         }
-        if flags.contains(LkmFlags::NOQUEUE) {
-            return Err(DlmStatus::Notqueued);
-        }
-        let mut lock = self.granted.remove(idx);
         lock.convert_type = Some(mode);
-        lock.lksb_flags |= lksb;
-        self.converting.push(lock);
+        self.queues.push_back(QueueKind::Converting, lock);
         self.dirty = true;
         Ok(Requested::Queued)
     }
@@ -410,15 +509,15 @@ impl LockResource {
         let outcome = if cancel {
             match queue {
                 QueueKind::Blocked => {
-                    let lock = self.blocked.remove(idx);
+                    let lock = self.queues.remove(queue, idx).ok_or(DlmStatus::Ivlockid)?;
                     self.forget_deliveries(id);
                     Unlocked::CancelledRequest(lock)
                 }
                 QueueKind::Converting => {
-                    let mut lock = self.converting.remove(idx);
+                    let mut lock = self.queues.remove(queue, idx).ok_or(DlmStatus::Ivlockid)?;
                     lock.convert_type = None;
                     lock.lksb_flags = 0;
-                    self.granted.push(lock);
+                    self.queues.push_back(QueueKind::Granted, lock);
                     Unlocked::CancelledConvert
                 }
                 // Too late; the kernel still kicks its dlm thread, so the queues get
@@ -433,7 +532,10 @@ impl LockResource {
             if write {
                 self.lvb = *lvb.ok_or(DlmStatus::Badargs)?;
             }
-            let lock = self.granted.remove(idx);
+            let lock = self
+                .queues
+                .remove(QueueKind::Granted, idx)
+                .ok_or(DlmStatus::Ivlockid)?;
             // A BAST still queued for a lock being unlocked would reach nobody: the owner
             // ignores BASTs for locks with an unlock pending.
             self.forget_deliveries(id);
@@ -444,8 +546,7 @@ impl LockResource {
     }
 
     fn forget_deliveries(&mut self, id: LockId) {
-        self.pending_asts.retain(|l| *l != id);
-        self.pending_basts.retain(|l| *l != id);
+        self.pending.retain(|(l, _)| *l != id);
     }
 
     /// `__dlm_queue_ast`, with `dlm_should_cancel_bast`: a BAST still queued for the lock is
@@ -469,10 +570,10 @@ impl LockResource {
         let newly = !lock.ast_pending;
         lock.ast_pending = true;
         if cancel_bast {
-            self.pending_basts.retain(|l| *l != id);
+            self.pending.retain(|p| *p != (id, Pending::Bast));
         }
         if newly {
-            self.pending_asts.push(id);
+            self.pending.push((id, Pending::Ast));
         }
     }
 
@@ -486,43 +587,37 @@ impl LockResource {
         self.dirty = false;
         let mut can_grant = true;
         loop {
-            if let Some(want) = self.converting.first().and_then(|t| t.convert_type) {
-                let target = self.converting.first().map(|t| t.id);
+            let head = self.queue(QueueKind::Converting).first();
+            if let Some((target, want)) = head.and_then(|t| Some((t.id, t.convert_type?))) {
                 if block_scan(
-                    &mut self.granted,
-                    &mut self.converting,
-                    target,
+                    self.queues.holders_mut(),
+                    Some(target),
                     want,
-                    &mut self.pending_basts,
+                    &mut self.pending,
                 ) {
                     can_grant = false;
                 }
                 if can_grant {
-                    let mut lock = self.converting.remove(0);
-                    lock.mode = want;
-                    lock.convert_type = None;
-                    let id = lock.id;
-                    self.granted.push(lock);
-                    self.queue_ast(id);
-                    continue;
+                    if let Some(mut lock) = self.queues.remove(QueueKind::Converting, 0) {
+                        lock.mode = want;
+                        lock.convert_type = None;
+                        self.queues.push_back(QueueKind::Granted, lock);
+                        self.queue_ast(target);
+                        continue;
+                    }
                 }
             }
-            if let Some(want) = self.blocked.first().map(|t| t.mode) {
-                if block_scan(
-                    &mut self.granted,
-                    &mut self.converting,
-                    None,
-                    want,
-                    &mut self.pending_basts,
-                ) {
+            let head = self.queue(QueueKind::Blocked).first();
+            if let Some((target, want)) = head.map(|t| (t.id, t.mode)) {
+                if block_scan(self.queues.holders_mut(), None, want, &mut self.pending) {
                     can_grant = false;
                 }
                 if can_grant {
-                    let lock = self.blocked.remove(0);
-                    let id = lock.id;
-                    self.granted.push(lock);
-                    self.queue_ast(id);
-                    continue;
+                    if let Some(lock) = self.queues.remove(QueueKind::Blocked, 0) {
+                        self.queues.push_back(QueueKind::Granted, lock);
+                        self.queue_ast(target);
+                        continue;
+                    }
                 }
             }
             break;
@@ -534,7 +629,8 @@ impl LockResource {
     /// since the last one.
     pub fn flush(&mut self, out: &mut Vec<Delivery>) {
         let lvb = self.lvb;
-        for id in std::mem::take(&mut self.pending_asts) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for &(id, _) in pending.iter().filter(|(_, k)| *k == Pending::Ast) {
             if let Some(lock) = self.lock_mut(id) {
                 let get = lock.lksb_flags & LKSB_GET_LVB != 0;
                 lock.lksb_flags = 0;
@@ -546,7 +642,7 @@ impl LockResource {
                 });
             }
         }
-        for id in std::mem::take(&mut self.pending_basts) {
+        for &(id, _) in pending.iter().filter(|(_, k)| *k == Pending::Bast) {
             if let Some(lock) = self.lock_mut(id) {
                 lock.bast_pending = false;
                 if let Some(blocked) = lock.highest_blocked.take() {
@@ -554,6 +650,9 @@ impl LockResource {
                 }
             }
         }
+        // Keep the allocation: a busy resource queues deliveries again at once.
+        pending.clear();
+        self.pending = pending;
     }
 
     /// The locks as migration and recovery send them (`dlm_migratable_lock` records), in
@@ -630,13 +729,12 @@ impl LockResource {
             if queue != ml.list {
                 return Ok(Migrated::WrongQueue);
             }
-            let q = self.queue_mut(queue);
-            let lock = q.remove(idx);
-            if lock.id.node != ml.node {
-                q.insert(idx, lock);
+            if self.queue(queue).get(idx).map(|l| l.id.node) != Some(ml.node) {
                 return Err(bad("own lock's cookie belongs to another node"));
             }
-            q.push(lock);
+            if let Some(lock) = self.queues.remove(queue, idx) {
+                self.queues.push_back(queue, lock);
+            }
             self.dirty = true;
             return Ok(Migrated::Requeued);
         }
@@ -674,11 +772,10 @@ impl LockResource {
         lock.lksb_flags = lksb_flags;
         let downconvert = ml.convert_type.is_some_and(|c| mode > c);
         let recovery = mres_flags & MRES_RECOVERY != 0;
-        let queue = self.queue_mut(ml.list);
         if recovery && ml.list == QueueKind::Converting && downconvert {
-            queue.insert(0, lock);
+            self.queues.push_front(ml.list, lock);
         } else {
-            queue.push(lock);
+            self.queues.push_back(ml.list, lock);
         }
         self.dirty = true;
         Ok(Migrated::Created(ml.node))
@@ -688,25 +785,17 @@ impl LockResource {
     /// their queued deliveries. Other nodes' waiting requests may now be grantable, so the
     /// resource becomes dirty when anything was removed.
     pub fn remove_node_locks(&mut self, node: u8) -> RemovedLocks {
-        let mut removed = RemovedLocks::default();
-        for kind in QueueKind::ALL {
-            let q = self.queue_mut(kind);
-            let before = q.len();
-            if kind != QueueKind::Blocked
-                && q.iter()
-                    .any(|l| l.id.node == node && l.mode == LockMode::Ex)
-            {
-                removed.held_ex = true;
-            }
-            q.retain(|l| l.id.node != node);
-            removed.count += before - q.len();
-        }
-        if removed.count > 0 {
-            self.pending_asts.retain(|l| l.node != node);
-            self.pending_basts.retain(|l| l.node != node);
+        let held_ex = self
+            .queues
+            .holders_mut()
+            .iter()
+            .any(|l| l.id.node == node && l.mode == LockMode::Ex);
+        let count = self.queues.remove_where(|l| l.id.node == node);
+        if count > 0 {
+            self.pending.retain(|(l, _)| l.node != node);
             self.dirty = true;
         }
-        removed
+        RemovedLocks { count, held_ex }
     }
 }
 
@@ -715,20 +804,19 @@ impl LockResource {
 /// whose current mode conflicts gets its `highest_blocked` raised and, if it had none, a BAST
 /// queued. Returns whether anything conflicted.
 fn block_scan(
-    granted: &mut [Lock],
-    converting: &mut [Lock],
+    holders: &mut [Lock],
     target: Option<LockId>,
     want: LockMode,
-    pending_basts: &mut Vec<LockId>,
+    pending: &mut Vec<(LockId, Pending)>,
 ) -> bool {
     let mut blocked = false;
-    for lock in granted.iter_mut().chain(converting.iter_mut()) {
+    for lock in holders.iter_mut() {
         if Some(lock.id) == target || LockMode::compatible(lock.mode, want) {
             continue;
         }
         blocked = true;
         if lock.highest_blocked.is_none() {
-            pending_basts.push(lock.id);
+            pending.push((lock.id, Pending::Bast));
             lock.bast_pending = true;
         }
         if lock.highest_blocked.is_none_or(|hb| hb < want) {
