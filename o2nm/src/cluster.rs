@@ -473,7 +473,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Writes the dead threshold as configfs does: ignored (`Ok(false)`)
+    /// Writes the dead threshold as configfs does: ignored (returns `false`)
     /// unless above 2 and no region exists yet.
     pub fn set_dead_threshold(&mut self, threshold: u32) -> bool {
         if threshold <= Timeouts::MIN_DEAD_THRESHOLD_KERNEL || !self.regions.is_empty() {
@@ -483,7 +483,7 @@ impl Cluster {
         true
     }
 
-    /// Writes the heartbeat mode as configfs does: ignored (`false`) while
+    /// Writes the heartbeat mode as configfs does: ignored (returns `false`) while
     /// any region exists.
     pub fn set_heartbeat_mode(&mut self, mode: HeartbeatMode) -> bool {
         if !self.regions.is_empty() {

@@ -1,0 +1,68 @@
+//! The o2cb init script sources the sysconfig file with the shell: for files
+//! we accept, our values must be what `sh` sees after sourcing them (and our
+//! defaults what the script uses for empty or missing values).
+
+use std::path::Path;
+use std::process::Command;
+
+use o2nm::O2cbSysconfig;
+
+/// What the init script would use, from sourcing `text` in `sh`.
+fn sourced(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("o2cb");
+    std::fs::write(&file, text).expect("write sysconfig");
+    let script = r#". "$1"
+echo "${O2CB_ENABLED:-false}"
+echo "${O2CB_STACK:-o2cb}"
+echo "${O2CB_BOOTCLUSTER}"
+echo "${O2CB_HEARTBEAT_THRESHOLD:-31}"
+echo "${O2CB_IDLE_TIMEOUT_MS:-30000}"
+echo "${O2CB_KEEPALIVE_DELAY_MS:-2000}"
+echo "${O2CB_RECONNECT_DELAY_MS:-2000}""#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&file)
+        .env_clear()
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "sh refused {text:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn ours(text: &str) -> Vec<String> {
+    let s =
+        O2cbSysconfig::parse(text, Path::new("o2cb")).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    vec![
+        s.enabled.to_string(),
+        s.stack.as_str().to_string(),
+        s.boot_cluster.unwrap_or_default(),
+        s.timeouts.dead_threshold.to_string(),
+        s.timeouts.idle_timeout_ms.to_string(),
+        s.timeouts.keepalive_delay_ms.to_string(),
+        s.timeouts.reconnect_delay_ms.to_string(),
+    ]
+}
+
+#[test]
+fn accepted_files_mean_what_the_shell_makes_of_them() {
+    let debian = std::fs::read_to_string("/etc/default/o2cb").ok();
+    let mut cases = vec![
+        String::new(),
+        "# only a comment\n".to_string(),
+        "O2CB_ENABLED=true\nO2CB_STACK=o2cb\nO2CB_BOOTCLUSTER=ocfs2\n".to_string(),
+        "O2CB_HEARTBEAT_THRESHOLD=61\nO2CB_IDLE_TIMEOUT_MS=60000\nO2CB_KEEPALIVE_DELAY_MS=5000\nO2CB_RECONNECT_DELAY_MS=4000\n"
+            .to_string(),
+        "export O2CB_BOOTCLUSTER=\"web1\"\n  O2CB_IDLE_TIMEOUT_MS='45000'   # comment\n".to_string(),
+        "O2CB_HEARTBEAT_THRESHOLD=\nO2CB_IDLE_TIMEOUT_MS=\"\"\nO2CB_BOOTCLUSTER=\n".to_string(),
+        "O2CB_BOOTCLUSTER=first\nO2CB_BOOTCLUSTER=second\nUNRELATED=1\n".to_string(),
+        "O2CB_STACK=pcmk\nO2CB_ENABLED=false".to_string(),
+    ];
+    cases.extend(debian);
+    for text in &cases {
+        assert_eq!(ours(text), sourced(text), "{text:?}");
+    }
+}
