@@ -16,8 +16,8 @@
 //! after a dead node with [`LockResource::remove_node_locks`].
 
 use crate::wire::{
-    DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
-    LKSB_PUT_LVB, LVB_LEN, MRES_MIGRATION, MRES_RECOVERY,
+    AstType, DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, ProxyAst, QueueKind,
+    LKSB_GET_LVB, LKSB_PUT_LVB, LVB_LEN, MRES_MIGRATION, MRES_RECOVERY,
 };
 use crate::Error;
 
@@ -86,6 +86,45 @@ pub enum Delivery {
     },
     /// The lock blocks a request for `blocked`; its holder should down-convert or unlock.
     Bast { lock: LockId, blocked: LockMode },
+}
+
+impl Delivery {
+    /// The lock the delivery is for.
+    pub fn lock(&self) -> LockId {
+        match self {
+            Delivery::Ast { lock, .. } | Delivery::Bast { lock, .. } => *lock,
+        }
+    }
+
+    /// The `DLM_PROXY_AST_MSG` a master (`master`) sends for a remote lock on resource `name`,
+    /// as the kernel builds it: an AST carries `LKM_GET_LVB` and the value block when the lock
+    /// asked for it and NL in `blocked_type`; a BAST carries the blocked mode and no flags.
+    pub fn to_proxy_ast(&self, master: u8, name: LockName) -> ProxyAst {
+        match *self {
+            Delivery::Ast { lock, lvb, .. } => ProxyAst {
+                cookie: lock.cookie,
+                flags: if lvb.is_some() {
+                    LkmFlags::GET_LVB
+                } else {
+                    LkmFlags::empty()
+                },
+                node_idx: master,
+                ast_type: AstType::Ast,
+                blocked_type: Some(LockMode::Nl),
+                name,
+                lvb,
+            },
+            Delivery::Bast { lock, blocked } => ProxyAst {
+                cookie: lock.cookie,
+                flags: LkmFlags::empty(),
+                node_idx: master,
+                ast_type: AstType::Bast,
+                blocked_type: Some(blocked),
+                name,
+                lvb: None,
+            },
+        }
+    }
 }
 
 /// Where a lock or conversion request went.

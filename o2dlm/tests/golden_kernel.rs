@@ -4,102 +4,12 @@
 //! misreads 509 and 520, so those two were read from the spec's layout) and re-encodes to the
 //! identical bytes; every reply status decodes to what the protocol defines.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
+use common::{capture_stream, fixture, frames, replies, Frame};
 use o2dlm::wire::*;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/kernel-6.1")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// A test-only reader of a classic little-endian pcap of Ethernet/IPv4/TCP: returns each TCP
-/// direction touching `port` as its reassembled byte stream, keyed by (src ip, dst ip).
-fn tcp_streams(pcap: &[u8], port: u16) -> BTreeMap<(Ipv4Addr, Ipv4Addr), Vec<u8>> {
-    let u16be = |b: &[u8], o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
-    let u32le = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let u32be = |b: &[u8], o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
-    assert_eq!(
-        u32le(pcap, 0),
-        0xa1b2_c3d4,
-        "classic microsecond pcap expected"
-    );
-    // Per direction: next expected sequence number and the stream so far.
-    let mut streams: BTreeMap<(Ipv4Addr, Ipv4Addr), (Option<u32>, Vec<u8>)> = BTreeMap::new();
-    let mut off = 24;
-    while off + 16 <= pcap.len() {
-        let incl = u32le(pcap, off + 8) as usize;
-        let pkt = &pcap[off + 16..off + 16 + incl];
-        off += 16 + incl;
-        if pkt.len() < 14 || u16be(pkt, 12) != 0x0800 {
-            continue;
-        }
-        let ip = &pkt[14..];
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        let total = usize::from(u16be(ip, 2));
-        if ip[9] != 6 {
-            continue;
-        }
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let tcp = &ip[ihl..total];
-        let (sport, dport, seq) = (u16be(tcp, 0), u16be(tcp, 2), u32be(tcp, 4));
-        let data = &tcp[usize::from(tcp[12] >> 4) * 4..];
-        if (sport != port && dport != port) || data.is_empty() {
-            continue;
-        }
-        let (next, buf) = streams.entry((src, dst)).or_default();
-        let expected = next.unwrap_or(seq);
-        // Retransmissions start before what we have; keep only new bytes.
-        let ahead = seq.wrapping_sub(expected) as i32;
-        assert!(ahead <= 0, "capture lost a segment from {src} to {dst}");
-        let already = ahead.unsigned_abs() as usize;
-        if already < data.len() {
-            buf.extend_from_slice(&data[already..]);
-            *next = Some(seq.wrapping_add(data.len() as u32));
-        }
-    }
-    streams.into_iter().map(|(k, (_, v))| (k, v)).collect()
-}
-
-/// One o2net message split off a stream with the header layout of spec o2net.md §3.
-#[derive(Debug)]
-struct Frame {
-    magic: u16,
-    msg_type: u16,
-    status: i32,
-    key: u32,
-    payload: Vec<u8>,
-}
-
-/// Splits a stream (after its 32-byte handshake) into o2net messages.
-fn frames(stream: &[u8]) -> Vec<Frame> {
-    let mut out = Vec::new();
-    let mut p = 32;
-    while p + 24 <= stream.len() {
-        let h = &stream[p..p + 24];
-        let magic = u16::from_be_bytes([h[0], h[1]]);
-        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        assert!(
-            (0xfa55..=0xfa58).contains(&magic),
-            "bad o2net magic {magic:#x} at {p}"
-        );
-        out.push(Frame {
-            magic,
-            msg_type: u16::from_be_bytes([h[4], h[5]]),
-            status: i32::from_be_bytes(h[12..16].try_into().unwrap()),
-            key: u32::from_be_bytes(h[16..20].try_into().unwrap()),
-            payload: stream[p + 24..p + 24 + len].to_vec(),
-        });
-        p += 24 + len;
-    }
-    assert_eq!(p, stream.len(), "stream ends inside a message");
-    out
-}
 
 /// Decodes every DLM request of a stream, checking its key and byte-exact re-encoding.
 fn dlm_requests(frames: &[Frame], domain: &DomainName) -> Vec<DlmMessage> {
@@ -121,14 +31,6 @@ fn dlm_requests(frames: &[Frame], domain: &DomainName) -> Vec<DlmMessage> {
     out
 }
 
-fn replies(frames: &[Frame]) -> Vec<(MsgType, i32)> {
-    frames
-        .iter()
-        .filter(|f| f.magic == 0xfa56)
-        .map(|f| (MsgType::from_wire(f.msg_type).unwrap(), f.status))
-        .collect()
-}
-
 fn name(s: &str) -> LockName {
     LockName::new(s.as_bytes()).unwrap()
 }
@@ -141,9 +43,6 @@ fn lvb(text: &str) -> Lvb {
 
 #[test]
 fn kernel_to_kernel_capture_decodes_and_reencodes_exactly() {
-    let streams = tcp_streams(&fixture("o2net-kernel-to-kernel.pcap"), 7777);
-    let node1 = Ipv4Addr::new(10, 213, 0, 2);
-    let node2 = Ipv4Addr::new(10, 213, 0, 3);
     let xdom = DomainName::new(b"xdom").unwrap();
     let xlock = name("xlock");
     let map12: NodeMap = [1u8, 2].into_iter().collect();
@@ -168,7 +67,7 @@ fn kernel_to_kernel_capture_decodes_and_reencodes_exactly() {
     let cookie3 = 0x0200_0000_0000_0003;
 
     // Node 2 (the joiner) to node 1.
-    let s21 = frames(&streams[&(node2, node1)]);
+    let s21 = frames(&capture_stream(2, 1));
     let mut region = [0u8; 32];
     region.copy_from_slice(b"B89F02201ADE4D25A2D9965BC19C0F5D");
     let info = |n: u8| NodeInfo {
@@ -260,7 +159,7 @@ fn kernel_to_kernel_capture_decodes_and_reencodes_exactly() {
     );
 
     // Node 1 (the first member, master of xlock) to node 2.
-    let s12 = frames(&streams[&(node1, node2)]);
+    let s12 = frames(&capture_stream(1, 2));
     let past = |ast_type, blocked_type, lvb: Option<Lvb>| {
         DlmMessage::ProxyAst(ProxyAst {
             cookie: cookie3,
