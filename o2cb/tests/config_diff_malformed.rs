@@ -226,3 +226,25 @@ fn files_that_crash_ocfs2_tools_are_refused_with_an_error() {
         );
     }
 }
+
+/// ocfs2-tools reads a directory as an empty configuration and fails to
+/// write it; so do we.
+#[test]
+fn a_directory_as_configuration_file_behaves_like_ocfs2_tools() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("c.conf")).expect("mkdir");
+    for args in [
+        vec!["list-clusters"],
+        vec!["list-nodes", "a"],
+        vec!["add-cluster", "a"],
+    ] {
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let t = run(&oracle(), dir.path(), "c.conf", &args);
+        let o = run(&ours(), dir.path(), "c.conf", &args);
+        assert_eq!(
+            (t.code, &t.stdout),
+            (o.code, &o.stdout),
+            "{args:?}\n{t:?}\n{o:?}"
+        );
+    }
+}

@@ -215,7 +215,9 @@ impl Cluster {
     /// Registers cluster `name` of `conf` as `o2cb register-cluster` does:
     /// the heartbeat mode, then every node in file order (refused as configfs
     /// would refuse it: numbers 0-254, ports 1-65534, unique addresses), then
-    /// the regions; and marks the local node. A `LocalNode::Named` that is not
+    /// in global mode the file's heartbeat regions (in local mode regions come
+    /// and go with mounts, through [`Cluster::add_region`]); and marks the
+    /// local node. A `LocalNode::Named` that is not
     /// in the cluster is an error (ENOENT); no host-name match leaves the
     /// cluster without a local node.
     pub fn from_conf(
@@ -243,8 +245,12 @@ impl Cluster {
                     other => other,
                 })?;
         }
-        for hb in &stanza.heartbeats {
-            cluster.add_region(&hb.region)?;
+        // In local mode a region is the volume being mounted, added then;
+        // the file's regions only matter in global mode.
+        if stanza.heartbeat_mode == HeartbeatMode::Global {
+            for hb in &stanza.heartbeats {
+                cluster.add_region(&hb.region)?;
+            }
         }
         let local_name = stanza
             .nodes
@@ -645,6 +651,10 @@ node:\n\tcluster = c\n\tname = n2\n\tnumber = 2\n\tip_address = 127.0.0.2\n\tip_
         assert_eq!(c.node_by_addr(ip(1)).map(|n| n.name.as_str()), Some("n1"));
         assert_eq!(c.heartbeat_mode(), HeartbeatMode::Global);
         assert_eq!(c.regions().len(), 1);
+        let local_mode = text.replace("heartbeat_mode = global", "heartbeat_mode = local");
+        let conf_local = ClusterConf::parse(local_mode.as_bytes(), Path::new("f")).unwrap();
+        let c = Cluster::from_conf(&conf_local, "c", Timeouts::default(), &local).unwrap();
+        assert!(c.regions().is_empty());
         let missing = LocalNode::Named("n3".into());
         assert!(Cluster::from_conf(&conf, "c", Timeouts::default(), &missing).is_err());
         let bad = text.replace("number = 2", "number = 300");

@@ -220,7 +220,24 @@ impl Ctx<'_> {
 /// Runs an ocfs2-tools command; `argv` starts with the command name.
 pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode {
     let path = &global.config_file;
-    let conf = match ClusterConf::load_checked(path) {
+    // ocfs2-tools opens a directory and reads nothing from it: an empty
+    // configuration (writing it back then fails).
+    let loaded = if path.is_dir() {
+        if global.verbose {
+            eprint_bytes(
+                format!(
+                    "{}: warning: {} is a directory, read as an empty configuration\n",
+                    global.progname,
+                    path.display()
+                )
+                .as_bytes(),
+            );
+        }
+        Ok((ClusterConf::default(), Vec::new()))
+    } else {
+        ClusterConf::load_checked(path)
+    };
+    let conf = match loaded {
         Ok((conf, warnings)) => {
             if global.verbose {
                 for w in warnings {
