@@ -333,8 +333,14 @@ async fn three_nodes_talk_refuse_lower_connectors_and_reconnect_after_restart() 
     n1.register_handler(50, 7, 100, |r| 100 + i32::from(r.node))
         .unwrap();
     all_heartbeat(&[&n1], 3);
-    n2.heartbeat_up(1);
-    n3.heartbeat_up(1);
+    // o2hb may report from its own (non-tokio) thread.
+    let (h2, h3) = (n2.clone(), n3.clone());
+    std::thread::spawn(move || {
+        h2.heartbeat_up(1);
+        h3.heartbeat_up(1);
+    })
+    .join()
+    .unwrap();
     assert_eq!(n3.send(1, 50, 7, &b"x"[..]).await.unwrap(), 103);
     assert_eq!(n2.send(1, 50, 7, &b"x"[..]).await.unwrap(), 102);
     assert_eq!(n1.send(3, 50, 7, &b"x"[..]).await.unwrap(), 301);
@@ -348,7 +354,17 @@ async fn three_nodes_talk_refuse_lower_connectors_and_reconnect_after_restart() 
 async fn senders_are_released_when_the_peer_is_killed() {
     let port = 27401;
     let fences = Fences::default();
-    let n1 = start(short(1, nodes(2, port)), &fences);
+    // Node 1 has its own runtime, as its own daemon would: its handler
+    // blocks one of its threads, which must not stall node 2.
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n1 = {
+        let _in_rt1 = rt1.enter();
+        start(short(1, nodes(2, port)), &fences)
+    };
     let n2 = start(short(2, nodes(2, port)), &fences);
     // Node 1's handler blocks until released: the senders on node 2 wait.
     let release = Arc::new(AtomicBool::new(false));
@@ -390,6 +406,7 @@ async fn senders_are_released_when_the_peer_is_killed() {
         -errno::ENOTCONN
     );
     n2.shutdown();
+    rt1.shutdown_background();
 }
 
 /// A TCP relay that can cut every connection through it and refuse new ones.
@@ -666,4 +683,10 @@ async fn a_full_socket_keeps_every_frame_whole_and_every_reply_matched() {
     let _s = peer.await.unwrap();
     assert!(fences.get().is_empty());
     net.shutdown();
+}
+
+#[test]
+fn starting_outside_a_runtime_is_an_error_not_a_panic() {
+    let e = Net::start(short(1, nodes(2, 27991)), Fences::default().hook()).unwrap_err();
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
 }
