@@ -99,17 +99,9 @@ impl NetConfig {
 
     /// Checks what the kernel's configfs checks, and that the local node exists.
     pub fn validate(&self) -> Result<(), NetError> {
-        for (name, v) in [
-            ("idle_timeout_ms", self.idle_timeout_ms),
-            ("keepalive_delay_ms", self.keepalive_delay_ms),
-            ("reconnect_delay_ms", self.reconnect_delay_ms),
-        ] {
-            if v == 0 || v == u32::MAX {
-                return Err(NetError::Config(format!(
-                    "{name} = {v}: must be at least 1 and below 4294967295"
-                )));
-            }
-        }
+        check_timeout("idle_timeout_ms", self.idle_timeout_ms)?;
+        check_timeout("keepalive_delay_ms", self.keepalive_delay_ms)?;
+        check_timeout("reconnect_delay_ms", self.reconnect_delay_ms)?;
         if self.keepalive_delay_ms >= self.idle_timeout_ms {
             return Err(NetError::Config(format!(
                 "keepalive_delay_ms {} must be below idle_timeout_ms {}",
@@ -147,6 +139,16 @@ impl NetConfig {
             reconnect_delay_ms: self.reconnect_delay_ms,
         }
     }
+}
+
+/// configfs's range for the three o2net timeouts.
+fn check_timeout(name: &str, v: u32) -> Result<(), NetError> {
+    if v == 0 || v == u32::MAX {
+        return Err(NetError::Config(format!(
+            "{name} = {v}: must be at least 1 and below 4294967295"
+        )));
+    }
+    Ok(())
 }
 
 /// An event for the core.
@@ -397,6 +399,28 @@ struct Peer {
     traffic: Traffic,
 }
 
+impl Peer {
+    /// A configured peer as o2net starts: persistent −ENOTCONN until
+    /// heartbeat sees it.
+    fn new(info: NodeInfo) -> Peer {
+        Peer {
+            info,
+            sc: None,
+            valid: false,
+            persistent_error: true,
+            timeout: false,
+            last_connect_attempt: None,
+            connect_at: None,
+            connect_expired_at: None,
+            still_up_at: None,
+            waiting: VecDeque::new(),
+            pending: HashMap::new(),
+            ids: IdAlloc::default(),
+            traffic: Traffic::default(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Conn {
     node: u8,
@@ -455,24 +479,7 @@ impl<H: Clone> NetCore<H> {
                 local = Some(n.clone());
                 continue;
             }
-            peers.insert(
-                n.num,
-                Peer {
-                    info: n.clone(),
-                    sc: None,
-                    valid: false,
-                    persistent_error: true,
-                    timeout: false,
-                    last_connect_attempt: None,
-                    connect_at: None,
-                    connect_expired_at: None,
-                    still_up_at: None,
-                    waiting: VecDeque::new(),
-                    pending: HashMap::new(),
-                    ids: IdAlloc::default(),
-                    traffic: Traffic::default(),
-                },
-            );
+            peers.insert(n.num, Peer::new(n.clone()));
         }
         let local = local.ok_or_else(|| NetError::Config("local node missing".into()))?;
         Ok(NetCore {
@@ -532,6 +539,103 @@ impl<H: Clone> NetCore<H> {
     /// Removes a handler; later requests get O2NET_ERR_NO_HNDLR. True if it existed.
     pub fn unregister_handler(&mut self, msg_type: u16, key: u32) -> bool {
         self.handlers.remove(&(msg_type, key)).is_some()
+    }
+
+    /// A node added to the configuration while running (configfs mkdir):
+    /// not connected until heartbeat sees it.
+    pub fn add_node(&mut self, info: NodeInfo) -> Result<(), NetError> {
+        if info.num == 255 || info.num == self.cfg.local || self.peers.contains_key(&info.num) {
+            return Err(NetError::Config(format!(
+                "node {} ({}) is out of range or configured already",
+                info.num, info.name
+            )));
+        }
+        self.by_ip.entry(*info.addr.ip()).or_insert(info.num);
+        self.cfg.nodes.push(info.clone());
+        self.peers.insert(info.num, Peer::new(info));
+        Ok(())
+    }
+
+    /// A node removed from the configuration (`o2net_disconnect_node`):
+    /// its connection closes, its senders fail, its address is unknown from
+    /// now on. Quorum is left to heartbeat, as in the kernel.
+    pub fn remove_node(&mut self, now: u64, n: u8) -> Result<(), NetError> {
+        self.now = self.now.max(now);
+        if n == self.cfg.local {
+            return Err(NetError::Config(format!(
+                "cannot remove the local node {n} while o2net runs"
+            )));
+        }
+        let Some(p) = self.peers.get_mut(&n) else {
+            return Err(NetError::Config(format!("node {n} is not configured")));
+        };
+        p.timeout = false;
+        self.set_state(n, None, false, true);
+        let Some(p) = self.peers.remove(&n) else {
+            return Ok(());
+        };
+        self.cfg.nodes.retain(|i| i.num != n);
+        let ip = *p.info.addr.ip();
+        if self.by_ip.get(&ip) == Some(&n) {
+            self.by_ip.remove(&ip);
+            if let Some(other) = self.cfg.nodes.iter().find(|i| *i.addr.ip() == ip) {
+                self.by_ip.insert(ip, other.num);
+            }
+        }
+        Ok(())
+    }
+
+    /// Peers with a socket, validated or not (`o2net_num_connected_peers`).
+    fn peers_with_socket(&self) -> usize {
+        self.peers.values().filter(|p| p.sc.is_some()).count()
+    }
+
+    /// Changes `idle_timeout_ms`, with configfs's rules: not while any peer
+    /// has a connection (unless unchanged), and above the keepalive delay.
+    pub fn set_idle_timeout_ms(&mut self, ms: u32) -> Result<(), NetError> {
+        check_timeout("idle_timeout_ms", ms)?;
+        let connected = self.peers_with_socket();
+        if ms != self.cfg.idle_timeout_ms && connected > 0 {
+            return Err(NetError::Config(format!(
+                "cannot change idle timeout after the first peer has agreed to it.  {connected} connected peers"
+            )));
+        }
+        if ms <= self.cfg.keepalive_delay_ms {
+            return Err(NetError::Config(
+                "idle timeout must be larger than keepalive delay".into(),
+            ));
+        }
+        self.cfg.idle_timeout_ms = ms;
+        self.handshake = Bytes::copy_from_slice(&self.cfg.handshake().encode());
+        Ok(())
+    }
+
+    /// Changes `keepalive_delay_ms`, with configfs's rules.
+    pub fn set_keepalive_delay_ms(&mut self, ms: u32) -> Result<(), NetError> {
+        check_timeout("keepalive_delay_ms", ms)?;
+        let connected = self.peers_with_socket();
+        if ms != self.cfg.keepalive_delay_ms && connected > 0 {
+            return Err(NetError::Config(format!(
+                "cannot change keepalive delay after the first peer has agreed to it.  {connected} connected peers"
+            )));
+        }
+        if ms >= self.cfg.idle_timeout_ms {
+            return Err(NetError::Config(
+                "keepalive delay must be smaller than idle timeout".into(),
+            ));
+        }
+        self.cfg.keepalive_delay_ms = ms;
+        self.handshake = Bytes::copy_from_slice(&self.cfg.handshake().encode());
+        Ok(())
+    }
+
+    /// Changes `reconnect_delay_ms`: allowed at any time (it is not compared
+    /// in the handshake).
+    pub fn set_reconnect_delay_ms(&mut self, ms: u32) -> Result<(), NetError> {
+        check_timeout("reconnect_delay_ms", ms)?;
+        self.cfg.reconnect_delay_ms = ms;
+        self.handshake = Bytes::copy_from_slice(&self.cfg.handshake().encode());
+        Ok(())
     }
 
     /// The next output to carry out, in order.

@@ -33,7 +33,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use crate::core::{
-    ConnId, Counters, Input, LogLevel, NetConfig, NetCore, Output, PeerStats, SendId,
+    ConnId, Counters, Input, LogLevel, NetConfig, NetCore, NodeInfo, Output, PeerStats, SendId,
 };
 use crate::error::{errno, NetError};
 use crate::quorum::NodeSet;
@@ -296,6 +296,33 @@ impl Net {
         self.send(node, msg_type, key, payload.freeze()).await
     }
 
+    /// A node added to cluster.conf while running; contacted once
+    /// heartbeat reports it.
+    pub fn add_node(&self, info: NodeInfo) -> Result<(), NetError> {
+        self.with_core(|core, _| core.add_node(info))
+    }
+
+    /// A node removed from cluster.conf: its connection closes and its
+    /// senders fail.
+    pub fn remove_node(&self, node: u8) -> Result<(), NetError> {
+        self.with_core(|core, now| core.remove_node(now, node))
+    }
+
+    /// configfs `idle_timeout_ms`: refused while any peer is connected.
+    pub fn set_idle_timeout_ms(&self, ms: u32) -> Result<(), NetError> {
+        self.with_core(|core, _| core.set_idle_timeout_ms(ms))
+    }
+
+    /// configfs `keepalive_delay_ms`: refused while any peer is connected.
+    pub fn set_keepalive_delay_ms(&self, ms: u32) -> Result<(), NetError> {
+        self.with_core(|core, _| core.set_keepalive_delay_ms(ms))
+    }
+
+    /// configfs `reconnect_delay_ms`: may change at any time.
+    pub fn set_reconnect_delay_ms(&self, ms: u32) -> Result<(), NetError> {
+        self.with_core(|core, _| core.set_reconnect_delay_ms(ms))
+    }
+
     /// One row per configured peer: state, traffic, last keepalive.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.inner.state.lock().core.peer_stats()
@@ -364,13 +391,20 @@ impl Net {
 
     /// Runs the core on one input and carries out its outputs.
     fn run(&self, input: Input<'_>) {
-        let batch = {
+        self.with_core(|core, now| core.handle(now, input));
+    }
+
+    /// Calls `f` on the core at the current time, then carries out the
+    /// outputs it left.
+    fn with_core<R>(&self, f: impl FnOnce(&mut NetCore<Handler>, u64) -> R) -> R {
+        let (r, batch) = {
             let mut st = self.inner.state.lock();
             let now = self.now_ms();
-            st.core.handle(now, input);
-            self.drain(&mut st)
+            let r = f(&mut st.core, now);
+            (r, self.drain(&mut st))
         };
         self.execute(batch);
+        r
     }
 
     /// Takes the core's outputs; must be called with the state lock held.

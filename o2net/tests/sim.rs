@@ -665,6 +665,63 @@ fn garbage_on_an_accepted_connection_closes_it_and_others_keep_working() {
     assert_eq!(s.done[&(1, 1)], Err(-errno::ENOPROTOOPT));
 }
 
+#[test]
+fn removing_a_node_disconnects_it_fails_its_senders_and_forgets_its_address() {
+    let mut s = Sim::cluster(3);
+    s.all_heartbeat();
+    s.run_for(10);
+    s.mute.insert((3, 1));
+    s.send(1, 1, 3, 100, b"x");
+    let now = s.now;
+    s.cores.get_mut(&1).unwrap().remove_node(now, 3).unwrap();
+    s.collect(1);
+    s.pump();
+    assert_eq!(s.done[&(1, 1)], Err(-errno::EHOSTDOWN));
+    s.send(1, 2, 3, 100, b"x");
+    assert_eq!(s.done[&(1, 2)], Err(-errno::ENOTCONN));
+    // Node 3 keeps trying to connect to node 1, which no longer knows it.
+    s.run_for(40_000);
+    assert!(s.cores[&1].counters().refused_unknown_address >= 1);
+    assert!(s.cores[&1].peer_stats().iter().all(|p| p.node != 3));
+    assert!(s.cores.get_mut(&1).unwrap().remove_node(now, 1).is_err());
+    // Added back, it connects again once heartbeat is seen.
+    s.cores.get_mut(&1).unwrap().add_node(node(3)).unwrap();
+    s.mute.clear();
+    s.input(1, Input::HeartbeatDown(3));
+    s.input(1, Input::HeartbeatUp(3));
+    s.input(3, Input::HeartbeatDown(1));
+    s.input(3, Input::HeartbeatUp(1));
+    s.run_for(10);
+    assert_eq!(s.state(1, 3), PeerState::Connected);
+}
+
+#[test]
+fn idle_and_keepalive_cannot_change_once_a_peer_is_connected() {
+    let mut s = Sim::cluster(2);
+    let c = s.cores.get_mut(&1).unwrap();
+    c.set_idle_timeout_ms(20_000).unwrap();
+    assert!(
+        c.set_keepalive_delay_ms(20_000).is_err(),
+        "must stay below idle"
+    );
+    assert!(c.set_idle_timeout_ms(0).is_err());
+    c.set_idle_timeout_ms(30_000).unwrap();
+    s.all_heartbeat();
+    s.run_for(10);
+    let c = s.cores.get_mut(&1).unwrap();
+    let e = c.set_idle_timeout_ms(10_000).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "cannot change idle timeout after the first peer has agreed to it.  1 connected peers"
+        ),
+        "{e}"
+    );
+    assert!(c.set_keepalive_delay_ms(1_000).is_err());
+    c.set_idle_timeout_ms(30_000).unwrap(); // same value: allowed
+    c.set_reconnect_delay_ms(5_000).unwrap();
+    assert_eq!(c.config().reconnect_delay_ms, 5_000);
+}
+
 mod random {
     use super::*;
     use proptest::prelude::*;
