@@ -363,7 +363,7 @@ impl ClusterConf {
     /// [`ClusterConf::parse`], plus warnings for what the tools silently
     /// ignore or the kernel would refuse (see [`ClusterConf::check`]).
     pub fn parse_checked(text: &[u8], file: &Path) -> Result<(ClusterConf, Vec<Warning>)> {
-        let raw = jconfig::parse(text, file)?;
+        let (raw, notes) = jconfig::parse(text, file)?;
         let loader = Loader { file };
         let mut conf = ClusterConf::default();
         for stanza in raw.iter().filter(|s| s.kind == "cluster") {
@@ -379,7 +379,13 @@ impl ClusterConf {
             }
             conf.clusters.push(cluster);
         }
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<Warning> = notes
+            .into_iter()
+            .map(|(line, what)| Warning {
+                line: SourceLine(Some(line)),
+                what,
+            })
+            .collect();
         for stanza in &raw {
             let warn = |what: String| Warning {
                 line: SourceLine(Some(stanza.line)),
@@ -614,17 +620,30 @@ impl ClusterConf {
                     ),
                 );
             }
-            for h in c
-                .heartbeats
-                .iter()
-                .filter(|h| h.region.len() > crate::REGION_NAME_MAX)
-            {
+            for h in &c.heartbeats {
+                let uuid = h.region.len() == 32 && h.region.bytes().all(|b| b.is_ascii_hexdigit());
+                if h.region.len() > crate::REGION_NAME_MAX {
+                    warn(
+                        h.line,
+                        format!(
+                            "heartbeat region '{}' is longer than 32 characters",
+                            h.region
+                        ),
+                    );
+                } else if !uuid {
+                    warn(
+                        h.line,
+                        format!(
+                            "heartbeat region '{}' is not a volume UUID (32 hex digits)",
+                            h.region
+                        ),
+                    );
+                }
+            }
+            if c.heartbeat_mode == HeartbeatMode::Local && !c.heartbeats.is_empty() {
                 warn(
-                    h.line,
-                    format!(
-                        "heartbeat region '{}' is longer than 32 characters",
-                        h.region
-                    ),
+                    c.line,
+                    format!("cluster '{}' is in local heartbeat mode: its heartbeat regions are not used", c.name),
                 );
             }
         }
@@ -784,6 +803,25 @@ node:\n\tcluster = kpeer\n\tnumber = 1\n\tip_port = 7777\n\tip_address = 10.213.
         assert!(warnings
             .iter()
             .any(|w| w.what.contains("node_count = 3 but has 0")));
+        let text =
+            "cluster:\n\tname = a\n\tnode_count = 0\n\nheartbeat:\n\tcluster = a\n\tregion = R1\n";
+        let (_, warnings) = ClusterConf::parse_checked(text.as_bytes(), Path::new("f")).unwrap();
+        let whats: Vec<&str> = warnings.iter().map(|w| w.what.as_str()).collect();
+        assert!(
+            whats
+                .iter()
+                .any(|w| w.contains("'R1' is not a volume UUID")),
+            "{whats:?}"
+        );
+        assert!(
+            whats.iter().any(|w| w.contains("local heartbeat mode")),
+            "{whats:?}"
+        );
+        let (_, warnings) = ClusterConf::parse_checked(FIXTURE.as_bytes(), Path::new("f")).unwrap();
+        assert!(
+            warnings.is_empty(),
+            "a file written by ocfs2-tools: {warnings:?}"
+        );
     }
 
     #[test]

@@ -164,6 +164,10 @@ struct Parser<'a, 'p> {
     stanzas: Vec<RawStanza>,
     /// Index of the stanza that attribute lines belong to, if any.
     current: Option<usize>,
+    /// A blank line came since the last header or attribute (or nothing did).
+    blank_before: bool,
+    /// Departures from the documented layout that the tools accept.
+    notes: Vec<(usize, String)>,
 }
 
 impl Parser<'_, '_> {
@@ -185,6 +189,7 @@ impl Parser<'_, '_> {
                 Tok::Char(b'\n') => {
                     self.sc.next();
                     self.current = None;
+                    self.blank_before = true;
                 }
                 Tok::Char(b) => {
                     return self.fail(
@@ -235,6 +240,13 @@ impl Parser<'_, '_> {
                 }
             }
         }
+        if !self.blank_before {
+            self.notes.push((
+                line,
+                format!("no blank line before '{name}:' (stanzas must be separated by one)"),
+            ));
+        }
+        self.blank_before = false;
         self.stanzas.push(RawStanza {
             kind: name,
             line,
@@ -245,13 +257,24 @@ impl Parser<'_, '_> {
     }
 
     fn blank_start(&mut self) -> Result<()> {
+        let start = self.sc.pos;
         loop {
             match self.sc.peek() {
                 Tok::Eof => return Ok(()),
-                Tok::Ident { .. } => return self.attribute(),
+                Tok::Ident { .. } => {
+                    if self.sc.text.get(start..self.sc.pos) != Some(&b"\t"[..]) {
+                        self.notes.push((
+                            self.sc.line,
+                            "attribute not indented by exactly one tab".to_string(),
+                        ));
+                    }
+                    self.blank_before = false;
+                    return self.attribute();
+                }
                 Tok::Char(b'\n') => {
                     self.sc.next();
                     self.current = None;
+                    self.blank_before = true;
                     return Ok(());
                 }
                 Tok::Char(b) if is_blank(b) => {
@@ -358,6 +381,12 @@ impl Parser<'_, '_> {
                 }
             }
         }
+        if chomp(&value).len() != value.len() {
+            self.notes.push((
+                line,
+                format!("trailing whitespace after the value of '{key}' is ignored"),
+            ));
+        }
         if let Some(stanza) = self.stanzas.get_mut(current) {
             stanza.set(key, value, line);
         }
@@ -365,9 +394,14 @@ impl Parser<'_, '_> {
     }
 }
 
+/// What [`parse`] found: the stanzas, and notes (line, text) on departures
+/// from the documented layout (indentation, blank lines between stanzas,
+/// trailing whitespace) that the tools accept.
+pub(crate) type Parsed = (Vec<RawStanza>, Vec<(usize, String)>);
+
 /// Reads the stanzas of a cluster.conf text. `file` only names the file in
 /// errors.
-pub(crate) fn parse(text: &[u8], file: &Path) -> Result<Vec<RawStanza>> {
+pub(crate) fn parse(text: &[u8], file: &Path) -> Result<Parsed> {
     let mut parser = Parser {
         sc: Scanner {
             text,
@@ -377,9 +411,11 @@ pub(crate) fn parse(text: &[u8], file: &Path) -> Result<Vec<RawStanza>> {
         file,
         stanzas: Vec::new(),
         current: None,
+        blank_before: true,
+        notes: Vec::new(),
     };
     parser.run()?;
-    Ok(parser.stanzas)
+    Ok((parser.stanzas, parser.notes))
 }
 
 /// GLib's `g_str_hash` (djb2 over signed chars).
@@ -463,7 +499,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Vec<RawStanza>> {
-        parse(text.as_bytes(), Path::new("t.conf"))
+        parse(text.as_bytes(), Path::new("t.conf")).map(|(stanzas, _)| stanzas)
     }
 
     fn line_of(text: &str) -> usize {
@@ -509,12 +545,18 @@ mod tests {
 
     #[test]
     fn nul_ends_the_text_except_after_an_identifier_start() {
-        let s = parse(b"c:\n\tk = v\n\0garbage\n", Path::new("t")).unwrap();
+        let s = parse(b"c:\n\tk = v\n\0garbage\n", Path::new("t"))
+            .unwrap()
+            .0;
         assert_eq!(s.len(), 1);
-        let s = parse(b"c:\n\tk = v\0w\n\tj = 1\n", Path::new("t")).unwrap();
+        let s = parse(b"c:\n\tk = v\0w\n\tj = 1\n", Path::new("t"))
+            .unwrap()
+            .0;
         assert_eq!(s[0].get("k").map(|v| v.0), Some(&b"v"[..]));
         assert_eq!(s[0].get("j").map(|v| v.0), Some(&b"1"[..]));
-        let s = parse(b"c:\n\tk = \0v\n\tj = 1\n", Path::new("t")).unwrap();
+        let s = parse(b"c:\n\tk = \0v\n\tj = 1\n", Path::new("t"))
+            .unwrap()
+            .0;
         assert_eq!(s[0].get("k").map(|v| v.0), Some(&b""[..]));
         assert_eq!(s[0].get("j"), None);
         assert!(parse(b"cl\0uster:\n", Path::new("t")).is_err());
@@ -529,6 +571,17 @@ mod tests {
         assert_eq!(line_of("c:\n\tk\n"), 2);
         assert_eq!(line_of("\n\nc\n"), 3);
         assert_eq!(line_of("-c:\n"), 1);
+    }
+
+    #[test]
+    fn layout_notes() {
+        let (_, notes) = parse(
+            b"a:\n\tk = v \n  j = 1\nb:\n\tk = v\n\nc:\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let lines: Vec<usize> = notes.iter().map(|n| n.0).collect();
+        assert_eq!(lines, [2, 3, 4], "{notes:?}");
     }
 
     #[test]
