@@ -5,11 +5,14 @@
 //!   convert, cancel, unlock, the shuffle of the granted/converting/blocked queues, ASTs,
 //!   BASTs and the lock value block), free of I/O so mastery, migration, recovery and the
 //!   simulator can drive it.
+//! - [`secondary`]: the requester's side of a remotely mastered resource: its own locks, the
+//!   create/convert/unlock messages it sends, their replies, and the proxy ASTs it receives.
 //! - [`debug`]: lock-state dumps in the format of the kernel's debugfs `locking_state`.
 
 pub mod debug;
 mod error;
 pub mod lockres;
+pub mod secondary;
 pub mod wire;
 
 pub use error::Error;

@@ -199,3 +199,124 @@ fn master_engine_answers_node_2_as_the_kernel_did() {
         "migration differs from the kernel's bytes"
     );
 }
+
+/// Node 2 of the same capture used "xlock" mastered by node 1: our requester side, given the
+/// same calls, must send node 2's bytes, and the replies and proxy ASTs node 1 sent must
+/// produce the grants, value blocks and BAST a user of node 2 saw.
+#[test]
+fn requester_side_sends_node_2s_bytes_and_follows_node_1s_asts() {
+    use o2dlm::secondary::{CookieSource, Notice, OwnLocks};
+
+    let from2 = frames(&capture_stream(2, 1));
+    let from1 = frames(&capture_stream(1, 2));
+    let lock_msgs = [MsgType::CreateLock, MsgType::ConvertLock];
+    let sent_by_kernel: Vec<Vec<u8>> = requests_of(&from2, &lock_msgs)
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let replies: Vec<DlmStatus> = from1
+        .iter()
+        .filter(|f| f.magic == 0xfa56 && lock_msgs.iter().any(|t| t.to_wire() == f.msg_type))
+        .map(|f| DlmStatus::from_wire(f.status).unwrap())
+        .collect();
+    let asts: Vec<ProxyAst> = requests_of(&from1, &[MsgType::ProxyAst])
+        .into_iter()
+        .map(|(m, _)| match m {
+            DlmMessage::ProxyAst(p) => p,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+
+    let xlock = LockName::new(b"xlock").unwrap();
+    let mut cookies = CookieSource::new(2);
+    let mut own = OwnLocks::new(2, xlock);
+    let mut sent = Vec::new();
+    let enc = |m: DlmMessage| m.to_vec();
+    let zero = [0u8; LVB_LEN];
+
+    // Trylocks PR and EX with VALBLK: both refused with NOTQUEUED and forgotten.
+    for mode in [LockMode::Pr, LockMode::Ex] {
+        let c = cookies.next_cookie();
+        sent.push(enc(DlmMessage::CreateLock(own.begin_lock(
+            c,
+            mode,
+            LkmFlags::VALBLK | LkmFlags::NOQUEUE,
+        ))));
+        assert_eq!(
+            own.lock_reply(c, replies[sent.len() - 1]),
+            DlmStatus::Notqueued
+        );
+        assert!(own.get(c).is_none());
+    }
+    // A waiting PR with VALBLK: queued, then granted by the first proxy AST with "from-A".
+    let c = cookies.next_cookie();
+    sent.push(enc(DlmMessage::CreateLock(own.begin_lock(
+        c,
+        LockMode::Pr,
+        LkmFlags::VALBLK,
+    ))));
+    assert_eq!(own.lock_reply(c, replies[2]), DlmStatus::Normal);
+    assert_eq!(own.get(c).unwrap().queue, QueueKind::Blocked);
+    assert_eq!(
+        own.proxy_ast(&asts[0]),
+        (
+            DlmStatus::Normal,
+            Some(Notice::Ast {
+                cookie: c,
+                mode: LockMode::Pr,
+                lvb: Some(lvb("from-A"))
+            })
+        )
+    );
+    // PR->EX with VALBLK: the master's AST arrives before its reply.
+    let m = own
+        .begin_convert(c, LockMode::Ex, LkmFlags::VALBLK, &zero)
+        .unwrap()
+        .unwrap();
+    sent.push(enc(DlmMessage::ConvertLock(m)));
+    assert_eq!(
+        own.proxy_ast(&asts[1]),
+        (
+            DlmStatus::Normal,
+            Some(Notice::Ast {
+                cookie: c,
+                mode: LockMode::Ex,
+                lvb: Some(lvb("from-A"))
+            })
+        )
+    );
+    assert_eq!(own.convert_reply(c, replies[3]), DlmStatus::Normal);
+    assert_eq!(own.get(c).unwrap().mode, LockMode::Ex);
+    // Node 1 wants PR: a BAST; the user writes "from-B" and drops to PR.
+    assert_eq!(
+        own.proxy_ast(&asts[2]).1,
+        Some(Notice::Bast {
+            cookie: c,
+            blocked: LockMode::Pr
+        })
+    );
+    let m = own
+        .begin_convert(c, LockMode::Pr, LkmFlags::VALBLK, &lvb("from-B"))
+        .unwrap()
+        .unwrap();
+    sent.push(enc(DlmMessage::ConvertLock(m)));
+    assert_eq!(own.convert_reply(c, replies[4]), DlmStatus::Normal);
+    assert_eq!(
+        own.proxy_ast(&asts[3]).1,
+        Some(Notice::Ast {
+            cookie: c,
+            mode: LockMode::Pr,
+            lvb: None
+        })
+    );
+
+    assert_eq!(
+        sent, sent_by_kernel,
+        "our requests differ from node 2's bytes"
+    );
+    let l = own.get(c).unwrap();
+    assert_eq!(
+        (l.queue, l.mode, l.convert_type, l.pending),
+        (QueueKind::Granted, LockMode::Pr, None, None)
+    );
+}

@@ -340,6 +340,70 @@ impl DlmStatus {
     }
 }
 
+/// Linux (x86/asm-generic) errno values that o2net sends fail with, as negative numbers.
+pub mod errno {
+    pub const EBADF: i32 = -9;
+    pub const ENOMEM: i32 = -12;
+    pub const EINVAL: i32 = -22;
+    pub const EPIPE: i32 = -32;
+    pub const ENAMETOOLONG: i32 = -36;
+    pub const ENOPROTOOPT: i32 = -92;
+    pub const ENETDOWN: i32 = -100;
+    pub const ENETUNREACH: i32 = -101;
+    pub const ENETRESET: i32 = -102;
+    pub const ECONNABORTED: i32 = -103;
+    pub const ECONNRESET: i32 = -104;
+    pub const ENOTCONN: i32 = -107;
+    pub const ESHUTDOWN: i32 = -108;
+    pub const ETIMEDOUT: i32 = -110;
+    pub const ECONNREFUSED: i32 = -111;
+    pub const EHOSTDOWN: i32 = -112;
+    pub const EHOSTUNREACH: i32 = -113;
+    pub const ERESTARTSYS: i32 = -512;
+}
+
+/// `dlm_is_host_down`: whether a failed send means the target node is (being) lost, so the
+/// requester waits for recovery instead of failing.
+pub fn is_host_down(err: i32) -> bool {
+    use errno::*;
+    matches!(
+        err,
+        EBADF
+            | ECONNREFUSED
+            | ENOTCONN
+            | ECONNRESET
+            | EPIPE
+            | EHOSTDOWN
+            | EHOSTUNREACH
+            | ETIMEDOUT
+            | ECONNABORTED
+            | ENETDOWN
+            | ENETUNREACH
+            | ENETRESET
+            | ESHUTDOWN
+            | ENOPROTOOPT
+            | EINVAL
+    )
+}
+
+impl DlmStatus {
+    /// `dlm_err_to_dlm_status`: the status for a send that failed with `err` (negative errno)
+    /// and is not treated as the host going down.
+    pub fn from_send_error(err: i32) -> DlmStatus {
+        use errno::*;
+        match err {
+            ENOMEM => DlmStatus::Syserr,
+            // o2net_link_down's list, plus timeouts.
+            ETIMEDOUT | ERESTARTSYS | EBADF | ECONNREFUSED | ENOTCONN | ECONNRESET | EPIPE => {
+                DlmStatus::Nolockmgr
+            }
+            EINVAL => DlmStatus::Badparam,
+            ENAMETOOLONG => DlmStatus::Ivbuflen,
+            _ => DlmStatus::Badargs,
+        }
+    }
+}
+
 impl fmt::Display for DlmStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -700,6 +764,22 @@ mod tests {
         assert_eq!(DlmStatus::Recovering.to_errno(), -107);
         assert_eq!(DlmStatus::Ivlockid.to_errno(), -22);
         assert_eq!(DlmStatus::Normal.name(), "DLM_NORMAL");
+        assert_eq!(DlmStatus::from_send_error(errno::ENOMEM), DlmStatus::Syserr);
+        assert_eq!(
+            DlmStatus::from_send_error(errno::EPIPE),
+            DlmStatus::Nolockmgr
+        );
+        assert_eq!(
+            DlmStatus::from_send_error(errno::EINVAL),
+            DlmStatus::Badparam
+        );
+        assert_eq!(
+            DlmStatus::from_send_error(errno::ENAMETOOLONG),
+            DlmStatus::Ivbuflen
+        );
+        assert_eq!(DlmStatus::from_send_error(-5), DlmStatus::Badargs);
+        assert!(is_host_down(errno::EHOSTDOWN) && is_host_down(errno::ENOPROTOOPT));
+        assert!(!is_host_down(errno::ENOMEM) && !is_host_down(errno::ERESTARTSYS));
     }
 
     #[test]
