@@ -97,6 +97,34 @@ impl NetConfig {
         self
     }
 
+    /// The o2net view of o2nm's running cluster: its nodes, its local node,
+    /// its timeouts, and the heartbeat-derived handshake timeout and quorum
+    /// delay.
+    pub fn from_cluster(cluster: &o2nm::Cluster) -> Result<NetConfig, NetError> {
+        let local = cluster.local_node().ok_or_else(|| {
+            NetError::Config(format!("cluster {}: no local node", cluster.name()))
+        })?;
+        let t = cluster.timeouts();
+        let cfg = NetConfig {
+            local: local.num,
+            nodes: cluster
+                .nodes()
+                .map(|n| NodeInfo {
+                    num: n.num,
+                    name: n.name.clone(),
+                    addr: SocketAddrV4::new(n.addr, n.port),
+                })
+                .collect(),
+            idle_timeout_ms: t.idle_timeout_ms,
+            keepalive_delay_ms: t.keepalive_delay_ms,
+            reconnect_delay_ms: t.reconnect_delay_ms,
+            heartbeat_timeout_ms: u32::try_from(t.hb_write_timeout_ms()).unwrap_or(u32::MAX),
+            quorum_delay_ms: u32::try_from(t.quorum_delay_ms()).unwrap_or(u32::MAX),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Checks what the kernel's configfs checks, and that the local node exists.
     pub fn validate(&self) -> Result<(), NetError> {
         check_timeout("idle_timeout_ms", self.idle_timeout_ms)?;

@@ -352,3 +352,49 @@ fn kernel_to_kernel_capture_decodes_every_frame() {
         assert_eq!(ours, t, "frames from {src}: ours vs tshark");
     }
 }
+
+/// The capture run's cluster.conf, read by o2nm with default timeouts and
+/// node 1 (the kernel's node) local, makes o2net send the very handshake
+/// the kernel sent.
+#[test]
+fn config_from_the_capture_runs_cluster_conf_gives_the_kernels_handshake() {
+    let conf = o2nm::ClusterConf::load(&fixture("cluster.conf")).expect("cluster.conf");
+    let cluster = o2nm::Cluster::from_conf(
+        &conf,
+        "kpeer",
+        o2nm::Timeouts::default(),
+        &o2nm::LocalNode::Named("guest1".into()),
+    )
+    .expect("cluster");
+    let cfg = NetConfig::from_cluster(&cluster).expect("o2net config");
+    assert_eq!(cfg.local, 1);
+    assert_eq!(cfg.quorum_delay_ms, 66_000);
+    let mut core: NetCore<()> = NetCore::new(cfg).expect("core");
+    core.handle(0, Input::HeartbeatUp(0));
+    // Node 1 is the higher: it connects to node 0 at 10.213.0.1:7777.
+    core.handle(0, Input::Timeout);
+    let mut connect = None;
+    while let Some(o) = core.poll_output() {
+        if let Output::Connect {
+            conn,
+            local,
+            remote,
+            ..
+        } = o
+        {
+            connect = Some((conn, local, remote));
+        }
+    }
+    let (c, local, remote) = connect.expect("connects to node 0");
+    assert_eq!(local, SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 2), 0));
+    assert_eq!(
+        remote,
+        SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 1), 7777)
+    );
+    core.handle(1, Input::ConnectDone { conn: c });
+    let Some(Output::Transmit { data, .. }) = core.poll_output() else {
+        panic!("handshake expected")
+    };
+    let kernel = read_fixture("o2net-from-kernel-node1.bin");
+    assert_eq!(&data[..], &kernel[..HANDSHAKE_LEN]);
+}
