@@ -13,6 +13,27 @@
 //!
 //! Facts come from `../shared/spec/o2net.md` and the Linux 6.1 sources it
 //! cites; no kernel code is copied.
+//!
+//! ```no_run
+//! # async fn demo(cluster: o2nm::Cluster) -> Result<(), o2net::NetError> {
+//! use std::sync::Arc;
+//! // Inside a tokio runtime: listen on the local node's ip:port.
+//! let net = o2net::Net::start(
+//!     o2net::NetConfig::from_cluster(&cluster)?,
+//!     Arc::new(|reason: &str| eprintln!("fencing: {reason}")),
+//! )?;
+//! // Handlers first (type, key, max payload); the return value is the
+//! // status the sender gets.
+//! net.register_handler(600, 0x1234, 64, |req| req.payload.len() as i32)?;
+//! // Every o2hb node-up / node-down event, this node's own included.
+//! net.heartbeat_up(1);
+//! net.heartbeat_up(2);
+//! // Waits for the connection and for node 2's handler status.
+//! let status = net.send(2, 600, 0x1234, &b"hello"[..]).await?;
+//! # let _ = status;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod core;
 pub mod driver;
