@@ -38,11 +38,17 @@ pub struct Run {
 /// Runs `bin` as `o2cb` (argv[0], so that messages name the same program) in
 /// `dir`, with `--config-file=<file>` then `args`.
 pub fn run(bin: &Path, dir: &Path, file: &str, args: &[String]) -> Run {
+    let mut all = vec![format!("--config-file={file}")];
+    all.extend(args.iter().cloned());
+    run_raw(bin, dir, &all)
+}
+
+/// Runs `bin` as `o2cb` in `dir` with exactly `args`.
+pub fn run_raw(bin: &Path, dir: &Path, args: &[String]) -> Run {
     let out = Command::new(bin)
         .arg0("o2cb")
         .current_dir(dir)
         .env_remove("O2CB_NODE")
-        .arg(format!("--config-file={file}"))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
