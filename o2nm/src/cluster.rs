@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use crate::conf::{ClusterConf, HeartbeatMode};
 use crate::error::{Errno, Error, Result};
+use crate::sysconfig::O2cbSysconfig;
 
 /// The timers of a cluster, with the kernel's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +269,32 @@ impl Cluster {
             (None, LocalNode::Hostname(_)) => {}
         }
         Ok(cluster)
+    }
+
+    /// The cluster `service o2cb online [CLUSTER]` brings up: `cluster` if
+    /// given, else `O2CB_BOOTCLUSTER`, else the only cluster of the file (an
+    /// extension for containers, where there is no init script), registered
+    /// with the sysconfig timeouts.
+    pub fn online(
+        conf: &ClusterConf,
+        cluster: Option<&str>,
+        sysconfig: &O2cbSysconfig,
+        local: &LocalNode,
+    ) -> Result<Cluster> {
+        let name = match (cluster, sysconfig.boot_cluster.as_deref(), conf.clusters.as_slice()) {
+            (Some(name), _, _) | (None, Some(name), _) => name,
+            (None, None, [only]) => only.name.as_str(),
+            (None, None, _) => {
+                return Err(Error::runtime(
+                    Errno::NoEnt,
+                    format!(
+                        "which cluster? the configuration has {} clusters and O2CB_BOOTCLUSTER is empty",
+                        conf.clusters.len()
+                    ),
+                ))
+            }
+        };
+        Cluster::from_conf(conf, name, sysconfig.timeouts, local)
     }
 
     pub fn name(&self) -> &str {
@@ -655,6 +682,19 @@ node:\n\tcluster = c\n\tname = n2\n\tnumber = 2\n\tip_address = 127.0.0.2\n\tip_
         let conf_local = ClusterConf::parse(local_mode.as_bytes(), Path::new("f")).unwrap();
         let c = Cluster::from_conf(&conf_local, "c", Timeouts::default(), &local).unwrap();
         assert!(c.regions().is_empty());
+        let mut sys = O2cbSysconfig::default();
+        let online = Cluster::online(&conf, None, &sys, &local).unwrap();
+        assert_eq!(online.name(), "c");
+        sys.boot_cluster = Some("other".into());
+        assert_eq!(
+            Cluster::online(&conf, None, &sys, &local)
+                .unwrap_err()
+                .errno(),
+            Some(Errno::NoEnt)
+        );
+        sys.timeouts.idle_timeout_ms = 60000;
+        let online = Cluster::online(&conf, Some("c"), &sys, &local).unwrap();
+        assert_eq!(online.timeouts().idle_timeout_ms, 60000);
         let missing = LocalNode::Named("n3".into());
         assert!(Cluster::from_conf(&conf, "c", Timeouts::default(), &missing).is_err());
         let bad = text.replace("number = 2", "number = 300");
