@@ -722,6 +722,44 @@ fn idle_and_keepalive_cannot_change_once_a_peer_is_connected() {
     assert_eq!(c.config().reconnect_delay_ms, 5_000);
 }
 
+#[test]
+fn each_handshake_check_has_the_kernels_message_and_version_is_checked_first() {
+    let cases: Vec<(Box<dyn Fn(&mut NetConfig)>, &str)> = vec![
+        (
+            Box::new(|c: &mut NetConfig| c.keepalive_delay_ms = 1_000),
+            "o2net: node n2 (num 2) at 127.0.0.2:7777 uses a keepalive delay of 1000 ms, but we use 2000 ms locally. Disconnecting.",
+        ),
+        (
+            Box::new(|c: &mut NetConfig| *c = c.clone().with_heartbeat(2000, 7)),
+            "o2net: node n2 (num 2) at 127.0.0.2:7777 uses a heartbeat timeout of 12000 ms, but we use 60000 ms locally. Disconnecting.",
+        ),
+        (
+            // Idle is compared before keepalive.
+            Box::new(|c: &mut NetConfig| {
+                c.idle_timeout_ms = 20_000;
+                c.keepalive_delay_ms = 1_000;
+            }),
+            "o2net: node n2 (num 2) at 127.0.0.2:7777 uses a network idle timeout of 20000 ms, but we use 30000 ms locally. Disconnecting.",
+        ),
+    ];
+    for (tweak, line) in cases {
+        let mut c2 = config(2, 2);
+        tweak(&mut c2);
+        let mut s = Sim::new(vec![config(1, 2), c2]);
+        s.all_heartbeat();
+        s.run_for(10);
+        assert_eq!(s.logged(1, line).len(), 1, "{:?}", s.logs);
+        assert_eq!(s.state(1, 2), PeerState::NotConnected);
+    }
+    // The reconnect delay is not compared.
+    let mut c2 = config(2, 2);
+    c2.reconnect_delay_ms = 5_000;
+    let mut s = Sim::new(vec![config(1, 2), c2]);
+    s.all_heartbeat();
+    s.run_for(10);
+    assert_eq!(s.state(1, 2), PeerState::Connected);
+}
+
 mod random {
     use super::*;
     use proptest::prelude::*;
