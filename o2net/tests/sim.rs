@@ -722,20 +722,23 @@ fn idle_and_keepalive_cannot_change_once_a_peer_is_connected() {
     assert_eq!(c.config().reconnect_delay_ms, 5_000);
 }
 
+/// A change to node 2's configuration and the line node 1 must log.
+type Mismatch = (fn(&mut NetConfig), &'static str);
+
 #[test]
-fn each_handshake_check_has_the_kernels_message_and_version_is_checked_first() {
-    let cases: Vec<(Box<dyn Fn(&mut NetConfig)>, &str)> = vec![
+fn each_handshake_check_has_the_kernels_message_in_the_kernels_order() {
+    let cases: Vec<Mismatch> = vec![
         (
-            Box::new(|c: &mut NetConfig| c.keepalive_delay_ms = 1_000),
+            (|c: &mut NetConfig| c.keepalive_delay_ms = 1_000),
             "o2net: node n2 (num 2) at 127.0.0.2:7777 uses a keepalive delay of 1000 ms, but we use 2000 ms locally. Disconnecting.",
         ),
         (
-            Box::new(|c: &mut NetConfig| *c = c.clone().with_heartbeat(2000, 7)),
+            (|c: &mut NetConfig| *c = c.clone().with_heartbeat(2000, 7)),
             "o2net: node n2 (num 2) at 127.0.0.2:7777 uses a heartbeat timeout of 12000 ms, but we use 60000 ms locally. Disconnecting.",
         ),
         (
             // Idle is compared before keepalive.
-            Box::new(|c: &mut NetConfig| {
+            (|c: &mut NetConfig| {
                 c.idle_timeout_ms = 20_000;
                 c.keepalive_delay_ms = 1_000;
             }),
