@@ -74,6 +74,8 @@ pub type FenceFn = Arc<dyn Fn(&str) + Send + Sync>;
 struct ConnIo {
     w: Mutex<WriteState>,
     wake_flusher: Notify,
+    /// Signalled once by `close_io`: ends a connect still in progress.
+    closed: Notify,
 }
 
 struct WriteState {
@@ -593,14 +595,18 @@ impl Net {
     }
 
     async fn connect(self, conn: ConnId, from: SocketAddrV4, remote: SocketAddrV4) {
-        match connect_socket(from, remote).await {
+        let Some(io) = self.inner.state.lock().conns.get(&conn).cloned() else {
+            return;
+        };
+        // A connect the core gave up on (connect expiry, node down) must not
+        // linger through the kernel's SYN retries.
+        let result = tokio::select! {
+            r = connect_socket(from, remote) => r,
+            _ = io.closed.notified() => return,
+        };
+        match result {
             Ok(stream) => {
                 let stream = Arc::new(stream);
-                let io = self.inner.state.lock().conns.get(&conn).cloned();
-                let Some(io) = io else {
-                    // Closed by the core while connecting: dropping closes it.
-                    return;
-                };
                 {
                     let mut w = io.w.lock();
                     if w.closed {
@@ -647,6 +653,9 @@ impl Net {
     async fn flusher(self, io: Arc<ConnIo>, stream: Arc<TcpStream>) {
         loop {
             io.wake_flusher.notified().await;
+            if io.w.lock().closed {
+                return;
+            }
             loop {
                 if stream.writable().await.is_err() {
                     return;
@@ -688,6 +697,7 @@ impl ConnIo {
                 closed: false,
             }),
             wake_flusher: Notify::new(),
+            closed: Notify::new(),
         }
     }
 }
@@ -723,6 +733,10 @@ fn close_io(io: &ConnIo) {
         // Wakes the reader (EOF) and tells the peer at once.
         let _ = SockRef::from(s.as_ref()).shutdown(std::net::Shutdown::Both);
     }
+    drop(w);
+    // The flusher and a pending connect hold the socket: let them go.
+    io.wake_flusher.notify_one();
+    io.closed.notify_one();
 }
 
 /// Writes the buffer now if nobody else is (or hands it to the flusher
