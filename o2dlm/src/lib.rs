@@ -7,10 +7,13 @@
 //!   simulator can drive it.
 //! - [`secondary`]: the requester's side of a remotely mastered resource: its own locks, the
 //!   create/convert/unlock messages it sends, their replies, and the proxy ASTs it receives.
+//! - [`join`]: the decisions of the domain join protocol (query join, region and node
+//!   queries, protocol negotiation).
 //! - [`debug`]: lock-state dumps in the format of the kernel's debugfs `locking_state`.
 
 pub mod debug;
 mod error;
+pub mod join;
 pub mod lockres;
 pub mod secondary;
 pub mod wire;
