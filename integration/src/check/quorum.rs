@@ -1,0 +1,265 @@
+//! Quorum fencing: a network fault fences exactly the nodes quorum.c says must
+//! fence, and no others.
+//!
+//! At the start of each network episode the checker takes the ground truth —
+//! which machines run, which directions the fault cuts — and applies the
+//! quorum rule of spec o2hb.md §10 to each node: with H nodes heartbeating,
+//! an odd H needs (H+1)/2 connected nodes (self included); an even H needs
+//! H/2, and exactly H/2 only if the lowest-numbered heartbeating node is
+//! among them. A node counts a peer connected when traffic flows both ways;
+//! with a one-way cut the peer it still hears may or may not keep talking
+//! to it, so the checker brackets the answer: a node that fences even
+//! counting every peer it hears must fence, a node that survives even
+//! counting only two-way peers must survive, and anything between is left
+//! open. Episodes that heal before any idle timeout can fire must fence no
+//! one; episodes that outlast idle timeout + quorum delay are judged at
+//! their end; those in between are left open (the race is real). A quorum
+//! fence outside every network episode is always a violation.
+
+use super::{before, Checker, Life, Tally, Violation, World};
+use crate::config::{SimConfig, Timing};
+use crate::faults::{Episode, FaultKind};
+use crate::stack::{FenceReason, NodeId};
+use crate::time::SimTime;
+use crate::trace::{Record, What};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Whether a node whose connected set (self included) is `connected` fences,
+/// with `heartbeating` nodes of which `lowest` is the lowest-numbered.
+pub fn quorum_fences(heartbeating: usize, lowest: NodeId, connected: &BTreeSet<NodeId>) -> bool {
+    if heartbeating <= 1 {
+        return false;
+    }
+    let c = connected.len();
+    if heartbeating % 2 == 1 {
+        c < heartbeating.div_ceil(2)
+    } else {
+        let q = heartbeating / 2;
+        c < q || (c == q && !connected.contains(&lowest))
+    }
+}
+
+#[derive(Debug)]
+struct Judgement {
+    episode: usize,
+    start: SimTime,
+    kind: FaultKind,
+    /// Nodes that must fence, and nodes that may (a superset).
+    must: BTreeSet<NodeId>,
+    may: BTreeSet<NodeId>,
+    fenced: BTreeSet<NodeId>,
+    /// False when the outcome is left open: fences are then neither required nor refused.
+    decided: bool,
+    length: Duration,
+    groups: String,
+}
+
+pub struct QuorumFences {
+    timing: Timing,
+    open: Option<Judgement>,
+    tally: Tally,
+}
+
+impl QuorumFences {
+    pub fn new(cfg: &SimConfig) -> Self {
+        QuorumFences {
+            timing: cfg.timing,
+            open: None,
+            tally: Tally::default(),
+        }
+    }
+
+    fn start(&mut self, index: usize, ep: &Episode, world: &World<'_>) {
+        let running: Vec<NodeId> = world.running();
+        let set: BTreeSet<NodeId> = running.iter().copied().collect();
+        // The rule presumes a formed cluster: everyone sees everyone heartbeat and connected.
+        let formed = running.iter().all(|&n| {
+            world.nodes.get(usize::from(n)).is_some_and(|v| {
+                v.life == Life::Running
+                    && set
+                        .iter()
+                        .all(|m| *m == n || (v.hb_live.contains(m) && v.net_up.contains(m)))
+            })
+        });
+        let cut = |a: NodeId, b: NodeId| {
+            ep.cut.contains(&(a, b)) || (ep.kind == FaultKind::Drop && ep.cut.contains(&(b, a)))
+        };
+        let length = ep.heal - ep.start;
+        let t = &self.timing;
+        // A one-way cut lets the side that still hears its peer time out up to a
+        // keepalive delay later than the other (the peer re-sends its keepalive
+        // only when its own idle timer fires), hence the two keepalive delays.
+        let decided_len = ep.kind != FaultKind::Drop
+            && length
+                >= t.idle_timeout
+                    + t.keepalive_delay * 2
+                    + t.quorum_delay()
+                    + Duration::from_secs(1);
+        let harmless_len = match ep.kind {
+            // 6.1 retries a lost connection once the connect-expired timer (idle
+            // timeout) resets its error: if that beats the quorum delay, the hold
+            // is released by the new connection and nobody decides anything.
+            FaultKind::Drop => {
+                t.idle_timeout + t.reconnect_delay + t.keepalive_delay * 2 < t.quorum_delay()
+            }
+            _ => length + t.keepalive_delay * 2 < t.idle_timeout,
+        };
+        let mut j = Judgement {
+            episode: index,
+            start: ep.start,
+            kind: ep.kind,
+            must: BTreeSet::new(),
+            may: BTreeSet::new(),
+            fenced: BTreeSet::new(),
+            decided: formed && (decided_len || harmless_len),
+            length,
+            groups: match &ep.groups {
+                Some((a, b)) => format!("{a:?} / {b:?}"),
+                None => format!("{:?}", ep.cut),
+            },
+        };
+        if j.decided && decided_len {
+            let h = running.len();
+            let lowest = running.first().copied().unwrap_or(0);
+            for &n in &running {
+                let mut two_way: BTreeSet<NodeId> = running
+                    .iter()
+                    .copied()
+                    .filter(|&m| !cut(n, m) && !cut(m, n))
+                    .collect();
+                let mut hears: BTreeSet<NodeId> =
+                    running.iter().copied().filter(|&m| !cut(m, n)).collect();
+                two_way.insert(n);
+                hears.insert(n);
+                if quorum_fences(h, lowest, &hears) {
+                    j.must.insert(n);
+                }
+                if quorum_fences(h, lowest, &two_way) {
+                    j.may.insert(n);
+                }
+            }
+        }
+        self.open = Some(j);
+    }
+
+    fn judge(&mut self, at: SimTime, out: &mut Vec<Violation>) {
+        let Some(j) = self.open.take() else { return };
+        if !j.decided {
+            self.tally.open += 1;
+            return;
+        }
+        self.tally.judged += 1;
+        let missing: Vec<NodeId> = j.must.difference(&j.fenced).copied().collect();
+        let extra: Vec<NodeId> = j.fenced.difference(&j.may).copied().collect();
+        if missing.is_empty() && extra.is_empty() {
+            return;
+        }
+        let mut nodes: Vec<NodeId> = missing.iter().chain(extra.iter()).copied().collect();
+        nodes.sort_unstable();
+        out.push(Violation {
+            checker: "quorum",
+            at,
+            since: j.start,
+            nodes,
+            message: format!(
+                "episode {} ({} {}, {:.1} s): quorum requires fencing {:?} (and allows {:?}); fenced {:?}",
+                j.episode,
+                j.kind.name(),
+                j.groups,
+                j.length.as_secs_f64(),
+                j.must,
+                j.may,
+                j.fenced
+            ),
+        });
+    }
+}
+
+impl Checker for QuorumFences {
+    fn name(&self) -> &'static str {
+        "quorum"
+    }
+
+    fn observe(&mut self, rec: &Record<'_>, world: &World<'_>, out: &mut Vec<Violation>) {
+        match &rec.what {
+            What::Fault { episode, .. } => {
+                let Some(ep) = world.plan.episodes.get(*episode) else {
+                    return;
+                };
+                if !ep.kind.is_network() {
+                    return;
+                }
+                if rec.at == ep.start && self.open.as_ref().is_none_or(|j| j.episode != *episode) {
+                    self.judge(rec.at, out);
+                    self.start(*episode, ep, world);
+                } else if rec.at == ep.recover {
+                    self.judge(rec.at, out);
+                }
+            }
+            What::Fence(FenceReason::Quorum) => {
+                let Some(node) = rec.node else { return };
+                match self.open.as_mut() {
+                    Some(j) => {
+                        j.fenced.insert(node);
+                    }
+                    None => out.push(Violation {
+                        checker: "quorum",
+                        at: rec.at,
+                        since: before(
+                            rec.at,
+                            self.timing.idle_timeout + self.timing.quorum_delay(),
+                        ),
+                        nodes: vec![node],
+                        message: format!(
+                            "n{node} fenced by quorum while no network fault was in force"
+                        ),
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        self.judge(world.now, out);
+    }
+
+    fn tally(&self) -> Tally {
+        self.tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[NodeId]) -> BTreeSet<NodeId> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn two_node_split_fences_the_higher_node() {
+        assert!(!quorum_fences(2, 0, &set(&[0])));
+        assert!(quorum_fences(2, 0, &set(&[1])));
+    }
+
+    #[test]
+    fn odd_clusters_need_a_strict_majority() {
+        assert!(quorum_fences(5, 0, &set(&[3, 4])));
+        assert!(!quorum_fences(5, 0, &set(&[2, 3, 4])));
+        assert!(!quorum_fences(3, 0, &set(&[1, 2])));
+    }
+
+    #[test]
+    fn even_halves_keep_the_side_with_the_lowest_node() {
+        assert!(!quorum_fences(4, 0, &set(&[0, 3])));
+        assert!(quorum_fences(4, 0, &set(&[1, 2])));
+        assert!(quorum_fences(4, 0, &set(&[2])));
+    }
+
+    #[test]
+    fn a_lone_heartbeating_node_never_fences() {
+        assert!(!quorum_fences(1, 0, &set(&[0])));
+    }
+}

@@ -1,0 +1,457 @@
+//! `o2cb sim`: run the simulator from the command line and report like a test tool.
+//!
+//! One seed prints the fault plan, a per-node summary table and each
+//! checker's tally; a seed range runs the seeds on every core and prints one
+//! line per seed that broke a rule. On a violation the report gives the seed,
+//! the rule broken, the trace window just before it (for the nodes
+//! involved, recorded by replaying the seed with tracing on) and the exact
+//! command that replays it. [`run`] returns whether every run was clean, so
+//! the command can exit non-zero.
+
+use crate::config::{Sabotage, SimConfig, Timing, TraceMode, Workload};
+use crate::error::SimError;
+use crate::faults::FaultSet;
+use crate::sim::{Outcome, Simulation};
+use crate::stack::NodeId;
+use crate::trace::Detail;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+/// Arguments of `o2cb sim`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimArgs {
+    /// Number of nodes (1-255), numbered from 0.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// The seed of a single run.
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
+    pub seed: u64,
+    /// A range of seeds A..B (B excluded), run in parallel; only failures are detailed.
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// Fault kinds to draw from: all, none, or a list of partition,oneway,drop,stall,slow,crash,pause.
+    #[arg(long, default_value = "all")]
+    pub faults: String,
+    /// Virtual length of each run (e.g. 600s, 20m, 1h, 1500ms).
+    #[arg(long, default_value = "900s")]
+    pub duration: String,
+    /// Print the whole trace of a single run: readable (for people) or compact (for tools).
+    #[arg(long, num_args = 0..=1, default_missing_value = "readable")]
+    pub trace: Option<String>,
+    /// Workload: ping (requests between random nodes) or idle.
+    #[arg(long, default_value = "ping")]
+    pub workload: String,
+    /// Heartbeat dead threshold (iterations).
+    #[arg(long, default_value_t = 31)]
+    pub dead_threshold: u32,
+    /// Heartbeat period in ms (the kernel's is 2000).
+    #[arg(long, default_value_t = 2000)]
+    pub hb_period_ms: u64,
+    /// o2net idle timeout in ms.
+    #[arg(long, default_value_t = 30000)]
+    pub idle_timeout_ms: u64,
+    /// o2net keepalive delay in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub keepalive_ms: u64,
+    /// Network latency of one direction, in microseconds.
+    #[arg(long, default_value_t = 200)]
+    pub latency_us: u64,
+    /// Random extra latency per segment, up to this many microseconds.
+    #[arg(long, default_value_t = 300)]
+    pub spread_us: u64,
+    /// Break a rule on purpose to see the checkers catch it: wrong-side-survives or ignore-write-timeout.
+    #[arg(long)]
+    pub sabotage: Option<String>,
+}
+
+impl SimArgs {
+    /// The configuration of the run with `seed`.
+    pub fn config(&self, seed: u64) -> Result<SimConfig, SimError> {
+        if self.nodes == 0 || self.nodes > 255 {
+            return Err(SimError::NodeCount(u64::from(self.nodes)));
+        }
+        let mut cfg = SimConfig::new(self.nodes, seed);
+        cfg.duration = parse_duration(&self.duration)?;
+        cfg.faults = FaultSet::parse(&self.faults)?;
+        cfg.timing = Timing {
+            hb_period: Duration::from_millis(self.hb_period_ms),
+            dead_threshold: self.dead_threshold,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keepalive_delay: Duration::from_millis(self.keepalive_ms),
+            reconnect_delay: Timing::default().reconnect_delay,
+        };
+        cfg.net.latency = Duration::from_micros(self.latency_us);
+        cfg.net.spread = Duration::from_micros(self.spread_us);
+        cfg.workload = match self.workload.as_str() {
+            "idle" => Workload::Idle,
+            "ping" => Workload::Ping {
+                interval: Duration::from_secs(5),
+            },
+            other => return Err(SimError::Workload(other.to_string())),
+        };
+        cfg.sabotage = match self.sabotage.as_deref() {
+            None => None,
+            Some("wrong-side-survives") => Some(Sabotage::WrongSideSurvives),
+            Some("ignore-write-timeout") => Some(Sabotage::IgnoreWriteTimeout),
+            Some(other) => return Err(SimError::Sabotage(other.to_string())),
+        };
+        cfg.trace = match self.trace.as_deref() {
+            None => TraceMode::Off,
+            Some("readable") => TraceMode::Readable,
+            Some("compact") => TraceMode::Compact,
+            Some(other) => return Err(SimError::TraceMode(other.to_string())),
+        };
+        Ok(cfg)
+    }
+
+    /// The command line that replays `seed` with the readable trace.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let d = SimArgs::defaults();
+        let mut s = format!(
+            "o2cb sim --nodes {} --seed {seed} --faults {} --duration {}",
+            self.nodes, self.faults, self.duration
+        );
+        let mut flag = |name: &str, v: u64, default: u64| {
+            if v != default {
+                let _ = write!(s, " --{name} {v}");
+            }
+        };
+        flag(
+            "dead-threshold",
+            u64::from(self.dead_threshold),
+            u64::from(d.dead_threshold),
+        );
+        flag("hb-period-ms", self.hb_period_ms, d.hb_period_ms);
+        flag("idle-timeout-ms", self.idle_timeout_ms, d.idle_timeout_ms);
+        flag("keepalive-ms", self.keepalive_ms, d.keepalive_ms);
+        flag("latency-us", self.latency_us, d.latency_us);
+        flag("spread-us", self.spread_us, d.spread_us);
+        if self.workload != d.workload {
+            let _ = write!(s, " --workload {}", self.workload);
+        }
+        if let Some(sab) = &self.sabotage {
+            let _ = write!(s, " --sabotage {sab}");
+        }
+        s.push_str(" --trace");
+        s
+    }
+
+    fn defaults() -> SimArgs {
+        SimArgs {
+            nodes: 3,
+            seed: 1,
+            seeds: None,
+            faults: "all".into(),
+            duration: "900s".into(),
+            trace: None,
+            workload: "ping".into(),
+            dead_threshold: 31,
+            hb_period_ms: 2000,
+            idle_timeout_ms: 30000,
+            keepalive_ms: 2000,
+            latency_us: 200,
+            spread_us: 300,
+            sabotage: None,
+        }
+    }
+}
+
+/// Parses `600s`, `20m`, `1h`, `1500ms` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, SimError> {
+    let bad = || SimError::Duration(s.to_string());
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+/// Parses `A..B` into a non-empty range.
+pub fn parse_seeds(s: &str) -> Result<Range<u64>, SimError> {
+    let bad = || SimError::SeedRange(s.to_string());
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    if a >= b {
+        return Err(bad());
+    }
+    Ok(a..b)
+}
+
+/// Runs `seeds` under `args` on up to `workers` threads, in seed order.
+pub fn run_seeds(
+    args: &SimArgs,
+    seeds: Range<u64>,
+    workers: usize,
+) -> Result<Vec<(Outcome, Duration)>, SimError> {
+    let seeds: Vec<u64> = seeds.collect();
+    // Validate once up front so that workers cannot fail.
+    for &s in seeds.iter().take(1) {
+        args.config(s)?;
+    }
+    let workers = workers.clamp(1, seeds.len().max(1));
+    let chunks: Vec<Vec<u64>> = (0..workers)
+        .map(|w| seeds.iter().copied().skip(w).step_by(workers).collect())
+        .collect();
+    let mut results: Vec<(Outcome, Duration)> = Vec::with_capacity(seeds.len());
+    let mut failure = None;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                scope.spawn(move || -> Result<Vec<(Outcome, Duration)>, SimError> {
+                    let mut v = Vec::new();
+                    for &seed in chunk {
+                        let mut cfg = args.config(seed)?;
+                        cfg.trace = TraceMode::Off;
+                        let started = Instant::now();
+                        let outcome = Simulation::new(cfg)?.run();
+                        v.push((outcome, started.elapsed()));
+                    }
+                    Ok(v)
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(Ok(v)) => results.extend(v),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(SimError::WorkerPanicked),
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    results.sort_by_key(|(o, _)| o.seed);
+    Ok(results)
+}
+
+/// Runs what `args` asks and writes the report. Ok(true) when every run was clean.
+pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<bool, CliError> {
+    match &args.seeds {
+        Some(range) => {
+            let seeds = parse_seeds(range)?;
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let started = Instant::now();
+            let results = run_seeds(args, seeds.clone(), workers)?;
+            let wall = started.elapsed();
+            let failed: Vec<&Outcome> = results
+                .iter()
+                .map(|(o, _)| o)
+                .filter(|o| !o.violations.is_empty())
+                .collect();
+            let virt: Duration = results.iter().map(|(o, _)| o.reached.since_start()).sum();
+            let episodes: usize = results.iter().map(|(o, _)| o.episodes).sum();
+            writeln!(
+                out,
+                "{} seeds ({}..{}), {} nodes, faults {}: {} fault episodes, {:.0} s virtual in {:.2} s wall",
+                results.len(),
+                seeds.start,
+                seeds.end,
+                args.nodes,
+                args.faults,
+                episodes,
+                virt.as_secs_f64(),
+                wall.as_secs_f64()
+            )?;
+            write_tallies(out, &results.iter().map(|(o, _)| o).collect::<Vec<_>>())?;
+            for o in &failed {
+                if let Some(v) = o.violations.first() {
+                    writeln!(out, "seed {}: VIOLATION {v}", o.seed)?;
+                }
+            }
+            if let Some(first) = failed.first() {
+                writeln!(out)?;
+                explain(args, first, out)?;
+            }
+            writeln!(
+                out,
+                "{} of {} seeds broke a rule",
+                failed.len(),
+                results.len()
+            )?;
+            Ok(failed.is_empty())
+        }
+        None => {
+            let cfg = args.config(args.seed)?;
+            let tracing = cfg.trace != TraceMode::Off;
+            let mut sim = Simulation::new(cfg)?;
+            writeln!(
+                out,
+                "fault plan for seed {} ({} episodes):",
+                args.seed,
+                sim.plan().episodes.len()
+            )?;
+            for p in &sim.plan().actions {
+                writeln!(out, "  [{}] episode {}: {}", p.at, p.episode, p.action)?;
+            }
+            let started = Instant::now();
+            let outcome = sim.run();
+            let wall = started.elapsed();
+            if tracing {
+                out.write_all(sim.trace().text().as_bytes())?;
+            }
+            write_summary(out, &outcome, wall)?;
+            if outcome.violations.is_empty() {
+                writeln!(out, "no rule broken")?;
+                Ok(true)
+            } else {
+                explain(args, &outcome, out)?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Errors of the command: bad arguments, or the output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error("writing the report: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The per-node table and checker tallies of one run.
+pub fn write_summary(out: &mut dyn Write, o: &Outcome, wall: Duration) -> io::Result<()> {
+    let virt = o.reached.since_start().as_secs_f64();
+    let ratio = virt / wall.as_secs_f64().max(1e-9);
+    writeln!(
+        out,
+        "seed {}: {} nodes, {:.0} s virtual in {:.3} s wall ({:.0}x), {} events, {} fault episodes",
+        o.seed,
+        o.nodes,
+        virt,
+        wall.as_secs_f64(),
+        ratio,
+        o.events,
+        o.episodes
+    )?;
+    writeln!(
+        out,
+        "{:<5} {:>5} {:>7} {:>6} {:>5} {:>5} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8}",
+        "node",
+        "boots",
+        "crashes",
+        "fences",
+        "ups",
+        "downs",
+        "msgs-out",
+        "msgs-in",
+        "reads",
+        "writes",
+        "sends-ok",
+        "failed"
+    )?;
+    for (i, s) in o.stats.iter().enumerate() {
+        writeln!(
+            out,
+            "{:<5} {:>5} {:>7} {:>6} {:>5} {:>5} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8}",
+            format!("n{i}"),
+            s.boots,
+            s.crashes,
+            s.fences,
+            s.ups,
+            s.downs,
+            s.net.sends,
+            s.net.receives,
+            s.disk.reads,
+            s.disk.writes,
+            s.sends_ok,
+            s.sends_failed
+        )?;
+    }
+    write_tallies(out, &[o])
+}
+
+fn write_tallies(out: &mut dyn Write, outcomes: &[&Outcome]) -> io::Result<()> {
+    let Some(first) = outcomes.first() else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "{:<14} {:>8} {:>6} {:>10}",
+        "checker", "judged", "open", "violations"
+    )?;
+    for (name, _) in &first.tallies {
+        let (mut judged, mut open, mut bad) = (0, 0, 0);
+        for o in outcomes {
+            if let Some((_, t)) = o.tallies.iter().find(|(n, _)| n == name) {
+                judged += t.judged;
+                open += t.open;
+            }
+            bad += o.violations.iter().filter(|v| v.checker == *name).count();
+        }
+        writeln!(out, "{name:<14} {judged:>8} {open:>6} {bad:>10}")?;
+    }
+    Ok(())
+}
+
+/// The violation, the trace window before it (replayed with tracing on) and the replay command.
+fn explain(args: &SimArgs, o: &Outcome, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(v) = o.violations.first() else {
+        return Ok(());
+    };
+    writeln!(out, "VIOLATION (seed {}): {v}", o.seed)?;
+    let mut cfg = args.config(o.seed)?;
+    cfg.trace = TraceMode::Readable;
+    let mut replay = Simulation::new(cfg)?;
+    replay.run();
+    let nodes: Vec<NodeId> = v.nodes.clone();
+    let detail = if v.checker == "send-progress" {
+        Detail::Message
+    } else {
+        Detail::State
+    };
+    let lines = replay.trace().window(v.since, v.at, &nodes, detail, 60);
+    let names: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+    writeln!(
+        out,
+        "trace of {} from {}s to {}s ({}; last {} lines):",
+        names.join(","),
+        v.since.to_string().trim(),
+        v.at.to_string().trim(),
+        if detail == Detail::Message {
+            "state changes and messages"
+        } else {
+            "state changes"
+        },
+        lines.len()
+    )?;
+    for l in lines {
+        writeln!(out, "  {l}")?;
+    }
+    writeln!(out, "replay: {}", args.replay_command(o.seed))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_seed_ranges_parse_or_explain() {
+        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("20m"), Ok(Duration::from_secs(1200)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(matches!(parse_duration("soon"), Err(SimError::Duration(_))));
+        assert!(matches!(parse_duration("0s"), Err(SimError::Duration(_))));
+        assert_eq!(parse_seeds("0..1000"), Ok(0..1000));
+        assert!(matches!(parse_seeds("5..5"), Err(SimError::SeedRange(_))));
+        assert!(matches!(parse_seeds("a..b"), Err(SimError::SeedRange(_))));
+    }
+}

@@ -1,0 +1,485 @@
+//! The fault plan: which faults strike when, drawn from the seed before the run starts.
+//!
+//! Faults come in episodes, one at a time, separated by quiet spells long
+//! enough for the cluster to settle again (fenced and crashed nodes are
+//! rebooted by a `Recover` step and rejoin). One fault at a time is what lets
+//! the checkers say exactly what the kernel's rules require of each episode;
+//! the plan is fixed by the seed alone, so a replay sees the same faults at the
+//! same microseconds whatever the cores do.
+
+use crate::config::Timing;
+use crate::error::SimError;
+use crate::rng::{SimRng, Stream};
+use crate::stack::NodeId;
+use crate::time::SimTime;
+use std::fmt;
+use std::time::Duration;
+
+/// A kind of fault episode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// The nodes split into groups that cannot talk to each other.
+    Partition,
+    /// Traffic from one group to another is lost; the reverse still flows.
+    OneWay,
+    /// The network resets the connection between two nodes.
+    Drop,
+    /// One node's heartbeat I/O hangs.
+    Stall,
+    /// One node's heartbeat I/O becomes slow.
+    Slow,
+    /// One node's machine dies and later reboots.
+    Crash,
+    /// One node's process stops handling anything for a while.
+    Pause,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Partition,
+        FaultKind::OneWay,
+        FaultKind::Drop,
+        FaultKind::Stall,
+        FaultKind::Slow,
+        FaultKind::Crash,
+        FaultKind::Pause,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::OneWay => "oneway",
+            FaultKind::Drop => "drop",
+            FaultKind::Stall => "stall",
+            FaultKind::Slow => "slow",
+            FaultKind::Crash => "crash",
+            FaultKind::Pause => "pause",
+        }
+    }
+
+    /// Whether the kind cuts connections (the quorum checker judges these).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition | FaultKind::OneWay | FaultKind::Drop
+        )
+    }
+}
+
+/// The kinds of fault a run may draw from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultSet(Vec<FaultKind>);
+
+impl FaultSet {
+    pub fn none() -> Self {
+        FaultSet(Vec::new())
+    }
+
+    pub fn all() -> Self {
+        FaultSet(FaultKind::ALL.to_vec())
+    }
+
+    pub fn only(kinds: &[FaultKind]) -> Self {
+        let mut v = kinds.to_vec();
+        v.sort();
+        v.dedup();
+        FaultSet(v)
+    }
+
+    pub fn kinds(&self) -> &[FaultKind] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses `all`, `none` or a comma-separated list of kind names.
+    pub fn parse(s: &str) -> Result<Self, SimError> {
+        let mut kinds = Vec::new();
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => kinds.extend(FaultKind::ALL),
+                "none" => {}
+                _ => match FaultKind::ALL.iter().find(|k| k.name() == word) {
+                    Some(k) => kinds.push(*k),
+                    None => {
+                        return Err(SimError::UnknownFault {
+                            word: word.to_string(),
+                            known: FaultKind::ALL
+                                .iter()
+                                .map(|k| k.name())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(FaultSet::only(&kinds))
+    }
+}
+
+impl fmt::Display for FaultSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// One change the fault layer makes to the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Cut every direction from a node of `from` to a node of `to` (and back if `both`).
+    Cut {
+        from: Vec<NodeId>,
+        to: Vec<NodeId>,
+        both: bool,
+    },
+    /// Restore every cut direction.
+    HealNetwork,
+    /// Reset the connection(s) between `a` and `b`.
+    Reset {
+        a: NodeId,
+        b: NodeId,
+    },
+    /// Hang (or release) every heartbeat I/O of `node`.
+    Stall {
+        node: NodeId,
+        stalled: bool,
+    },
+    /// Multiply the service time of `node`'s heartbeat I/O (1 = healthy).
+    Slow {
+        node: NodeId,
+        factor: u32,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Pause {
+        node: NodeId,
+        length: Duration,
+    },
+    /// Reboot every node that is down, and the higher-numbered end of any
+    /// pair of running nodes left without a connection (an operator's repair).
+    Recover,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Cut {
+                from,
+                to,
+                both: true,
+            } => write!(f, "partition {} | {}", set(from), set(to)),
+            Action::Cut {
+                from,
+                to,
+                both: false,
+            } => write!(f, "cut {} -> {} (one way)", set(from), set(to)),
+            Action::HealNetwork => f.write_str("heal network"),
+            Action::Reset { a, b } => write!(f, "reset connection n{a} <-> n{b}"),
+            Action::Stall {
+                node,
+                stalled: true,
+            } => write!(f, "stall heartbeat I/O of n{node}"),
+            Action::Stall {
+                node,
+                stalled: false,
+            } => write!(f, "release heartbeat I/O of n{node}"),
+            Action::Slow { node, factor } => write!(f, "heartbeat I/O of n{node} x{factor} slower"),
+            Action::Crash { node } => write!(f, "crash n{node}"),
+            Action::Pause { node, length } => {
+                write!(f, "pause n{node} for {:.3}s", length.as_secs_f64())
+            }
+            Action::Recover => f.write_str("recover: reboot down and disconnected nodes"),
+        }
+    }
+}
+
+fn set(nodes: &[NodeId]) -> String {
+    let names: Vec<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+    format!("{{{}}}", names.join(","))
+}
+
+/// A planned action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub at: SimTime,
+    pub action: Action,
+    /// The episode it belongs to.
+    pub episode: usize,
+}
+
+/// One fault episode: what the checkers need to judge it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Episode {
+    pub kind: FaultKind,
+    /// When the fault strikes.
+    pub start: SimTime,
+    /// When it is healed (equal to `start` for instantaneous faults).
+    pub heal: SimTime,
+    /// When the `Recover` step runs; the episode's consequences are judged up to here.
+    pub recover: SimTime,
+    /// The node a single-node fault hits.
+    pub node: Option<NodeId>,
+    /// The two sides of a partition (a one-way cut blocks first → second).
+    pub groups: Option<(Vec<NodeId>, Vec<NodeId>)>,
+    /// Directions cut by a network fault, as (from, to).
+    pub cut: Vec<(NodeId, NodeId)>,
+}
+
+/// The whole plan of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub actions: Vec<Planned>,
+    pub episodes: Vec<Episode>,
+}
+
+/// Time for a cluster to form before the first fault: region start-up
+/// (3 steady iterations), two changed reads to see each peer, then connect.
+pub fn warmup(t: &Timing) -> Duration {
+    t.hb_period * 10 + t.reconnect_delay * 2
+}
+
+/// Quiet time kept at the end of a run, so every consequence of the last
+/// fault (quorum decisions, deaths, reboots, rejoins) has played out.
+pub fn tail(t: &Timing) -> Duration {
+    t.idle_timeout + t.quorum_delay() + t.dead_time() + warmup(t)
+}
+
+impl FaultPlan {
+    /// Draws the plan for `nodes` nodes from `seed`.
+    pub fn draw(
+        seed: u64,
+        nodes: u16,
+        kinds: &FaultSet,
+        timing: &Timing,
+        duration: Duration,
+    ) -> Self {
+        let mut plan = FaultPlan::default();
+        if kinds.is_empty() || nodes == 0 {
+            return plan;
+        }
+        let mut rng = SimRng::new(seed, Stream::FaultPlan);
+        let end = SimTime::ZERO + duration.saturating_sub(tail(timing));
+        let mut t =
+            SimTime::ZERO + warmup(timing) + rng.duration(Duration::ZERO, timing.hb_period * 5);
+        loop {
+            let kind = kinds.kinds()[rng.index(kinds.kinds().len())];
+            let Some(ep) = plan.draw_episode(kind, t, nodes, timing, &mut rng) else {
+                // Not possible in this cluster (e.g. no pair to cut); try another kind or stop.
+                if kinds.kinds().iter().all(|k| k.is_network()) && nodes < 2 {
+                    break;
+                }
+                t = t + timing.hb_period;
+                if t >= end {
+                    break;
+                }
+                continue;
+            };
+            if ep.recover >= end {
+                break;
+            }
+            let index = plan.episodes.len();
+            plan.push_actions(index, &ep, &mut rng);
+            // Settle: fenced or crashed nodes reboot at `recover` and need
+            // start-up plus discovery by everyone before the next episode.
+            t = ep.recover
+                + warmup(timing)
+                + timing.dead_time()
+                + rng.duration(Duration::ZERO, timing.idle_timeout);
+            plan.episodes.push(ep);
+        }
+        plan.actions.sort_by_key(|p| p.at);
+        plan
+    }
+
+    fn draw_episode(
+        &self,
+        kind: FaultKind,
+        start: SimTime,
+        nodes: u16,
+        t: &Timing,
+        rng: &mut SimRng,
+    ) -> Option<Episode> {
+        let all: Vec<NodeId> = (0..nodes)
+            .filter_map(|n| NodeId::try_from(n).ok())
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        let reboot = |rng: &mut SimRng| rng.duration(t.hb_period * 2, t.hb_period * 10);
+        // A network episode either heals well before the idle timeout
+        // (nothing may happen) or lasts past idle timeout + quorum delay (the
+        // quorum decision must have run).
+        let net_length = |rng: &mut SimRng| {
+            if rng.chance(0.35) {
+                rng.duration(
+                    t.keepalive_delay,
+                    t.idle_timeout.saturating_sub(t.keepalive_delay * 3),
+                )
+            } else {
+                t.idle_timeout + t.quorum_delay() + rng.duration(t.hb_period * 6, t.hb_period * 20)
+            }
+        };
+        let mut ep = Episode {
+            kind,
+            start,
+            heal: start,
+            recover: start,
+            node: None,
+            groups: None,
+            cut: Vec::new(),
+        };
+        match kind {
+            FaultKind::Partition | FaultKind::OneWay => {
+                if all.len() < 2 {
+                    return None;
+                }
+                let (a, b) = split(&all, rng);
+                for &x in &a {
+                    for &y in &b {
+                        ep.cut.push((x, y));
+                        if kind == FaultKind::Partition {
+                            ep.cut.push((y, x));
+                        }
+                    }
+                }
+                ep.groups = Some((a, b));
+                ep.heal = start + net_length(rng);
+                ep.recover = ep.heal + reboot(rng);
+            }
+            FaultKind::Drop => {
+                if all.len() < 2 {
+                    return None;
+                }
+                let i = rng.index(all.len());
+                let j = (i + 1 + rng.index(all.len() - 1)) % all.len();
+                let (a, b) = (all[i], all[j]);
+                ep.cut = vec![(a.min(b), a.max(b))];
+                // Judged once the quorum delay has passed: by then 6.1 has either
+                // reconnected or decided.
+                ep.recover =
+                    start + t.quorum_delay() + rng.duration(t.hb_period * 5, t.hb_period * 15);
+            }
+            FaultKind::Stall => {
+                ep.node = Some(all[rng.index(all.len())]);
+                let length = if rng.chance(0.35) {
+                    rng.duration(
+                        t.hb_period,
+                        t.write_timeout().saturating_sub(t.hb_period * 3),
+                    )
+                } else {
+                    t.write_timeout() + rng.duration(t.hb_period * 3, t.hb_period * 20)
+                };
+                ep.heal = start + length;
+                ep.recover = ep.heal + reboot(rng);
+            }
+            FaultKind::Slow => {
+                ep.node = Some(all[rng.index(all.len())]);
+                ep.heal = start + rng.duration(t.hb_period * 5, t.hb_period * 60);
+                ep.recover = ep.heal + reboot(rng);
+            }
+            FaultKind::Crash => {
+                ep.node = Some(all[rng.index(all.len())]);
+                ep.heal = start + rng.duration(t.hb_period, t.dead_time() + t.hb_period * 15);
+                ep.recover = ep.heal;
+            }
+            FaultKind::Pause => {
+                ep.node = Some(all[rng.index(all.len())]);
+                ep.heal = start + rng.duration(t.hb_period / 2, t.dead_time() + t.hb_period * 15);
+                ep.recover = ep.heal + reboot(rng);
+            }
+        }
+        Some(ep)
+    }
+
+    fn push_actions(&mut self, index: usize, ep: &Episode, rng: &mut SimRng) {
+        let mut add = |at: SimTime, action: Action| {
+            self.actions.push(Planned {
+                at,
+                action,
+                episode: index,
+            })
+        };
+        match ep.kind {
+            FaultKind::Partition | FaultKind::OneWay => {
+                if let Some((a, b)) = &ep.groups {
+                    add(
+                        ep.start,
+                        Action::Cut {
+                            from: a.clone(),
+                            to: b.clone(),
+                            both: ep.kind == FaultKind::Partition,
+                        },
+                    );
+                    add(ep.heal, Action::HealNetwork);
+                }
+            }
+            FaultKind::Drop => {
+                if let Some(&(a, b)) = ep.cut.first() {
+                    add(ep.start, Action::Reset { a, b });
+                }
+            }
+            FaultKind::Stall => {
+                if let Some(node) = ep.node {
+                    add(
+                        ep.start,
+                        Action::Stall {
+                            node,
+                            stalled: true,
+                        },
+                    );
+                    add(
+                        ep.heal,
+                        Action::Stall {
+                            node,
+                            stalled: false,
+                        },
+                    );
+                }
+            }
+            FaultKind::Slow => {
+                if let Some(node) = ep.node {
+                    let factor = u32::try_from(rng.between(10, 200)).unwrap_or(10);
+                    add(ep.start, Action::Slow { node, factor });
+                    add(ep.heal, Action::Slow { node, factor: 1 });
+                }
+            }
+            FaultKind::Crash => {
+                if let Some(node) = ep.node {
+                    add(ep.start, Action::Crash { node });
+                }
+            }
+            FaultKind::Pause => {
+                if let Some(node) = ep.node {
+                    add(
+                        ep.start,
+                        Action::Pause {
+                            node,
+                            length: ep.heal - ep.start,
+                        },
+                    );
+                }
+            }
+        }
+        add(ep.recover, Action::Recover);
+    }
+}
+
+/// Splits `nodes` into two non-empty groups at random.
+fn split(nodes: &[NodeId], rng: &mut SimRng) -> (Vec<NodeId>, Vec<NodeId>) {
+    let mut shuffled = nodes.to_vec();
+    rng.shuffle(&mut shuffled);
+    let k = 1 + rng.index(shuffled.len().saturating_sub(1).max(1));
+    let mut a = shuffled[..k].to_vec();
+    let mut b = shuffled[k..].to_vec();
+    a.sort();
+    b.sort();
+    (a, b)
+}

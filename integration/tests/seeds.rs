@@ -1,0 +1,116 @@
+//! The CI sweep: 1,000 seeds of 3 to 7 nodes with every kind of fault, and a
+//! 255-node run, all judged by the standard checkers.
+
+use integration::cli::{run_seeds, SimArgs};
+use integration::faults::{Action, Episode, Planned};
+use integration::{FaultKind, FaultPlan, FaultSet, SimConfig, SimTime, Simulation};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn args(nodes: u16) -> SimArgs {
+    SimArgs {
+        nodes,
+        seed: 0,
+        seeds: None,
+        faults: "all".into(),
+        duration: "900s".into(),
+        trace: None,
+        workload: "ping".into(),
+        dead_threshold: 31,
+        hb_period_ms: 2000,
+        idle_timeout_ms: 30000,
+        keepalive_ms: 2000,
+        latency_us: 200,
+        spread_us: 300,
+        sabotage: None,
+    }
+}
+
+#[test]
+fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut judged: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    let mut runs = 0;
+    for nodes in 3..=7u16 {
+        // 200 seeds per size, each a different fault plan.
+        let results = run_seeds(&args(nodes), 0..200, workers).expect("valid arguments");
+        for (o, _) in &results {
+            runs += 1;
+            assert!(
+                o.violations.is_empty(),
+                "{nodes} nodes, seed {}: {}",
+                o.seed,
+                o.violations[0]
+            );
+            for (name, t) in &o.tallies {
+                *judged.entry(name).or_default() += t.judged;
+            }
+        }
+        for seed in 0..200 {
+            let mut cfg = SimConfig::new(nodes, seed);
+            cfg.faults = FaultSet::all();
+            cfg.duration = Duration::from_secs(900);
+            let sim = Simulation::new(cfg).expect("valid config");
+            for ep in &sim.plan().episodes {
+                *kinds.entry(ep.kind.name()).or_insert(0u32) += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 1000);
+    // Every kind of fault was drawn, and every checker had real work.
+    assert_eq!(kinds.len(), 7, "fault kinds drawn: {kinds:?}");
+    for name in ["hb-rules", "quorum", "stall-fence", "send-progress"] {
+        assert!(
+            judged.get(name).copied().unwrap_or(0) >= 50,
+            "{name} judged too little: {judged:?}"
+        );
+    }
+}
+
+#[test]
+fn a_255_node_cluster_forms_sees_a_crash_and_a_reboot() {
+    let mut cfg = SimConfig::new(255, 3);
+    cfg.duration = Duration::from_secs(150);
+    let mut sim = Simulation::new(cfg).expect("valid config");
+    let (crash, reboot) = (SimTime::from_secs(25), SimTime::from_secs(95));
+    sim.set_plan(FaultPlan {
+        actions: vec![
+            Planned {
+                at: crash,
+                action: Action::Crash { node: 200 },
+                episode: 0,
+            },
+            Planned {
+                at: reboot,
+                action: Action::Recover,
+                episode: 0,
+            },
+        ],
+        episodes: vec![Episode {
+            kind: FaultKind::Crash,
+            start: crash,
+            heal: reboot,
+            recover: reboot,
+            node: Some(200),
+            groups: None,
+            cut: Vec::new(),
+        }],
+    });
+    let o = sim.run();
+    assert!(o.violations.is_empty(), "{}", o.violations[0]);
+    for (n, s) in o.stats.iter().enumerate() {
+        if n == 200 {
+            assert_eq!(s.boots, 2, "n200 should have booted twice");
+            continue;
+        }
+        // Everyone saw all 255 nodes come up, n200 go down, and n200 come back.
+        assert_eq!(
+            (s.ups, s.downs),
+            (256, 1),
+            "n{n} saw {} ups and {} downs",
+            s.ups,
+            s.downs
+        );
+    }
+}
