@@ -1,4 +1,4 @@
-//! Properties of the cluster.conf reader and writer: what we write reads back
+//! Properties of the cluster.conf and sysconfig readers and writers: what we write reads back
 //! as the same model, and no input makes the reader panic.
 
 use std::net::Ipv4Addr;
@@ -6,7 +6,7 @@ use std::path::Path;
 
 use o2nm::{
     ClusterConf, ClusterStanza, HeartbeatMode, HeartbeatStanza, NodeStanza, O2cbSysconfig,
-    SourceLine,
+    SourceLine, Stack, Timeouts,
 };
 use proptest::prelude::*;
 
@@ -88,8 +88,42 @@ fn near_valid_text() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(line, 0..30).prop_map(|lines| lines.join("\n").into_bytes())
 }
 
+fn sysconfig() -> impl Strategy<Value = O2cbSysconfig> {
+    (
+        any::<bool>(),
+        prop::sample::select(vec![Stack::O2cb, Stack::Pcmk, Stack::Cman]),
+        prop::option::of("[A-Za-z0-9]{1,16}"),
+        7u32..1000,
+        5000u32..200_000,
+        1000u32..5000,
+        2000u32..100_000,
+    )
+        .prop_map(
+            |(enabled, stack, boot_cluster, dead_threshold, idle, keepalive, reconnect)| {
+                O2cbSysconfig {
+                    enabled,
+                    stack,
+                    boot_cluster,
+                    timeouts: Timeouts {
+                        dead_threshold,
+                        idle_timeout_ms: idle,
+                        keepalive_delay_ms: keepalive,
+                        reconnect_delay_ms: reconnect,
+                        ..Timeouts::default()
+                    },
+                }
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn sysconfig_reads_back_what_it_writes(sys in sysconfig()) {
+        let back = O2cbSysconfig::parse(&sys.to_text(), Path::new("o2cb"));
+        prop_assert_eq!(back.ok(), Some(sys));
+    }
 
     #[test]
     fn parse_of_write_is_identity(model in conf()) {

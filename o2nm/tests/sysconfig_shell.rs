@@ -66,3 +66,61 @@ fn accepted_files_mean_what_the_shell_makes_of_them() {
         assert_eq!(ours(text), sourced(text), "{text:?}");
     }
 }
+
+/// Our writer produces the bytes of the init script's own `write_sysconfig`
+/// (run from /etc/init.d/o2cb with the same values), and reads back.
+#[test]
+fn written_files_match_the_init_script_template() {
+    let script = std::fs::read_to_string("/etc/init.d/o2cb")
+        .expect("ocfs2-tools' /etc/init.d/o2cb (scripts/install-deps.sh installs ocfs2-tools)");
+    let start = script
+        .find("\nwrite_sysconfig()")
+        .expect("write_sysconfig in the init script")
+        + 1;
+    let end = script[start..]
+        .find("\n}\n")
+        .map(|e| start + e + 3)
+        .expect("end of write_sysconfig");
+    let function = &script[start..end];
+    let mut sys = O2cbSysconfig {
+        enabled: true,
+        boot_cluster: Some("web1".into()),
+        ..Default::default()
+    };
+    sys.timeouts.dead_threshold = 61;
+    sys.timeouts.idle_timeout_ms = 60000;
+    for sys in [O2cbSysconfig::default(), sys] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let theirs = dir.path().join("theirs");
+        let t = &sys.timeouts;
+        let status = Command::new("bash")
+            .args([
+                "-c",
+                &format!("{function}\nwrite_sysconfig >/dev/null"),
+                "bash",
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("CONFIGURATION", &theirs)
+            .env("O2CB_ENABLED", sys.enabled.to_string())
+            .env("O2CB_STACK", sys.stack.as_str())
+            .env(
+                "O2CB_BOOTCLUSTER",
+                sys.boot_cluster.clone().unwrap_or_default(),
+            )
+            .env("O2CB_HEARTBEAT_THRESHOLD", t.dead_threshold.to_string())
+            .env("O2CB_IDLE_TIMEOUT_MS", t.idle_timeout_ms.to_string())
+            .env("O2CB_KEEPALIVE_DELAY_MS", t.keepalive_delay_ms.to_string())
+            .env("O2CB_RECONNECT_DELAY_MS", t.reconnect_delay_ms.to_string())
+            .status()
+            .expect("bash");
+        assert!(status.success());
+        let ours = dir.path().join("ours");
+        sys.store(&ours).expect("store");
+        assert_eq!(
+            std::fs::read_to_string(&ours).expect("ours"),
+            std::fs::read_to_string(&theirs).expect("theirs")
+        );
+        assert_eq!(O2cbSysconfig::load(&ours).expect("read back"), sys);
+    }
+}
