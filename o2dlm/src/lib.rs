@@ -10,6 +10,18 @@
 //! - [`join`]: the decisions of the domain join protocol (query join, region and node
 //!   queries, protocol negotiation).
 //! - [`debug`]: lock-state dumps in the format of the kernel's debugfs `locking_state`.
+//!
+//! How a domain core puts them together (mastery, the driver and the API are still to come):
+//! a resource this node masters is a [`lockres::LockResource`]; local calls and the
+//! create/convert/unlock handlers call `request`/`convert`/`unlock` on it, the dlm-thread
+//! role calls `shuffle` on dirty resources and then `flush`, sending each
+//! [`lockres::Delivery`] for a remote lock as [`lockres::Delivery::to_proxy_ast`]. A resource
+//! mastered elsewhere is a [`secondary::OwnLocks`]: `begin_*` yields the message to send to
+//! the master, `*_reply` applies its status, `proxy_ast` handles what the master sends back.
+//! Migration moves a resource with `migratable_locks` and `add_migrated_lock`; recovery
+//! rebuilds one with `add_migrated_lock` and cleans up after a dead node with
+//! `remove_node_locks` (zeroing the LVB when it held EX). Owner, refmap, the
+//! RECOVERING/MIGRATING/IN_PROGRESS state and master list entries belong to the domain.
 
 pub mod debug;
 mod error;
