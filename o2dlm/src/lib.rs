@@ -9,7 +9,8 @@
 //!   create/convert/unlock messages it sends, their replies, and the proxy ASTs it receives.
 //! - [`join`]: the decisions of the domain join protocol (query join, region and node
 //!   queries, protocol negotiation).
-//! - [`debug`]: lock-state dumps in the format of the kernel's debugfs `locking_state`.
+//! - [`debug`]: state dumps in the formats of the kernel's debugfs `locking_state`,
+//!   `mle_state` and `dlm_state`.
 //!
 //! How a domain core puts them together (mastery, the driver and the API are still to come):
 //! a resource this node masters is a [`lockres::LockResource`]; local calls and the
