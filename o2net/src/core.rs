@@ -22,13 +22,14 @@
 //! closure there); a request for a registered (type, key) comes out as
 //! [`Output::Deliver`] and the driver answers with [`Input::HandlerDone`].
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::NetError;
+use crate::fasthash::FastMap;
 use crate::quorum::{Decision, NodeSet, Quorum};
 use crate::timers::Timers;
 use crate::wire::{
@@ -422,7 +423,7 @@ struct Peer {
     connect_expired_at: Option<u64>,
     still_up_at: Option<u64>,
     waiting: VecDeque<Waiting>,
-    pending: HashMap<u32, Pending>,
+    pending: FastMap<u32, Pending>,
     ids: IdAlloc,
     traffic: Traffic,
 }
@@ -442,7 +443,7 @@ impl Peer {
             connect_expired_at: None,
             still_up_at: None,
             waiting: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             ids: IdAlloc::default(),
             traffic: Traffic::default(),
         }
@@ -475,11 +476,11 @@ pub struct NetCore<H> {
     local_name: String,
     local_addr: SocketAddrV4,
     handshake: Bytes,
-    peers: HashMap<u8, Peer>,
-    by_ip: HashMap<Ipv4Addr, u8>,
-    conns: HashMap<ConnId, Conn>,
-    sends: HashMap<SendId, SendWhere>,
-    handlers: HashMap<(u16, u32), (u32, H)>,
+    peers: FastMap<u8, Peer>,
+    by_ip: FastMap<Ipv4Addr, u8>,
+    conns: FastMap<ConnId, Conn>,
+    sends: FastMap<SendId, SendWhere>,
+    handlers: FastMap<(u16, u32), (u32, H)>,
     quorum: Quorum,
     timers: Timers<TimerKey>,
     next_conn: ConnId,
@@ -498,8 +499,8 @@ impl<H: Clone> NetCore<H> {
     /// quorum. Heartbeat events start everything else.
     pub fn new(cfg: NetConfig) -> Result<NetCore<H>, NetError> {
         cfg.validate()?;
-        let mut peers = HashMap::new();
-        let mut by_ip = HashMap::new();
+        let mut peers = FastMap::default();
+        let mut by_ip = FastMap::default();
         let mut local = None;
         for n in &cfg.nodes {
             by_ip.entry(*n.addr.ip()).or_insert(n.num);
@@ -518,9 +519,9 @@ impl<H: Clone> NetCore<H> {
             cfg,
             peers,
             by_ip,
-            conns: HashMap::new(),
-            sends: HashMap::new(),
-            handlers: HashMap::new(),
+            conns: FastMap::default(),
+            sends: FastMap::default(),
+            handlers: FastMap::default(),
             timers: Timers::new(),
             next_conn: 1,
             now: 0,

@@ -17,7 +17,7 @@
 //! `block_in_place` would lift this but cost 2-3 µs per message: about 1.5x
 //! the raw round trip instead of 1.2x.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
 use std::panic::AssertUnwindSafe;
@@ -36,6 +36,7 @@ use crate::core::{
     ConnId, Counters, Input, LogLevel, NetConfig, NetCore, NodeInfo, Output, PeerStats, SendId,
 };
 use crate::error::{errno, NetError};
+use crate::fasthash::FastMap;
 use crate::quorum::NodeSet;
 use crate::wire::MsgHeader;
 
@@ -88,8 +89,8 @@ struct WriteState {
 
 struct State {
     core: NetCore<Handler>,
-    waiters: HashMap<SendId, oneshot::Sender<Result<i32, NetError>>>,
-    conns: HashMap<ConnId, Arc<ConnIo>>,
+    waiters: FastMap<SendId, oneshot::Sender<Result<i32, NetError>>>,
+    conns: FastMap<ConnId, Arc<ConnIo>>,
     log: VecDeque<String>,
 }
 
@@ -156,8 +157,8 @@ impl Net {
                 local,
                 state: Mutex::new(State {
                     core,
-                    waiters: HashMap::new(),
-                    conns: HashMap::new(),
+                    waiters: FastMap::default(),
+                    conns: FastMap::default(),
                     log: VecDeque::new(),
                 }),
                 handler_lock: Mutex::new(()),

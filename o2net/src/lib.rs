@@ -38,6 +38,7 @@
 pub mod core;
 pub mod driver;
 pub mod error;
+mod fasthash;
 pub mod quorum;
 pub mod report;
 mod timers;

@@ -6,22 +6,24 @@
 //! entry pops, the core sees the later deadline and re-arms.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::hash::Hash;
+
+use crate::fasthash::FastMap;
 
 /// Timer queue keyed by `K`, in milliseconds of virtual time.
 #[derive(Debug)]
 pub(crate) struct Timers<K: Copy + Ord + Hash> {
     heap: BinaryHeap<Reverse<(u64, K)>>,
     /// Earliest heap entry per key.
-    queued: HashMap<K, u64>,
+    queued: FastMap<K, u64>,
 }
 
 impl<K: Copy + Ord + Hash> Timers<K> {
     pub(crate) fn new() -> Timers<K> {
         Timers {
             heap: BinaryHeap::new(),
-            queued: HashMap::new(),
+            queued: FastMap::default(),
         }
     }
 
