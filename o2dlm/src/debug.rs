@@ -20,6 +20,7 @@ use std::io::{self, Write};
 
 use crate::join::DomainState;
 use crate::lockres::LockResource;
+use crate::mastery::MleKind;
 use crate::wire::{cookie_node, cookie_seq, mode_to_wire, LockName, NodeMap, ProtocolVersion};
 
 /// The per-resource fields of the `LRES:` and `RMAP:` lines that belong to the domain holding
@@ -120,17 +121,6 @@ fn write_nodemap<W: Write>(w: &mut W, map: &NodeMap) -> io::Result<()> {
         write!(w, "{n} ")?;
     }
     Ok(())
-}
-
-/// The kind of a master list entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MleKind {
-    /// Another node is mastering the resource; wait for its assert (`BLK`).
-    Block,
-    /// This node is trying to master it (`MAS`).
-    Master,
-    /// Mastery is moving to another node (`MIG`).
-    Migration,
 }
 
 /// What `mle_state` shows of one master list entry.

@@ -16,4 +16,11 @@ pub enum Error {
         node: u8,
         reason: &'static str,
     },
+    /// A mastery message found the resource in a state the kernel treats as impossible (it
+    /// crashes there).
+    #[error("lock resource {name}: mastery: {reason}")]
+    Mastery {
+        name: LockName,
+        reason: &'static str,
+    },
 }

@@ -7,27 +7,30 @@
 //!   simulator can drive it.
 //! - [`secondary`]: the requester's side of a remotely mastered resource: its own locks, the
 //!   create/convert/unlock messages it sends, their replies, and the proxy ASTs it receives.
+//! - [`mastery`]: master list entries and how a node answers master requests and asserts.
 //! - [`join`]: the decisions of the domain join protocol (query join, region and node
 //!   queries, protocol negotiation).
 //! - [`debug`]: state dumps in the formats of the kernel's debugfs `locking_state`,
 //!   `mle_state` and `dlm_state`.
 //!
-//! How a domain core puts them together (mastery, the driver and the API are still to come):
-//! a resource this node masters is a [`lockres::LockResource`]; local calls and the
-//! create/convert/unlock handlers call `request`/`convert`/`unlock` on it, the dlm-thread
-//! role calls `shuffle` on dirty resources and then `flush`, sending each
-//! [`lockres::Delivery`] for a remote lock as [`lockres::Delivery::to_proxy_ast`]. A resource
-//! mastered elsewhere is a [`secondary::OwnLocks`]: `begin_*` yields the message to send to
-//! the master, `*_reply` applies its status, `proxy_ast` handles what the master sends back.
-//! Migration moves a resource with `migratable_locks` and `add_migrated_lock`; recovery
-//! rebuilds one with `add_migrated_lock` and cleans up after a dead node with
+//! How a domain core puts them together (the requesting side of mastery, the driver and the
+//! API are still to come): a resource this node masters is a [`lockres::LockResource`];
+//! local calls and the create/convert/unlock handlers call `request`/`convert`/`unlock` on
+//! it, the dlm-thread role calls `shuffle` on dirty resources and then `flush`, sending each
+//! [`lockres::Delivery`] for a remote lock as [`lockres::Delivery::to_proxy_ast`]. A
+//! resource mastered elsewhere is a [`secondary::OwnLocks`]: `begin_*` yields the message to
+//! send to the master, `*_reply` applies its status, `proxy_ast` handles what the master
+//! sends back. Migration moves a resource with `migratable_locks` and `add_migrated_lock`;
+//! recovery rebuilds one with `add_migrated_lock` and cleans up after a dead node with
 //! `remove_node_locks` (zeroing the LVB when it held EX). Owner, refmap, the
-//! RECOVERING/MIGRATING/IN_PROGRESS state and master list entries belong to the domain.
+//! RECOVERING/MIGRATING/IN_PROGRESS state and master list entries belong to the domain,
+//! which answers mastery messages with [`mastery`].
 
 pub mod debug;
 mod error;
 pub mod join;
 pub mod lockres;
+pub mod mastery;
 pub mod secondary;
 pub mod wire;
 
