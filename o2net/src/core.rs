@@ -754,10 +754,8 @@ impl<H: Clone> NetCore<H> {
             Input::Closed { conn } => {
                 if let Some(c) = self.conns.get(&conn) {
                     let node = c.node;
-                    self.log(
-                        LogLevel::Debug,
-                        format!("connection {conn} to node {node} closed"),
-                    );
+                    let m = format!("o2net: Connection to {} shutdown", self.nodef(node));
+                    self.log(LogLevel::Info, m);
                     self.shutdown_conn(node, conn, false);
                 }
             }
@@ -874,9 +872,21 @@ impl<H: Clone> NetCore<H> {
         };
         let (was_valid, was_err, old_sc) = (p.valid, p.persistent_error, p.sc);
         let err = err || (was_valid && !valid);
+        let trace = |c: Option<ConnId>, v: bool, e: bool| {
+            let c = c.map_or_else(|| "none".to_owned(), |c| c.to_string());
+            (c, u8::from(v), if e { "-107" } else { "0" })
+        };
+        let (c0, v0, e0) = trace(old_sc, was_valid, was_err);
+        let (c1, v1, e1) = trace(sc, valid, err);
+        // The kernel's ML_CONN trace of every state change.
+        let m = format!("node {n} sc: {c0} -> {c1}, valid {v0} -> {v1}, err {e0} -> {e1}");
         p.sc = sc;
         p.valid = valid;
         p.persistent_error = err;
+        self.out.push_back(Output::Log {
+            level: LogLevel::Debug,
+            message: m,
+        });
 
         if !valid {
             // Reconnect no sooner than reconnect_delay after the last attempt.
