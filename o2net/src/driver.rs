@@ -113,6 +113,8 @@ struct Inner {
 }
 
 /// A running o2net node: cheap to clone, every clone drives the same node.
+/// The node runs until [`Net::shutdown`] (or its runtime ends): dropping the
+/// handles does not stop it, since its tasks hold handles of their own.
 #[derive(Clone)]
 pub struct Net {
     inner: Arc<Inner>,
