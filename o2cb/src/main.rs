@@ -21,12 +21,17 @@
 //! ocfs2-tools commands in [`compat::COMMANDS`]. An `Err` is printed as
 //! `o2cb: <error>` on stderr and the exit code is 1. The cluster
 //! configuration for a command is `o2nm::ClusterConf::load(&global.config_file)`.
+//!
+//! Arguments are text in which bytes that are not UTF-8 stand as private-use
+//! characters (`o2nm::text`), so that names match the file byte for byte;
+//! [`path_of`] turns an argument into the path it names, and [`print_text`] /
+//! [`eprint_text`] write text back as the original bytes.
 
 mod compat;
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use compat::getopt::{Getopt, Item, LongOpt, Order};
@@ -75,18 +80,34 @@ fn usage(progname: &str) -> ExitCode {
         text.push_str(&format!("  {:<18}  {}\n", cmd.name, cmd.help));
     }
     text.push('\n');
-    eprint_bytes(text.as_bytes());
+    eprint_text(&text);
     ExitCode::from(1)
 }
 
-/// Writes to stderr, ignoring failures (there is nowhere left to report them).
-pub fn eprint_bytes(bytes: &[u8]) {
-    let _ = std::io::stderr().lock().write_all(bytes);
+/// Writes text to stderr as the bytes it stands for (see [`o2nm::text`]),
+/// ignoring failures (there is nowhere left to report them).
+pub fn eprint_text(text: &str) {
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(&o2nm::text::encode(text));
 }
 
-/// Writes to stdout, ignoring failures (a closed pipe is not our error).
-pub fn print_bytes(bytes: &[u8]) {
-    let _ = std::io::stdout().lock().write_all(bytes);
+/// Writes text to stdout as the bytes it stands for, ignoring failures (a
+/// closed pipe is not our error).
+pub fn print_text(text: &str) {
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(&o2nm::text::encode(text));
+}
+
+/// The path an argument names, byte for byte.
+pub fn path_of(arg: &str) -> PathBuf {
+    PathBuf::from(std::ffi::OsString::from_vec(o2nm::text::encode(arg)))
+}
+
+/// A path as text for messages, byte for byte.
+pub fn path_text(path: &Path) -> String {
+    o2nm::text::decode(path.as_os_str().as_bytes())
 }
 
 fn basename(path: &str) -> String {
@@ -98,8 +119,9 @@ fn basename(path: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // Arguments are bytes, like the names in the file: keep them exactly.
     let argv: Vec<String> = std::env::args_os()
-        .map(|a: OsString| a.to_string_lossy().into_owned())
+        .map(|a| o2nm::text::decode(a.as_bytes()))
         .collect();
     let argv0 = argv.first().cloned().unwrap_or_else(|| "o2cb".to_string());
     let progname = basename(&argv0);
@@ -137,7 +159,7 @@ fn main() -> ExitCode {
             Item::Opt { key: 'c', arg } => config_file = arg,
             Item::Opt { .. } => return usage(&progname),
             Item::Error(msg) => {
-                eprint_bytes(format!("{msg}\n").as_bytes());
+                eprint_text(&format!("{msg}\n"));
                 return usage(&progname);
             }
         }
@@ -146,14 +168,14 @@ fn main() -> ExitCode {
 
     let global = Global {
         config_file_given: config_file.is_some(),
-        config_file: PathBuf::from(config_file.unwrap_or_else(|| DEFAULT_CONFIG_FILE.into())),
+        config_file: path_of(&config_file.unwrap_or_else(|| DEFAULT_CONFIG_FILE.into())),
         verbose: verbosity > 0,
         verbosity,
         progname,
         argv0,
     };
     if show_version {
-        eprint_bytes(format!("{} {COMPAT_VERSION}\n", global.progname).as_bytes());
+        eprint_text(&format!("{} {COMPAT_VERSION}\n", global.progname));
         return ExitCode::from(1);
     }
     if show_help {
@@ -167,19 +189,25 @@ fn main() -> ExitCode {
         return match run(&global, args) {
             Ok(code) => code,
             Err(err) => {
-                eprint_bytes(format!("{}: {err:#}\n", global.progname).as_bytes());
+                eprint_text(&format!("{}: {err:#}\n", global.progname));
                 ExitCode::from(1)
             }
         };
     }
 
     if global.verbose {
-        eprint_bytes(format!("Using config file '{}'\n", global.config_file.display()).as_bytes());
+        eprint_text(&format!(
+            "Using config file '{}'\n",
+            path_text(&global.config_file)
+        ));
     }
     match compat::find(command) {
         Some(cmd) => compat::run(&global, cmd, &operands),
         None => {
-            eprint_bytes(format!("{}: Unknown command '{command}'\n", global.progname).as_bytes());
+            eprint_text(&format!(
+                "{}: Unknown command '{command}'\n",
+                global.progname
+            ));
             usage(&global.progname)
         }
     }

@@ -26,7 +26,7 @@ fn words(v: &[&str]) -> Vec<String> {
 fn cluster_name() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => prop::sample::select(vec!["alpha", "beta", "c1"]),
-        1 => prop::sample::select(vec!["", " sp ", "bad-name", "abcdefghijklmnopq", "abcdefghijklmnop", "zz"]),
+        1 => prop::sample::select(vec!["", " sp ", "bad-name", "abcdefghijklmnopq", "abcdefghijklmnop", "zz", "caf\u{10FFE9}"]),
     ]
     .prop_map(String::from)
 }
@@ -34,7 +34,8 @@ fn cluster_name() -> impl Strategy<Value = String> {
 fn node_name() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => prop::sample::select(vec!["n0", "n1", "n2", "n3", "n4", "n5"]),
-        1 => prop::sample::select(vec![" n1 ", "", "  ", "node-x", "n.1"]),
+        // "n\u{10FFF8}de" stands for the Latin-1 bytes of "nøde" (see o2nm::text).
+        1 => prop::sample::select(vec![" n1 ", "", "  ", "node-x", "n.1", "n\u{10FFF8}de"]),
     ]
     .prop_map(String::from)
 }
@@ -66,7 +67,7 @@ fn port() -> impl Strategy<Value = String> {
 fn region() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => prop::sample::select(vec!["70CE683A83964E2F8A240638A5209DED", "AABB", "R1"]),
-        1 => prop::sample::select(vec![" R1 ", "/dev/null", "a b"]),
+        1 => prop::sample::select(vec![" R1 ", "/dev/null", "a b", "\u{10FFFF}\u{10FFFE}"]),
     ]
     .prop_map(String::from)
 }

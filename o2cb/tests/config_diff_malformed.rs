@@ -108,6 +108,10 @@ fn corpus() -> Vec<(&'static str, Vec<u8>)> {
         ("bad heartbeat of an unknown cluster", format!("{H}heartbeat:\n\tcluster = q\n\tregion =\n").into_bytes()),
         ("non-ASCII cluster name", s("cluster:\n\tname = café\n\tnode_count = 0\n")),
         (
+            "Latin-1 names",
+            b"cluster:\n\tname = caf\xe9\n\tnode_count = 1\n\nnode:\n\tcluster = caf\xe9\n\tname = n\xf8de\n\tnumber = 1\n\tip_address = 1.2.3.4\n\tip_port = 7777\n\nheartbeat:\n\tcluster = caf\xe9\n\tregion = \xff\xfe\n".to_vec(),
+        ),
+        (
             "multi-line cluster name matched by a node",
             s("cluster:\n\tname = c\\\nd\n\tnode_count = 1\n\nnode:\n\tcluster = c\\\nd\n\tname = n1\n\tnumber = 1\n\tip_address = 1.2.3.4\n\tip_port = 7777\n"),
         ),

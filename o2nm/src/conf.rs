@@ -15,12 +15,16 @@
 //!   up to 2^32-1. A heartbeat needs a non-empty `region`, unique in its
 //!   cluster. Other keys and stanza types are ignored.
 //! * A duplicate cluster name refuses the whole file.
+//!
+//! Values are text; bytes that are not UTF-8 are kept exactly, as the
+//! private-use characters of [`crate::text`].
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::jconfig::{self, OutStanza, RawStanza};
+use crate::text;
 
 /// Where something was read from. Equality ignores it, so that a model read
 /// from a file equals the same model built in code.
@@ -229,18 +233,14 @@ impl Loader<'_> {
         })
     }
 
-    fn text(&self, stanza: &RawStanza, key: &str) -> Result<Option<(String, usize)>> {
-        match stanza.get(key) {
-            None => Ok(None),
-            Some((bytes, line)) => match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(Some((s.to_string(), line))),
-                Err(_) => self.invalid(line, format!("the value of '{key}' is not valid UTF-8")),
-            },
-        }
+    fn text(&self, stanza: &RawStanza, key: &str) -> Option<(String, usize)> {
+        stanza
+            .get(key)
+            .map(|(bytes, line)| (text::decode(bytes), line))
     }
 
     fn required(&self, stanza: &RawStanza, key: &str) -> Result<(String, usize)> {
-        match self.text(stanza, key)? {
+        match self.text(stanza, key) {
             Some((v, line)) if !v.is_empty() => Ok((v, line)),
             Some((_, line)) => self.invalid(line, format!("{} '{key}' is empty", stanza.kind)),
             None => self.invalid(
@@ -285,10 +285,10 @@ impl Loader<'_> {
     }
 
     fn cluster(&self, stanza: &RawStanza, all: &[RawStanza]) -> Result<ClusterStanza> {
-        let Some((name, _)) = self.text(stanza, "name")? else {
+        let Some((name, _)) = self.text(stanza, "name") else {
             return self.invalid(stanza.line, "cluster stanza has no 'name' (it is required)");
         };
-        let heartbeat_mode = match self.text(stanza, "heartbeat_mode")? {
+        let heartbeat_mode = match self.text(stanza, "heartbeat_mode") {
             None => HeartbeatMode::Local,
             Some((mode, line)) => match HeartbeatMode::parse(&mode) {
                 Some(m) => m,
@@ -300,7 +300,11 @@ impl Loader<'_> {
                 }
             },
         };
-        let belongs = |s: &&RawStanza| s.get("cluster").is_some_and(|(v, _)| v == name.as_bytes());
+        let raw_name = text::encode(&name);
+        let belongs = |s: &&RawStanza| {
+            s.get("cluster")
+                .is_some_and(|(v, _)| v == raw_name.as_slice())
+        };
         let mut nodes: Vec<NodeStanza> = Vec::new();
         for raw in all.iter().filter(|s| s.kind == "node").filter(belongs) {
             let node = self.node(raw)?;
@@ -412,9 +416,7 @@ impl ClusterConf {
                 });
             }
             if stanza.kind != "cluster" {
-                let owner = stanza
-                    .get("cluster")
-                    .map(|(v, _)| String::from_utf8_lossy(v).into_owned());
+                let owner = stanza.get("cluster").map(|(v, _)| text::decode(v));
                 match owner {
                     None => warnings.push(warn(format!(
                         "{} stanza has no 'cluster' key and is ignored",

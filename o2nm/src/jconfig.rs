@@ -491,7 +491,7 @@ pub(crate) fn write(stanzas: &[OutStanza]) -> Vec<u8> {
             out.push('\n');
         }
     }
-    out.into_bytes()
+    crate::text::encode(&out)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod conf;
 mod error;
 mod jconfig;
 mod sysconfig;
+pub mod text;
 
 pub use cluster::{Cluster, LocalNode, Node, Region, Timeouts};
 pub use conf::{

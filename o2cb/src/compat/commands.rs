@@ -13,7 +13,7 @@ use o2nm::{
 
 use super::getopt::{Getopt, Item, LongOpt, Order};
 use super::{Ctx, Outcome};
-use crate::print_bytes;
+use crate::print_text;
 
 /// Which objects a `list-*` command shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,8 @@ pub(super) fn remove_cluster(ctx: &mut Ctx) -> Outcome {
 /// `getaddrinfo` for an IPv4 TCP address, as `o2cb add-node` looks up a node
 /// name given without `--ip`; the error is `gai_strerror`'s text.
 fn resolve_ipv4(name: &str) -> Result<Ipv4Addr, String> {
-    let c_name = CString::new(name).map_err(|_| "Name or service not known".to_string())?;
+    let c_name = CString::new(o2nm::text::encode(name))
+        .map_err(|_| "Name or service not known".to_string())?;
     // SAFETY: zeroed addrinfo is the documented way to build hints.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_family = libc::AF_INET;
@@ -197,7 +198,7 @@ pub(super) fn add_node(ctx: &mut Ctx) -> Outcome {
                 }
             }
             Item::Error(msg) => {
-                crate::eprint_bytes(format!("{msg}\n").as_bytes());
+                crate::eprint_text(&format!("{msg}\n"));
                 bad_usage = true;
             }
         }
@@ -311,7 +312,7 @@ pub(super) fn remove_node(ctx: &mut Ctx) -> Outcome {
 
 /// The UUID of the OCFS2 volume at `path`, from its superblock.
 fn volume_uuid(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", crate::path_text(path)))?;
     o2hb::ocfs2::read_superblock(&file, path)
         .map(|sb| sb.uuid)
         .map_err(|e| e.to_string())
@@ -320,14 +321,15 @@ fn volume_uuid(path: &Path) -> Result<String, String> {
 /// The region named by a command argument: a block device stands for its
 /// OCFS2 volume, whose UUID names the region; anything else is the name.
 fn region_of(ctx: &Ctx, arg: &str) -> Option<String> {
-    let is_block = std::fs::metadata(arg).is_ok_and(|m| m.file_type().is_block_device());
+    let path = crate::path_of(arg);
+    let is_block = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_block_device());
     if !is_block {
         ctx.debug(&format!("'{arg}' is not a block device; assuming region"));
         ctx.debug(&format!("Heartbeat region '{arg}'"));
         return Some(arg.to_string());
     }
     ctx.debug(&format!("Reading region of block device '{arg}'"));
-    match volume_uuid(Path::new(arg)) {
+    match volume_uuid(&path) {
         Ok(uuid) => {
             ctx.debug(&format!("Heartbeat region '{uuid}'"));
             Some(uuid)
@@ -408,7 +410,7 @@ pub(super) fn list_clusters(ctx: &Ctx) -> Outcome {
         out.push_str(&c.name);
         out.push('\n');
     }
-    print_bytes(out.as_bytes());
+    print_text(&out);
     Outcome::done(false)
 }
 
@@ -425,7 +427,7 @@ pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
         match item {
             Item::Opt { .. } => oneline = true,
             Item::Error(msg) => {
-                crate::eprint_bytes(format!("{msg}\n").as_bytes());
+                crate::eprint_text(&format!("{msg}\n"));
                 bad_usage = true;
             }
         }
@@ -473,7 +475,7 @@ pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
             )
         });
     }
-    print_bytes(out.as_bytes());
+    print_text(&out);
     Outcome::done(false)
 }
 

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use o2nm::ClusterConf;
 
-use crate::{eprint_bytes, Global};
+use crate::{eprint_text, path_text, Global};
 
 /// The directory ocfs2-tools creates when it writes the configuration.
 const DEFAULT_CONFIG_DIR: &str = "/etc/ocfs2";
@@ -199,20 +199,20 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// `o2cb: <message>` on stderr, as the tools' `errorf`.
     fn error(&self, msg: &str) {
-        eprint_bytes(format!("{}: {msg}\n", self.global.progname).as_bytes());
+        eprint_text(&format!("{}: {msg}\n", self.global.progname));
     }
 
     /// A message shown with `-v` (ocfs2-tools' VL_APP level).
     fn verbose(&self, msg: &str) {
         if self.global.verbosity >= 1 {
-            eprint_bytes(format!("{msg}\n").as_bytes());
+            eprint_text(&format!("{msg}\n"));
         }
     }
 
     /// A message shown with `-vvv` (ocfs2-tools' VL_DEBUG level).
     fn debug(&self, msg: &str) {
         if self.global.verbosity >= 3 {
-            eprint_bytes(format!("{msg}\n").as_bytes());
+            eprint_text(&format!("{msg}\n"));
         }
     }
 }
@@ -224,14 +224,11 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
     // configuration (writing it back then fails).
     let loaded = if path.is_dir() {
         if global.verbose {
-            eprint_bytes(
-                format!(
-                    "{}: warning: {} is a directory, read as an empty configuration\n",
-                    global.progname,
-                    path.display()
-                )
-                .as_bytes(),
-            );
+            eprint_text(&format!(
+                "{}: warning: {} is a directory, read as an empty configuration\n",
+                global.progname,
+                path_text(path)
+            ));
         }
         Ok((ClusterConf::default(), Vec::new()))
     } else {
@@ -241,23 +238,21 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
         Ok((conf, warnings)) => {
             if global.verbose {
                 for w in warnings {
-                    eprint_bytes(
-                        format!("{}: warning: {}: {w}\n", global.progname, path.display())
-                            .as_bytes(),
-                    );
+                    eprint_text(&format!(
+                        "{}: warning: {}: {w}\n",
+                        global.progname,
+                        path_text(path)
+                    ));
                 }
             }
             conf
         }
         Err(err) => {
-            eprint_bytes(
-                format!(
-                    "{}: {err} (while loading cluster configuration file '{}')\n",
-                    global.progname,
-                    path.display()
-                )
-                .as_bytes(),
-            );
+            eprint_text(&format!(
+                "{}: {err} (while loading cluster configuration file '{}')\n",
+                global.progname,
+                path_text(path)
+            ));
             return ExitCode::from(1);
         }
     };
@@ -292,7 +287,7 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
         if let Err(err) = ctx.conf.store(path) {
             ctx.error(&format!(
                 "{err} (while storing the cluster configuration in file '{}')",
-                path.display()
+                path_text(path)
             ));
             return ExitCode::from(1);
         }

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+use o2nm::text;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,7 +29,8 @@ pub fn ours() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_o2cb"))
 }
 
-/// What one run printed and how it ended.
+/// What one run printed and how it ended (output bytes kept exactly, see
+/// `o2nm::text`; arguments are passed as the bytes they stand for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     /// The exit code, or `None` if a signal killed it.
@@ -49,14 +54,14 @@ pub fn run_raw(bin: &Path, dir: &Path, args: &[String]) -> Run {
         .arg0("o2cb")
         .current_dir(dir)
         .env_remove("O2CB_NODE")
-        .args(args)
+        .args(args.iter().map(|a| OsString::from_vec(text::encode(a))))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
     Run {
         code: out.status.code(),
         signal: out.status.signal(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: text::decode(&out.stdout),
+        stderr: text::decode(&out.stderr),
     }
 }
 
