@@ -25,6 +25,9 @@ pub struct SimArgs {
     /// Number of nodes (1-255), numbered from 0.
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
+    /// Heartbeat regions (1-32): 1 is the kernel's local mode, more run global heartbeat mode.
+    #[arg(long, default_value_t = 1)]
+    pub regions: u8,
     /// The seed of a single run.
     #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
     pub seed: u64,
@@ -73,6 +76,7 @@ impl SimArgs {
             return Err(SimError::NodeCount(u64::from(self.nodes)));
         }
         let mut cfg = SimConfig::new(self.nodes, seed);
+        cfg.regions = self.regions;
         cfg.duration = parse_duration(&self.duration)?;
         cfg.faults = FaultSet::parse(&self.faults)?;
         cfg.timing = Timing {
@@ -141,6 +145,7 @@ impl SimArgs {
     fn defaults() -> SimArgs {
         SimArgs {
             nodes: 3,
+            regions: 1,
             seed: 1,
             seeds: None,
             faults: "all".into(),

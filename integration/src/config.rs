@@ -85,6 +85,10 @@ pub enum TraceMode {
 pub struct SimConfig {
     /// Number of nodes, 1..=255, numbered from 0.
     pub nodes: u16,
+    /// Heartbeat regions, 1..=32. One is the kernel's local mode (a region per
+    /// volume); more run global heartbeat mode, where a node fences only when
+    /// half or more of its quorum regions time out.
+    pub regions: u8,
     pub seed: u64,
     /// Virtual length of the run.
     pub duration: Duration,
@@ -102,6 +106,7 @@ impl SimConfig {
     pub fn new(nodes: u16, seed: u64) -> Self {
         SimConfig {
             nodes,
+            regions: 1,
             seed,
             duration: Duration::from_secs(600),
             faults: FaultSet::none(),

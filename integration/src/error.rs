@@ -11,6 +11,8 @@ pub enum SimError {
     UnknownFault { word: String, known: String },
     #[error("a cluster has 1 to 255 nodes, not {0}")]
     NodeCount(u64),
+    #[error("a node heartbeats on 1 to 32 regions, not {0}")]
+    RegionCount(u8),
     #[error("bad seed range {0:?}: expected A..B with A < B, e.g. 0..1000")]
     SeedRange(String),
     #[error("bad duration {0:?}: expected a number with unit s, m, h or ms, e.g. 600s")]

@@ -10,7 +10,7 @@
 use crate::config::Timing;
 use crate::error::SimError;
 use crate::rng::{SimRng, Stream};
-use crate::stack::NodeId;
+use crate::stack::{NodeId, RegionId};
 use crate::time::SimTime;
 use std::fmt;
 use std::time::Duration;
@@ -146,14 +146,16 @@ pub enum Action {
         a: NodeId,
         b: NodeId,
     },
-    /// Hang (or release) every heartbeat I/O of `node`.
+    /// Hang (or release) the heartbeat I/O of `node` on `regions`.
     Stall {
         node: NodeId,
+        regions: Vec<RegionId>,
         stalled: bool,
     },
-    /// Multiply the service time of `node`'s heartbeat I/O (1 = healthy).
+    /// Multiply the service time of `node`'s heartbeat I/O on `regions` (1 = healthy).
     Slow {
         node: NodeId,
+        regions: Vec<RegionId>,
         factor: u32,
     },
     Crash {
@@ -185,13 +187,28 @@ impl fmt::Display for Action {
             Action::Reset { a, b } => write!(f, "reset connection n{a} <-> n{b}"),
             Action::Stall {
                 node,
+                regions,
                 stalled: true,
-            } => write!(f, "stall heartbeat I/O of n{node}"),
+            } => {
+                write!(f, "stall heartbeat I/O of n{node} on regions {regions:?}")
+            }
             Action::Stall {
                 node,
+                regions,
                 stalled: false,
-            } => write!(f, "release heartbeat I/O of n{node}"),
-            Action::Slow { node, factor } => write!(f, "heartbeat I/O of n{node} x{factor} slower"),
+            } => {
+                write!(f, "release heartbeat I/O of n{node} on regions {regions:?}")
+            }
+            Action::Slow {
+                node,
+                regions,
+                factor,
+            } => {
+                write!(
+                    f,
+                    "heartbeat I/O of n{node} on regions {regions:?} x{factor} slower"
+                )
+            }
             Action::Crash { node } => write!(f, "crash n{node}"),
             Action::Pause { node, length } => {
                 write!(f, "pause n{node} for {:.3}s", length.as_secs_f64())
@@ -227,8 +244,10 @@ pub struct Episode {
     pub recover: SimTime,
     /// The node a single-node fault hits.
     pub node: Option<NodeId>,
-    /// The two sides of a partition (a one-way cut blocks first → second).
-    pub groups: Option<(Vec<NodeId>, Vec<NodeId>)>,
+    /// The sides of a partition (a one-way cut blocks the first → the second).
+    pub groups: Vec<Vec<NodeId>>,
+    /// The heartbeat regions a disk fault hits.
+    pub regions: Vec<RegionId>,
     /// Directions cut by a network fault, as (from, to).
     pub cut: Vec<(NodeId, NodeId)>,
 }
@@ -253,10 +272,11 @@ pub fn tail(t: &Timing) -> Duration {
 }
 
 impl FaultPlan {
-    /// Draws the plan for `nodes` nodes from `seed`.
+    /// Draws the plan for `nodes` nodes heartbeating on `regions` regions from `seed`.
     pub fn draw(
         seed: u64,
         nodes: u16,
+        regions: u8,
         kinds: &FaultSet,
         timing: &Timing,
         duration: Duration,
@@ -271,7 +291,7 @@ impl FaultPlan {
             SimTime::ZERO + warmup(timing) + rng.duration(Duration::ZERO, timing.hb_period * 5);
         loop {
             let kind = kinds.kinds()[rng.index(kinds.kinds().len())];
-            let Some(ep) = plan.draw_episode(kind, t, nodes, timing, &mut rng) else {
+            let Some(ep) = plan.draw_episode(kind, t, nodes, regions, timing, &mut rng) else {
                 // Not possible in this cluster (e.g. no pair to cut); try another kind or stop.
                 if kinds.kinds().iter().all(|k| k.is_network()) && nodes < 2 {
                     break;
@@ -304,6 +324,7 @@ impl FaultPlan {
         kind: FaultKind,
         start: SimTime,
         nodes: u16,
+        regions: u8,
         t: &Timing,
         rng: &mut SimRng,
     ) -> Option<Episode> {
@@ -333,24 +354,44 @@ impl FaultPlan {
             heal: start,
             recover: start,
             node: None,
-            groups: None,
+            groups: Vec::new(),
+            regions: Vec::new(),
             cut: Vec::new(),
+        };
+        // A disk fault hits some of the node's regions (all of them with one region).
+        let some_regions = |rng: &mut SimRng| {
+            let mut all: Vec<RegionId> = (0..regions.max(1)).collect();
+            rng.shuffle(&mut all);
+            let k = 1 + rng.index(all.len());
+            let mut picked: Vec<RegionId> = all.into_iter().take(k).collect();
+            picked.sort_unstable();
+            picked
         };
         match kind {
             FaultKind::Partition | FaultKind::OneWay => {
                 if all.len() < 2 {
                     return None;
                 }
-                let (a, b) = split(&all, rng);
-                for &x in &a {
-                    for &y in &b {
-                        ep.cut.push((x, y));
-                        if kind == FaultKind::Partition {
-                            ep.cut.push((y, x));
+                // Mostly two sides; sometimes three, where no side may hold a majority.
+                let sides = if kind == FaultKind::Partition && all.len() >= 5 && rng.chance(0.3) {
+                    3
+                } else {
+                    2
+                };
+                ep.groups = split(&all, sides, rng);
+                for (i, gi) in ep.groups.iter().enumerate() {
+                    for (j, gj) in ep.groups.iter().enumerate() {
+                        let cut = if kind == FaultKind::Partition {
+                            i != j
+                        } else {
+                            i == 0 && j == 1
+                        };
+                        if cut {
+                            ep.cut
+                                .extend(gi.iter().flat_map(|&x| gj.iter().map(move |&y| (x, y))));
                         }
                     }
                 }
-                ep.groups = Some((a, b));
                 ep.heal = start + net_length(rng);
                 ep.recover = ep.heal + reboot(rng);
             }
@@ -369,6 +410,7 @@ impl FaultPlan {
             }
             FaultKind::Stall => {
                 ep.node = Some(all[rng.index(all.len())]);
+                ep.regions = some_regions(rng);
                 let length = if rng.chance(0.35) {
                     rng.duration(
                         t.hb_period,
@@ -382,6 +424,7 @@ impl FaultPlan {
             }
             FaultKind::Slow => {
                 ep.node = Some(all[rng.index(all.len())]);
+                ep.regions = some_regions(rng);
                 ep.heal = start + rng.duration(t.hb_period * 5, t.hb_period * 60);
                 ep.recover = ep.heal + reboot(rng);
             }
@@ -409,17 +452,25 @@ impl FaultPlan {
         };
         match ep.kind {
             FaultKind::Partition | FaultKind::OneWay => {
-                if let Some((a, b)) = &ep.groups {
-                    add(
-                        ep.start,
-                        Action::Cut {
-                            from: a.clone(),
-                            to: b.clone(),
-                            both: ep.kind == FaultKind::Partition,
-                        },
-                    );
-                    add(ep.heal, Action::HealNetwork);
+                let both = ep.kind == FaultKind::Partition;
+                for (i, from) in ep.groups.iter().enumerate() {
+                    for to in ep
+                        .groups
+                        .iter()
+                        .skip(i + 1)
+                        .take(if both { usize::MAX } else { 1 })
+                    {
+                        add(
+                            ep.start,
+                            Action::Cut {
+                                from: from.clone(),
+                                to: to.clone(),
+                                both,
+                            },
+                        );
+                    }
                 }
+                add(ep.heal, Action::HealNetwork);
             }
             FaultKind::Drop => {
                 if let Some(&(a, b)) = ep.cut.first() {
@@ -428,10 +479,12 @@ impl FaultPlan {
             }
             FaultKind::Stall => {
                 if let Some(node) = ep.node {
+                    let regions = ep.regions.clone();
                     add(
                         ep.start,
                         Action::Stall {
                             node,
+                            regions: regions.clone(),
                             stalled: true,
                         },
                     );
@@ -439,6 +492,7 @@ impl FaultPlan {
                         ep.heal,
                         Action::Stall {
                             node,
+                            regions,
                             stalled: false,
                         },
                     );
@@ -446,9 +500,26 @@ impl FaultPlan {
             }
             FaultKind::Slow => {
                 if let Some(node) = ep.node {
-                    let factor = u32::try_from(rng.between(10, 200)).unwrap_or(10);
-                    add(ep.start, Action::Slow { node, factor });
-                    add(ep.heal, Action::Slow { node, factor: 1 });
+                    // Up to a few seconds per I/O: iterations stretch past the
+                    // period, peers see fewer changes, yet writes still complete.
+                    let factor = u32::try_from(rng.between(10, 1500)).unwrap_or(10);
+                    let regions = ep.regions.clone();
+                    add(
+                        ep.start,
+                        Action::Slow {
+                            node,
+                            regions: regions.clone(),
+                            factor,
+                        },
+                    );
+                    add(
+                        ep.heal,
+                        Action::Slow {
+                            node,
+                            regions,
+                            factor: 1,
+                        },
+                    );
                 }
             }
             FaultKind::Crash => {
@@ -472,14 +543,79 @@ impl FaultPlan {
     }
 }
 
-/// Splits `nodes` into two non-empty groups at random.
-fn split(nodes: &[NodeId], rng: &mut SimRng) -> (Vec<NodeId>, Vec<NodeId>) {
+/// Splits `nodes` into `sides` non-empty groups at random (fewer if there are fewer nodes).
+fn split(nodes: &[NodeId], sides: usize, rng: &mut SimRng) -> Vec<Vec<NodeId>> {
     let mut shuffled = nodes.to_vec();
     rng.shuffle(&mut shuffled);
-    let k = 1 + rng.index(shuffled.len().saturating_sub(1).max(1));
-    let mut a = shuffled[..k].to_vec();
-    let mut b = shuffled[k..].to_vec();
-    a.sort();
-    b.sort();
-    (a, b)
+    let sides = sides.clamp(1, shuffled.len().max(1));
+    // Cut points: distinct positions in 1..len, sorted.
+    let mut cuts: Vec<usize> = (1..shuffled.len()).collect();
+    rng.shuffle(&mut cuts);
+    let mut cuts: Vec<usize> = cuts.into_iter().take(sides - 1).collect();
+    cuts.sort_unstable();
+    let mut groups = Vec::new();
+    let mut begin = 0;
+    for end in cuts.into_iter().chain(std::iter::once(shuffled.len())) {
+        let mut g = shuffled
+            .get(begin..end)
+            .map(<[NodeId]>::to_vec)
+            .unwrap_or_default();
+        g.sort_unstable();
+        groups.push(g);
+        begin = end;
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cover_every_node_once_in_non_empty_groups() {
+        let nodes: Vec<NodeId> = (0..7).collect();
+        let mut rng = SimRng::new(9, Stream::FaultPlan);
+        for sides in 1..=4 {
+            for _ in 0..50 {
+                let groups = split(&nodes, sides, &mut rng);
+                assert_eq!(groups.len(), sides);
+                assert!(groups.iter().all(|g| !g.is_empty()));
+                let mut all: Vec<NodeId> = groups.concat();
+                all.sort_unstable();
+                assert_eq!(all, nodes);
+            }
+        }
+    }
+
+    #[test]
+    fn plans_keep_episodes_apart_and_inside_the_run() {
+        let t = Timing::default();
+        for seed in 0..50 {
+            let plan = FaultPlan::draw(seed, 5, 3, &FaultSet::all(), &t, Duration::from_secs(3600));
+            assert!(!plan.episodes.is_empty());
+            for w in plan.episodes.windows(2) {
+                assert!(w[0].recover < w[1].start, "seed {seed}: episodes overlap");
+            }
+            let end = SimTime::from_secs(3600);
+            assert!(plan.actions.iter().all(|p| p.at < end));
+            assert!(plan.actions.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(plan
+                .episodes
+                .iter()
+                .all(|e| e.regions.iter().all(|r| *r < 3)));
+        }
+    }
+
+    #[test]
+    fn fault_sets_parse_names_and_refuse_unknown_ones() {
+        assert_eq!(FaultSet::parse("all"), Ok(FaultSet::all()));
+        assert_eq!(FaultSet::parse("none"), Ok(FaultSet::none()));
+        let s = FaultSet::parse("crash, partition,crash").unwrap();
+        assert_eq!(s.kinds(), &[FaultKind::Partition, FaultKind::Crash]);
+        assert_eq!(s.to_string(), "partition,crash");
+        assert!(matches!(
+            FaultSet::parse("meteor"),
+            Err(SimError::UnknownFault { .. })
+        ));
+    }
 }

@@ -27,10 +27,6 @@ pub const PING_KEY: u32 = 0x5349_4d50;
 const NEGO_SEND_BASE: u64 = 1 << 63;
 /// The simulated wall clock starts on 2026-01-01 (heartbeat seq is wall-clock seconds).
 const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
-/// The o2hb region number of the one region (local heartbeat mode).
-const HB_REGION: o2hb::RegionId = 0;
-/// The simulator's disk region that holds it.
-const SIM_REGION: RegionId = 0;
 
 const T_ITERATION: &str = "hb.iteration";
 const T_WRITE_TIMEOUT: &str = "hb.write_timeout";
@@ -40,7 +36,8 @@ const T_NET: &str = "net.timers";
 /// What a delivered request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Handler {
-    Nego(NegoKind),
+    /// o2hb timeout negotiation of one region.
+    Nego(NegoKind, o2hb::RegionId),
     Ping,
 }
 
@@ -55,11 +52,13 @@ pub struct O2Stack {
     incarnation: u32,
     generation: u64,
     verbose: bool,
-    spec: RegionSpec,
-    geometry: Option<o2hb::Geometry>,
+    /// Geometry of each region, indexed by the simulator's region number,
+    /// which is also the o2hb region number (regions are added in order).
+    geometry: Vec<o2hb::Geometry>,
     hb: Option<HeartbeatSet>,
     net: Option<NetCore<Handler>>,
-    nego_key: u32,
+    /// o2net key of each region's negotiation messages.
+    nego_keys: Vec<u32>,
     /// Core connection id ↔ simulator connection id.
     to_sim: BTreeMap<o2net::ConnId, ConnId>,
     to_core: BTreeMap<ConnId, o2net::ConnId>,
@@ -76,7 +75,7 @@ impl O2Stack {
     /// Builds the cores; a core that refuses the configuration is reported in
     /// the trace and leaves the node without that layer (the checkers then see
     /// a node that never comes up).
-    pub fn new(setup: &NodeSetup, spec: &RegionSpec) -> Self {
+    pub fn new(setup: &NodeSetup, specs: &[RegionSpec]) -> Self {
         let t = setup.timing;
         let period_ms = u64::try_from(t.hb_period.as_millis()).unwrap_or(u64::MAX);
         let mut configured = o2hb::NodeMap::new();
@@ -90,28 +89,40 @@ impl O2Stack {
                 addr: node_addr(n),
             });
         }
-        let geometry = o2hb::Geometry::new(
-            u64::from(spec.block_bytes),
-            spec.start_block,
-            u64::from(spec.blocks),
-        )
-        .ok();
+        let geometry: Vec<o2hb::Geometry> = specs
+            .iter()
+            .filter_map(|s| {
+                o2hb::Geometry::new(u64::from(s.block_bytes), s.start_block, u64::from(s.blocks))
+                    .ok()
+            })
+            .collect();
+        // One region is the kernel's local mode; several are global heartbeat.
+        let mode = if specs.len() > 1 {
+            o2hb::Mode::Global
+        } else {
+            o2hb::Mode::Local
+        };
         let hb = o2hb::Timing::new(period_ms, t.dead_threshold)
             .ok()
             .and_then(|timing| {
                 let cfg = o2hb::SetConfig {
                     node: setup.node,
-                    mode: o2hb::Mode::Local,
+                    mode,
                     timing,
                     configured,
                 };
                 let mut set = HeartbeatSet::new(cfg).ok()?;
-                let region = o2hb::RegionConfig {
-                    name: spec.name.clone(),
-                    device: format!("simdisk{SIM_REGION}"),
-                    geometry: geometry?,
-                };
-                set.add_region(region).ok()?;
+                for (r, (spec, g)) in specs.iter().zip(&geometry).enumerate() {
+                    let region = o2hb::RegionConfig {
+                        name: spec.name.clone(),
+                        device: format!("simdisk{r}"),
+                        geometry: *g,
+                    };
+                    // Regions take the lowest free number: the simulator's region number.
+                    if set.add_region(region).ok()? != r {
+                        return None;
+                    }
+                }
                 Some(set)
             });
         let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
@@ -120,22 +131,18 @@ impl O2Stack {
         net_cfg.idle_timeout_ms = ms(t.idle_timeout);
         net_cfg.keepalive_delay_ms = ms(t.keepalive_delay);
         net_cfg.reconnect_delay_ms = ms(t.reconnect_delay);
-        let nego_key = o2hb::core::nego_key(HB_REGION, &spec.name);
+        let nego_keys: Vec<u32> = specs
+            .iter()
+            .enumerate()
+            .map(|(r, s)| o2hb::core::nego_key(r, &s.name))
+            .collect();
         let net = NetCore::new(net_cfg).ok().and_then(|mut core| {
-            core.register_handler(
-                NegoKind::Timeout as u16,
-                nego_key,
-                1,
-                Handler::Nego(NegoKind::Timeout),
-            )
-            .ok()?;
-            core.register_handler(
-                NegoKind::Approve as u16,
-                nego_key,
-                1,
-                Handler::Nego(NegoKind::Approve),
-            )
-            .ok()?;
+            for (r, key) in nego_keys.iter().enumerate() {
+                for kind in [NegoKind::Timeout, NegoKind::Approve] {
+                    core.register_handler(kind as u16, *key, 1, Handler::Nego(kind, r))
+                        .ok()?;
+                }
+            }
             core.register_handler(PING_MSG_TYPE, PING_KEY, 8, Handler::Ping)
                 .ok()?;
             Some(core)
@@ -145,11 +152,10 @@ impl O2Stack {
             incarnation: setup.incarnation,
             generation: setup.generation,
             verbose: setup.verbose,
-            spec: spec.clone(),
             geometry,
             hb,
             net,
-            nego_key,
+            nego_keys,
             to_sim: BTreeMap::new(),
             to_core: BTreeMap::new(),
             connecting: BTreeSet::new(),
@@ -185,22 +191,37 @@ impl O2Stack {
 
     fn hb_output(&mut self, now: SimTime, o: o2hb::Output, out: &mut Vec<Effect>) {
         use o2hb::Output as H;
-        let Some(g) = self.geometry else { return };
+        // The simulator's region number is o2hb's (see `new`).
+        let sim = |r: o2hb::RegionId| RegionId::try_from(r).unwrap_or(RegionId::MAX);
         match o {
             H::Read {
-                first_slot, slots, ..
-            } => out.push(Effect::DiskRead {
-                region: SIM_REGION,
-                offset: g.slot_offset(first_slot),
-                len: usize::from(slots) * g.block_bytes(),
-                tag: 0,
-            }),
-            H::Write { slot, block, .. } => out.push(Effect::DiskWrite {
-                region: SIM_REGION,
-                offset: g.slot_offset(slot),
-                data: block,
-                tag: 0,
-            }),
+                region,
+                first_slot,
+                slots,
+            } => {
+                if let Some(g) = self.geometry.get(region) {
+                    out.push(Effect::DiskRead {
+                        region: sim(region),
+                        offset: g.slot_offset(first_slot),
+                        len: usize::from(slots) * g.block_bytes(),
+                        tag: 0,
+                    });
+                }
+            }
+            H::Write {
+                region,
+                slot,
+                block,
+            } => {
+                if let Some(g) = self.geometry.get(region) {
+                    out.push(Effect::DiskWrite {
+                        region: sim(region),
+                        offset: g.slot_offset(slot),
+                        data: block,
+                        tag: 0,
+                    });
+                }
+            }
             H::ArmTimer {
                 timer,
                 at_ms,
@@ -213,44 +234,55 @@ impl O2Stack {
                 key: hb_timer(timer, region),
             }),
             H::NodeUp {
-                node, generation, ..
+                region,
+                node,
+                generation,
             } => {
                 out.push(Effect::Note(Note::HbUp {
-                    region: SIM_REGION,
+                    region: sim(region),
                     node,
                     generation,
                 }));
                 self.drive_net(now, o2net::Input::HeartbeatUp(node), out);
             }
-            H::NodeDown { node, .. } => {
+            H::NodeDown { region, node, .. } => {
                 out.push(Effect::Note(Note::HbDown {
-                    region: SIM_REGION,
+                    region: sim(region),
                     node,
                 }));
                 self.drive_net(now, o2net::Input::HeartbeatDown(node), out);
             }
             H::Log(ev) => self.text(out, || format!("o2hb: {}", ev.message)),
             H::SendNego {
-                to, kind, node_num, ..
+                region,
+                to,
+                kind,
+                node_num,
             } => {
+                let Some(&key) = self.nego_keys.get(region) else {
+                    return;
+                };
                 let id = self.next_nego_send;
                 self.next_nego_send += 1;
+                let payload = Bytes::copy_from_slice(&[node_num]);
                 let input = o2net::Input::Send {
                     id,
                     node: to,
                     msg_type: kind as u16,
-                    key: self.nego_key,
-                    payload: Bytes::copy_from_slice(&[node_num]),
+                    key,
+                    payload,
                 };
                 self.drive_net(now, input, out);
             }
-            H::Steady { .. } => out.push(Effect::Note(Note::HbSteady { region: SIM_REGION })),
-            H::StartAborted { .. } => {
-                out.push(Effect::Note(Note::HbStartFailed { region: SIM_REGION }))
-            }
-            H::Stopped { clean, .. } => {
-                self.text(out, || format!("o2hb: region stopped (clean: {clean})"))
-            }
+            H::Steady { region } => out.push(Effect::Note(Note::HbSteady {
+                region: sim(region),
+            })),
+            H::StartAborted { region } => out.push(Effect::Note(Note::HbStartFailed {
+                region: sim(region),
+            })),
+            H::Stopped { region, clean } => self.text(out, || {
+                format!("o2hb: region {region} stopped (clean: {clean})")
+            }),
             H::Fence => out.push(Effect::Fence(FenceReason::WriteTimeout)),
         }
     }
@@ -343,12 +375,12 @@ impl O2Stack {
                 handler,
                 ..
             } => {
-                if let Handler::Nego(kind) = handler {
+                if let Handler::Nego(kind, region) = handler {
                     let node_num = payload.first().copied().unwrap_or(u8::MAX);
                     self.drive_hb(
                         now,
                         o2hb::Input::Nego {
-                            region: HB_REGION,
+                            region,
                             kind,
                             node_num,
                         },
@@ -385,6 +417,16 @@ impl O2Stack {
             N::Fence { .. } => out.push(Effect::Fence(FenceReason::Quorum)),
             N::Log { message, .. } => self.text(out, || format!("o2net: {message}")),
         }
+    }
+}
+
+/// A non-zero generation for `region`, distinct per region, fixed by the boot's generation.
+fn region_generation(boot: u64, region: usize) -> u64 {
+    let mixed = boot ^ (region as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    if mixed == 0 {
+        boot.max(1)
+    } else {
+        mixed
     }
 }
 
@@ -440,20 +482,15 @@ impl Stack for O2Stack {
         match input {
             Input::Boot => {
                 if self.hb.is_none() || self.net.is_none() {
-                    let name = self.spec.name.clone();
                     self.text(out, || {
-                        format!("o2cb: a core refused the configuration of region {name}")
+                        "o2cb: a core refused the simulated cluster's configuration".to_string()
                     });
                 }
-                let generation = self.generation;
-                self.drive_hb(
-                    now,
-                    o2hb::Input::Start {
-                        region: HB_REGION,
-                        generation,
-                    },
-                    out,
-                );
+                for region in 0..self.geometry.len() {
+                    // The kernel draws a generation per region; derive one per region from the boot's.
+                    let generation = region_generation(self.generation, region);
+                    self.drive_hb(now, o2hb::Input::Start { region, generation }, out);
+                }
                 self.sync_net(out);
             }
             Input::Timer(key) => match key.name {
@@ -471,30 +508,18 @@ impl Stack for O2Stack {
                     self.drive_hb(now, o2hb::Input::Timer { region, timer }, out);
                 }
             },
-            Input::DiskReadDone { result, .. } => {
+            Input::DiskReadDone { region, result, .. } => {
+                let region = usize::from(region);
                 let result = match &result {
                     Ok(bytes) => Ok(bytes.as_slice()),
                     Err(errno) => Err(format!("errno {errno}")),
                 };
-                self.drive_hb(
-                    now,
-                    o2hb::Input::ReadDone {
-                        region: HB_REGION,
-                        result,
-                    },
-                    out,
-                );
+                self.drive_hb(now, o2hb::Input::ReadDone { region, result }, out);
             }
-            Input::DiskWriteDone { result, .. } => {
+            Input::DiskWriteDone { region, result, .. } => {
+                let region = usize::from(region);
                 let result = result.map_err(|errno| format!("errno {errno}"));
-                self.drive_hb(
-                    now,
-                    o2hb::Input::WriteDone {
-                        region: HB_REGION,
-                        result,
-                    },
-                    out,
-                );
+                self.drive_hb(now, o2hb::Input::WriteDone { region, result }, out);
             }
             Input::Connected { conn, .. } => {
                 if let Some(&c) = self.to_core.get(&conn) {

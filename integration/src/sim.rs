@@ -17,9 +17,7 @@ use crate::faults::{self, Action, FaultPlan};
 use crate::net::{NetCounters, SimNet};
 use crate::o2stack::O2Stack;
 use crate::rng::{SimRng, Stream};
-use crate::stack::{
-    Effect, FenceReason, Input, NodeId, NodeSetup, Note, Owner, RegionId, Stack, TimerKey,
-};
+use crate::stack::{Effect, FenceReason, Input, NodeId, NodeSetup, Note, Owner, Stack, TimerKey};
 use crate::time::SimTime;
 use crate::trace::{Record, Trace, What};
 use std::collections::HashMap;
@@ -91,23 +89,25 @@ pub struct Simulation {
     scratch: Vec<Effect>,
 }
 
-/// The one shared region every node heartbeats on, as ocfs2-tools lays out a volume's:
-/// named by a 32-hex-digit UUID, 255 slots.
-pub fn region_spec(seed: u64) -> RegionSpec {
-    RegionSpec {
-        name: format!("{:016X}{:016X}", seed, seed.rotate_left(17) ^ 0x0C2F_5EED),
-        block_bytes: 512,
-        start_block: 8,
-        blocks: 255,
-    }
+/// The shared heartbeat regions of a run, laid out as ocfs2-tools lays out a
+/// volume's: named by a 32-hex-digit UUID, 255 slots of 512 bytes.
+pub fn region_specs(cfg: &SimConfig) -> Vec<RegionSpec> {
+    (0..cfg.regions.max(1))
+        .map(|r| RegionSpec {
+            name: format!("{:016X}{:08X}{:08X}", cfg.seed, 0x0C2F_5EED_u32, r),
+            block_bytes: 512,
+            start_block: 8,
+            blocks: 255,
+        })
+        .collect()
 }
 
 impl Simulation {
     /// A run of the o2hb and o2net cores under `cfg`, with the standard checkers.
     pub fn new(cfg: SimConfig) -> Result<Self, SimError> {
-        let spec = region_spec(cfg.seed);
+        let specs = region_specs(&cfg);
         let factory: StackFactory = Box::new(move |setup: &NodeSetup| -> Box<dyn Stack> {
-            Box::new(O2Stack::new(setup, &spec))
+            Box::new(O2Stack::new(setup, &specs))
         });
         Self::with_stacks(cfg, factory)
     }
@@ -116,14 +116,21 @@ impl Simulation {
     pub fn with_stacks(cfg: SimConfig, factory: StackFactory) -> Result<Self, SimError> {
         validate(&cfg)?;
         let nodes = usize::from(cfg.nodes);
-        let plan = FaultPlan::draw(cfg.seed, cfg.nodes, &cfg.faults, &cfg.timing, cfg.duration);
+        let plan = FaultPlan::draw(
+            cfg.seed,
+            cfg.nodes,
+            cfg.regions,
+            &cfg.faults,
+            &cfg.timing,
+            cfg.duration,
+        );
         let checkers = check::standard(&cfg);
         Ok(Simulation {
             now: SimTime::ZERO,
             end: SimTime::ZERO + cfg.duration,
             agenda: Agenda::default(),
             net: SimNet::new(nodes, cfg.net),
-            disk: SimDisk::new(nodes, vec![region_spec(cfg.seed)], cfg.disk),
+            disk: SimDisk::new(nodes, region_specs(&cfg), cfg.disk),
             rng_net: SimRng::new(cfg.seed, Stream::Network),
             rng_disk: SimRng::new(cfg.seed, Stream::Disk),
             rng_gen: SimRng::new(cfg.seed, Stream::Generations),
@@ -797,9 +804,12 @@ impl Simulation {
                 }
             }
             Action::Reset { a, b } => self.net.reset_between(self.now, *a, *b, &mut self.agenda),
-            Action::Stall { node, stalled } => {
-                for r in 0..self.disk.regions().len() {
-                    let region = RegionId::try_from(r).unwrap_or(RegionId::MAX);
+            Action::Stall {
+                node,
+                regions,
+                stalled,
+            } => {
+                for &region in regions {
                     self.disk.set_stalled(
                         self.now,
                         *node,
@@ -810,9 +820,12 @@ impl Simulation {
                     );
                 }
             }
-            Action::Slow { node, factor } => {
-                for r in 0..self.disk.regions().len() {
-                    let region = RegionId::try_from(r).unwrap_or(RegionId::MAX);
+            Action::Slow {
+                node,
+                regions,
+                factor,
+            } => {
+                for &region in regions {
                     self.disk.set_slow(*node, region, *factor);
                 }
             }
@@ -884,6 +897,9 @@ impl Simulation {
 fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     if cfg.nodes == 0 || cfg.nodes > 255 {
         return Err(SimError::NodeCount(u64::from(cfg.nodes)));
+    }
+    if cfg.regions == 0 || cfg.regions > 32 {
+        return Err(SimError::RegionCount(cfg.regions));
     }
     if cfg.timing.dead_threshold <= 2 {
         return Err(SimError::DeadThreshold(cfg.timing.dead_threshold));

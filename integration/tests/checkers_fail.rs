@@ -3,7 +3,7 @@
 //! clean (so it is the breakage that is caught, not noise).
 
 use integration::o2stack::O2Stack;
-use integration::sim::{region_spec, StackFactory};
+use integration::sim::{region_specs, StackFactory};
 use integration::stack::{Effect, Input, NodeSetup, Note, Stack};
 use integration::{FaultKind, FaultSet, Outcome, Sabotage, SimConfig, SimTime, Simulation};
 use std::time::Duration;
@@ -118,9 +118,9 @@ impl Stack for Tamper {
 }
 
 fn tampered(cfg: SimConfig, victim: u8, mode: TamperMode) -> Outcome {
-    let spec = region_spec(cfg.seed);
+    let specs = region_specs(&cfg);
     let factory: StackFactory = Box::new(move |setup: &NodeSetup| -> Box<dyn Stack> {
-        let inner = O2Stack::new(setup, &spec);
+        let inner = O2Stack::new(setup, &specs);
         if setup.node == victim && setup.incarnation == 1 {
             Box::new(Tamper {
                 inner,

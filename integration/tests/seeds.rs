@@ -10,6 +10,7 @@ use std::time::Duration;
 fn args(nodes: u16) -> SimArgs {
     SimArgs {
         nodes,
+        regions: 1,
         seed: 0,
         seeds: None,
         faults: "all".into(),
@@ -69,6 +70,34 @@ fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
 }
 
 #[test]
+fn global_heartbeat_with_several_regions_breaks_no_rule() {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut judged = 0;
+    for (nodes, regions) in [(3u16, 2u8), (4, 3), (5, 4)] {
+        let mut a = args(nodes);
+        a.regions = regions;
+        a.faults = "stall,slow,crash,partition".into();
+        for (o, _) in run_seeds(&a, 0..60, workers).expect("valid arguments") {
+            assert!(
+                o.violations.is_empty(),
+                "{nodes} nodes, {regions} regions, seed {}: {}",
+                o.seed,
+                o.violations[0]
+            );
+            judged += o
+                .tallies
+                .iter()
+                .find(|(n, _)| *n == "stall-fence")
+                .map_or(0, |(_, t)| t.judged);
+        }
+    }
+    assert!(
+        judged >= 20,
+        "stall-fence judged only {judged} global-mode episodes"
+    );
+}
+
+#[test]
 fn a_255_node_cluster_forms_sees_a_crash_and_a_reboot() {
     let mut cfg = SimConfig::new(255, 3);
     cfg.duration = Duration::from_secs(150);
@@ -93,7 +122,8 @@ fn a_255_node_cluster_forms_sees_a_crash_and_a_reboot() {
             heal: reboot,
             recover: reboot,
             node: Some(200),
-            groups: None,
+            groups: Vec::new(),
+            regions: Vec::new(),
             cut: Vec::new(),
         }],
     });

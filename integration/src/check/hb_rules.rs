@@ -8,16 +8,20 @@
 //! on the very bytes that node's reads returned, and on the block it writes
 //! for its own slot. From that it knows which NODE_UP and NODE_DOWN events
 //! each iteration must produce, and checks that the core produced exactly
-//! those, in that iteration, with the right generation. It shares no code
+//! those, in that iteration, with the right generation. With several
+//! regions (global heartbeat mode) a node is UP when it becomes live in its
+//! first region and DOWN when it is dead in all of them. It shares no code
 //! with the o2hb core beyond the block decoder.
 
 use super::{before, Checker, Tally, Violation, World};
 use crate::config::SimConfig;
-use crate::sim::region_spec;
-use crate::stack::{NodeId, Note};
+use crate::disk::RegionSpec;
+use crate::sim::region_specs;
+use crate::stack::{NodeId, Note, RegionId};
 use crate::trace::{Record, What};
 use o2hb::SlotView;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const LIVE_THRESHOLD: u32 = 2;
 
@@ -36,16 +40,17 @@ enum Event {
     Down,
 }
 
-/// What one iteration of one observer must report: node → event.
+/// What one iteration of one region of one observer must report: node → event.
 #[derive(Debug, Default)]
 struct Expectation {
+    iteration: u64,
     events: BTreeMap<NodeId, Event>,
     /// Why, for messages: node → (changed, equal) after the read.
     counts: BTreeMap<NodeId, (u32, u32)>,
 }
 
 #[derive(Debug, Default)]
-struct Observer {
+struct RegionModel {
     baseline_done: bool,
     slots: Vec<SlotModel>,
     /// The iteration read waiting for the observer's own write.
@@ -54,63 +59,94 @@ struct Observer {
     iterations: u64,
 }
 
+/// One boot of one node, as the rules see it.
+#[derive(Debug, Default)]
+struct Observer {
+    regions: Vec<RegionModel>,
+    /// Per node, a bit per region where the model has it live.
+    live_in: BTreeMap<NodeId, u32>,
+}
+
 pub struct HbRules {
     dead_threshold: u32,
     /// How far back a violation's trace window reaches.
-    lookback: std::time::Duration,
-    block_bytes: usize,
-    start_block: u64,
-    slots: usize,
+    lookback: Duration,
+    specs: Vec<RegionSpec>,
     observers: Vec<Observer>,
     tally: Tally,
 }
 
 impl HbRules {
     pub fn new(cfg: &SimConfig) -> Self {
-        let spec = region_spec(cfg.seed);
         HbRules {
             dead_threshold: cfg.timing.dead_threshold,
             lookback: cfg.timing.hb_period * 3,
-            block_bytes: usize::try_from(spec.block_bytes).unwrap_or(512),
-            start_block: spec.start_block,
-            slots: usize::try_from(spec.blocks).unwrap_or(255),
+            specs: region_specs(cfg),
             observers: (0..cfg.nodes).map(|_| Observer::default()).collect(),
             tally: Tally::default(),
         }
     }
 
-    /// Slot number of the first block of an I/O at `offset`.
-    fn first_slot(&self, offset: u64) -> Option<usize> {
-        let block = offset / u64::try_from(self.block_bytes).ok()?;
-        usize::try_from(block.checked_sub(self.start_block)?).ok()
+    fn fresh_observer(&self) -> Observer {
+        Observer {
+            regions: self.specs.iter().map(|_| RegionModel::default()).collect(),
+            live_in: BTreeMap::new(),
+        }
     }
 
-    /// Ends the observer's open iteration: every expected event must have been seen.
-    fn settle(&mut self, node: NodeId, world: &World<'_>, out: &mut Vec<Violation>) {
+    fn block_bytes(&self, region: RegionId) -> usize {
+        self.specs
+            .get(usize::from(region))
+            .and_then(|s| usize::try_from(s.block_bytes).ok())
+            .unwrap_or(512)
+    }
+
+    /// Slot number of the first block of an I/O at `offset` in `region`.
+    fn first_slot(&self, region: RegionId, offset: u64) -> Option<usize> {
+        let spec = self.specs.get(usize::from(region))?;
+        let block = offset / u64::from(spec.block_bytes.max(1));
+        usize::try_from(block.checked_sub(spec.start_block)?).ok()
+    }
+
+    /// Ends the open iteration of `region` (all regions if None): every expected event must have been seen.
+    fn settle(
+        &mut self,
+        node: NodeId,
+        region: Option<RegionId>,
+        world: &World<'_>,
+        out: &mut Vec<Violation>,
+    ) {
         let since = before(world.now, self.lookback);
         let Some(obs) = self.observers.get_mut(usize::from(node)) else {
             return;
         };
-        let Some(exp) = obs.pending.take() else {
-            return;
-        };
-        self.tally.judged += 1;
-        for (m, ev) in exp.events {
-            let (changed, equal) = exp.counts.get(&m).copied().unwrap_or_default();
-            let what = match ev {
-                Event::Up(_) => format!("n{m} UP (it changed in {changed} reads)"),
-                Event::Down => format!("n{m} DOWN ({equal} unchanged reads, or a new generation)"),
+        for (r, model) in obs.regions.iter_mut().enumerate() {
+            if region.is_some_and(|want| usize::from(want) != r) {
+                continue;
+            }
+            let Some(exp) = model.pending.take() else {
+                continue;
             };
-            out.push(Violation {
-                checker: "hb-rules",
-                at: world.now,
-                since,
-                nodes: vec![node, m],
-                message: format!(
-                    "n{node}'s heartbeat iteration {} should have reported {what}, and did not",
-                    obs.iterations
-                ),
-            });
+            self.tally.judged += 1;
+            for (m, ev) in exp.events {
+                let (changed, equal) = exp.counts.get(&m).copied().unwrap_or_default();
+                let what = match ev {
+                    Event::Up(_) => format!("n{m} UP (its slot changed in {changed} reads)"),
+                    Event::Down => {
+                        format!("n{m} DOWN ({equal} unchanged reads, or a new generation)")
+                    }
+                };
+                out.push(Violation {
+                    checker: "hb-rules",
+                    at: world.now,
+                    since,
+                    nodes: vec![node, m],
+                    message: format!(
+                        "n{node}'s heartbeat iteration {} on region {r} should have reported {what}, and did not",
+                        exp.iteration
+                    ),
+                });
+            }
         }
     }
 
@@ -159,36 +195,76 @@ impl HbRules {
         None
     }
 
-    /// The observer wrote its own block: the iteration's slot checks can be replayed now.
-    fn iterate(&mut self, node: NodeId, own: &[u8]) {
-        let bb = self.block_bytes;
-        let Some(obs) = self.observers.get_mut(usize::from(node)) else {
+    /// The observer wrote its own block in `region`: replay the iteration's slot checks.
+    fn iterate(&mut self, node: NodeId, region: RegionId, own: &[u8]) {
+        let bb = self.block_bytes(region);
+        let r = usize::from(region);
+        let Some(mut obs) = self
+            .observers
+            .get_mut(usize::from(node))
+            .map(std::mem::take)
+        else {
             return;
         };
-        let Some((offset, data)) = obs.read.take() else {
-            return;
-        };
-        let mut slots = std::mem::take(&mut obs.slots);
-        let first = self.first_slot(offset).unwrap_or(0);
-        let mut exp = Expectation::default();
-        for (i, chunk) in data.chunks_exact(bb).enumerate() {
-            let slot = first + i;
-            let Ok(m) = NodeId::try_from(slot) else {
-                continue;
-            };
-            let bytes = if m == node { own } else { chunk };
-            let Some(model) = slots.get_mut(slot) else {
-                continue;
-            };
-            if let Some(ev) = self.check_slot(model, bytes) {
-                exp.events.insert(m, ev);
+        if let Some(model) = obs.regions.get_mut(r) {
+            if let Some((offset, data)) = model.read.take() {
+                let first = self.first_slot(region, offset).unwrap_or(0);
+                let mut exp = Expectation {
+                    iteration: model.iterations,
+                    ..Expectation::default()
+                };
+                for (i, chunk) in data.chunks_exact(bb).enumerate() {
+                    let slot = first + i;
+                    let Ok(m) = NodeId::try_from(slot) else {
+                        continue;
+                    };
+                    let bytes = if m == node { own } else { chunk };
+                    let Some(sm) = model.slots.get_mut(slot) else {
+                        continue;
+                    };
+                    let ev = self.check_slot(sm, bytes);
+                    exp.counts.insert(m, (sm.changed, sm.equal));
+                    let bit = 1u32 << (r % 32);
+                    let live_in = obs.live_in.entry(m).or_insert(0);
+                    match ev {
+                        Some(Event::Up(g)) => {
+                            if *live_in == 0 {
+                                exp.events.insert(m, Event::Up(g));
+                            }
+                            *live_in |= bit;
+                        }
+                        Some(Event::Down) => {
+                            *live_in &= !bit;
+                            if *live_in == 0 {
+                                exp.events.insert(m, Event::Down);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                model.iterations += 1;
+                model.pending = Some(exp);
             }
-            exp.counts.insert(m, (model.changed, model.equal));
         }
-        if let Some(obs) = self.observers.get_mut(usize::from(node)) {
-            obs.slots = slots;
-            obs.iterations += 1;
-            obs.pending = Some(exp);
+        if let Some(slot) = self.observers.get_mut(usize::from(node)) {
+            *slot = obs;
+        }
+    }
+
+    fn unexpected(
+        &self,
+        node: NodeId,
+        m: NodeId,
+        region: RegionId,
+        at: crate::time::SimTime,
+        what: String,
+    ) -> Violation {
+        Violation {
+            checker: "hb-rules",
+            at,
+            since: before(at, self.lookback),
+            nodes: vec![node, m],
+            message: format!("n{node} {what} (region {region})"),
         }
     }
 }
@@ -203,105 +279,115 @@ impl Checker for HbRules {
         let idx = usize::from(node);
         match &rec.what {
             What::Boot { .. } | What::Crash | What::Fence(_) => {
-                self.settle(node, world, out);
+                self.settle(node, None, world, out);
+                let fresh = self.fresh_observer();
                 if let Some(o) = self.observers.get_mut(idx) {
-                    *o = Observer::default();
+                    *o = fresh;
                 }
             }
             What::IoDone {
                 write: false,
+                region,
                 offset,
                 data,
                 ok,
-                ..
             } => {
-                self.settle(node, world, out);
-                let bb = self.block_bytes;
-                let first = self.first_slot(*offset);
-                let slots = self.slots;
-                let Some(obs) = self.observers.get_mut(idx) else {
+                self.settle(node, Some(*region), world, out);
+                let bb = self.block_bytes(*region);
+                let first = self.first_slot(*region, *offset);
+                let slots = self
+                    .specs
+                    .get(usize::from(*region))
+                    .map_or(0, |s| s.blocks as usize);
+                let Some(model) = self
+                    .observers
+                    .get_mut(idx)
+                    .and_then(|o| o.regions.get_mut(usize::from(*region)))
+                else {
                     return;
                 };
                 if !ok {
-                    obs.read = None;
-                    return;
-                }
-                if !obs.baseline_done {
+                    model.read = None;
+                } else if !model.baseline_done {
                     // The baseline read seeds every slot without counting a change.
-                    obs.baseline_done = true;
-                    obs.slots = vec![SlotModel::default(); slots];
+                    model.baseline_done = true;
+                    model.slots = vec![SlotModel::default(); slots];
                     let first = first.unwrap_or(0);
                     for (i, chunk) in data.chunks_exact(bb).enumerate() {
                         if let (Ok(v), Some(m)) =
-                            (SlotView::parse(chunk), obs.slots.get_mut(first + i))
+                            (SlotView::parse(chunk), model.slots.get_mut(first + i))
                         {
                             m.seq = v.block.seq;
                             m.generation = v.block.generation;
                         }
                     }
                 } else {
-                    obs.read = Some((*offset, data.to_vec()));
+                    model.read = Some((*offset, data.to_vec()));
                 }
             }
             What::IoSubmit {
-                write: true, data, ..
+                write: true,
+                region,
+                data,
+                ..
             } => {
-                let pending_read = self.observers.get(idx).is_some_and(|o| o.read.is_some());
-                if pending_read {
-                    self.iterate(node, data);
+                let waiting = self
+                    .observers
+                    .get(idx)
+                    .and_then(|o| o.regions.get(usize::from(*region)))
+                    .is_some_and(|m| m.read.is_some());
+                if waiting {
+                    self.iterate(node, *region, data);
                 }
             }
             What::Note(Note::HbUp {
+                region,
                 node: m,
                 generation,
-                ..
             }) => {
-                let lookback = self.lookback;
-                let Some(obs) = self.observers.get_mut(idx) else {
-                    return;
-                };
-                let expected = obs.pending.as_mut().and_then(|e| e.events.remove(m));
+                let model = self
+                    .observers
+                    .get_mut(idx)
+                    .and_then(|o| o.regions.get_mut(usize::from(*region)));
+                let iteration = model.as_ref().map_or(0, |m| m.iterations);
+                let expected = model
+                    .and_then(|md| md.pending.as_mut())
+                    .and_then(|e| e.events.remove(m));
                 match expected {
                     Some(Event::Up(g)) if g == *generation => {}
-                    Some(Event::Up(g)) => out.push(Violation {
-                        checker: "hb-rules",
-                        at: rec.at,
-                        since: before(rec.at, lookback),
-                        nodes: vec![node, *m],
-                        message: format!(
-                            "n{node} reported n{m} UP with generation {generation:#x}; its slot holds {g:#x}"
-                        ),
-                    }),
-                    _ => out.push(Violation {
-                        checker: "hb-rules",
-                        at: rec.at,
-                        since: before(rec.at, lookback),
-                        nodes: vec![node, *m],
-                        message: format!(
-                            "n{node} reported n{m} UP in iteration {}, where the rules do not bring it up",
-                            obs.iterations
-                        ),
-                    }),
+                    Some(Event::Up(g)) => out.push(self.unexpected(
+                        node,
+                        *m,
+                        *region,
+                        rec.at,
+                        format!("reported n{m} UP with generation {generation:#x}; its slot holds {g:#x}"),
+                    )),
+                    _ => out.push(self.unexpected(
+                        node,
+                        *m,
+                        *region,
+                        rec.at,
+                        format!("reported n{m} UP after iteration {iteration}, where the rules do not bring it up"),
+                    )),
                 }
             }
-            What::Note(Note::HbDown { node: m, .. }) => {
-                let lookback = self.lookback;
-                let Some(obs) = self.observers.get_mut(idx) else {
-                    return;
-                };
-                let expected = obs.pending.as_mut().and_then(|e| e.events.remove(m));
+            What::Note(Note::HbDown { region, node: m }) => {
+                let model = self
+                    .observers
+                    .get_mut(idx)
+                    .and_then(|o| o.regions.get_mut(usize::from(*region)));
+                let iteration = model.as_ref().map_or(0, |m| m.iterations);
+                let expected = model
+                    .and_then(|md| md.pending.as_mut())
+                    .and_then(|e| e.events.remove(m));
                 if expected != Some(Event::Down) {
-                    out.push(Violation {
-                        checker: "hb-rules",
-                        at: rec.at,
-                        since: before(rec.at, lookback),
-                        nodes: vec![node, *m],
-                        message: format!(
-                            "n{node} reported n{m} DOWN in iteration {}, where the rules keep it {}",
-                            obs.iterations,
-                            if expected.is_some() { "up and say UP" } else { "as it was" }
-                        ),
-                    });
+                    out.push(self.unexpected(
+                        node,
+                        *m,
+                        *region,
+                        rec.at,
+                        format!("reported n{m} DOWN after iteration {iteration}, where the rules keep it live"),
+                    ));
                 }
             }
             _ => {}
@@ -311,7 +397,7 @@ impl Checker for HbRules {
     fn finish(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
         for n in 0..self.observers.len() {
             if let Ok(node) = NodeId::try_from(n) {
-                self.settle(node, world, out);
+                self.settle(node, None, world, out);
             }
         }
     }

@@ -114,9 +114,14 @@ impl QuorumFences {
             fenced: BTreeSet::new(),
             decided: formed && (decided_len || harmless_len),
             length,
-            groups: match &ep.groups {
-                Some((a, b)) => format!("{a:?} / {b:?}"),
-                None => format!("{:?}", ep.cut),
+            groups: if ep.groups.is_empty() {
+                format!("{:?}", ep.cut)
+            } else {
+                ep.groups
+                    .iter()
+                    .map(|g| format!("{g:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             },
         };
         if j.decided && decided_len {

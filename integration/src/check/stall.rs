@@ -5,8 +5,10 @@
 //! Per stall episode of node S (from the fault plan): every DOWN of S that
 //! another node reports while the stall's consequences play out must come
 //! after S's fence; a stall longer than the write timeout (period × (T−1))
-//! must end in S's write-timeout fence; a stall that ends a few periods
-//! before the write timeout could fire must not. A write-timeout fence with
+//! must end in S's write-timeout fence — in global heartbeat mode only if
+//! it hits half or more of the R regions (2 × stalled ≥ R), otherwise S
+//! must keep running on its healthy regions; a stall that ends a few
+//! periods before the write timeout could fire must not fence. A write-timeout fence with
 //! no stall or process pause in force is always a violation: healthy disks
 //! never justify it.
 
@@ -22,6 +24,10 @@ use std::time::Duration;
 struct Watch {
     episode: usize,
     node: NodeId,
+    /// Whether enough regions stall for a long stall to fence.
+    enough_regions: bool,
+    regions: usize,
+    total_regions: usize,
     start: SimTime,
     length: Duration,
     fenced_at: Option<SimTime>,
@@ -50,13 +56,15 @@ impl StallFence {
         let t = &self.timing;
         let long = w.length > t.write_timeout() + Duration::from_secs(1);
         let short = w.length + t.hb_period * 2 < t.write_timeout();
+        let must_fence = long && w.enough_regions;
+        let must_not_fence = short || (long && !w.enough_regions);
         if !long && !short {
             self.tally.open += 1;
             return;
         }
         self.tally.judged += 1;
         let node = w.node;
-        if long && w.fenced_at.is_none() {
+        if must_fence && w.fenced_at.is_none() {
             out.push(Violation {
                 checker: "stall-fence",
                 at,
@@ -70,7 +78,7 @@ impl StallFence {
                 ),
             });
         }
-        if short {
+        if must_not_fence {
             if let Some(f) = w.fenced_at {
                 out.push(Violation {
                     checker: "stall-fence",
@@ -78,9 +86,11 @@ impl StallFence {
                     since: w.start,
                     nodes: vec![node],
                     message: format!(
-                        "episode {}: n{node} fenced itself although its heartbeat I/O stalled only {:.1} s (write timeout {} s)",
+                        "episode {}: n{node} fenced itself although its heartbeat I/O stalled {:.1} s on {} of {} regions (write timeout {} s)",
                         w.episode,
                         w.length.as_secs_f64(),
+                        w.regions,
+                        w.total_regions,
                         t.write_timeout().as_secs()
                     ),
                 });
@@ -88,10 +98,13 @@ impl StallFence {
         }
     }
 
-    fn start(&mut self, index: usize, ep: &Episode, node: NodeId) {
+    fn start(&mut self, index: usize, ep: &Episode, node: NodeId, total_regions: usize) {
         self.watch = Some(Watch {
             episode: index,
             node,
+            enough_regions: 2 * ep.regions.len() >= total_regions,
+            regions: ep.regions.len(),
+            total_regions,
             start: ep.start,
             length: ep.heal - ep.start,
             fenced_at: None,
@@ -117,7 +130,7 @@ impl Checker for StallFence {
                             && self.watch.as_ref().is_none_or(|w| w.episode != *episode) =>
                     {
                         self.judge(rec.at, out);
-                        self.start(*episode, ep, node);
+                        self.start(*episode, ep, node, usize::from(world.config.regions.max(1)));
                     }
                     FaultKind::Stall if rec.at == ep.recover => self.judge(rec.at, out),
                     // A process paused past the write timeout fences when it resumes: its
