@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Command;
 
+use bytes::Bytes;
 use o2net::wire::{Frame, StreamDecoder, HANDSHAKE_LEN, HEADER_LEN};
 use o2net::{Handshake, Input, Magic, MsgHeader, NetConfig, NetCore, NodeInfo, Output};
 
@@ -207,9 +208,18 @@ impl Direction {
     }
 }
 
+type Flow = (SocketAddrV4, SocketAddrV4);
+
 /// The o2net streams of a classic pcap (Ethernet, IPv4, TCP port 7777),
 /// keyed by (source, destination).
-fn pcap_streams(pcap: &[u8]) -> BTreeMap<(SocketAddrV4, SocketAddrV4), Direction> {
+fn pcap_streams(pcap: &[u8]) -> BTreeMap<Flow, Direction> {
+    pcap_timeline(pcap).0
+}
+
+/// The streams, and in capture order each packet's flow with the length of
+/// that flow's reassembled stream after it.
+fn pcap_timeline(pcap: &[u8]) -> (BTreeMap<Flow, Direction>, Vec<(Flow, usize)>) {
+    let mut timeline = Vec::new();
     assert_eq!(&pcap[0..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
     assert_eq!(
         u32::from_le_bytes(pcap[20..24].try_into().unwrap()),
@@ -217,7 +227,7 @@ fn pcap_streams(pcap: &[u8]) -> BTreeMap<(SocketAddrV4, SocketAddrV4), Direction
         "Ethernet"
     );
     let mut off = 24;
-    let mut dirs: BTreeMap<(SocketAddrV4, SocketAddrV4), Direction> = BTreeMap::new();
+    let mut dirs: BTreeMap<Flow, Direction> = BTreeMap::new();
     while off + 16 <= pcap.len() {
         let caplen = u32::from_le_bytes(pcap[off + 8..off + 12].try_into().unwrap()) as usize;
         let pkt = &pcap[off + 16..off + 16 + caplen];
@@ -242,11 +252,12 @@ fn pcap_streams(pcap: &[u8]) -> BTreeMap<(SocketAddrV4, SocketAddrV4), Direction
         let seq = u32::from_be_bytes(tcp[4..8].try_into().unwrap());
         let doff = usize::from(tcp[12] >> 4) * 4;
         let syn = tcp[13] & 0x02 != 0;
-        dirs.entry((SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport)))
-            .or_default()
-            .segment(seq, syn, &tcp[doff..]);
+        let flow = (SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport));
+        let d = dirs.entry(flow).or_default();
+        d.segment(seq, syn, &tcp[doff..]);
+        timeline.push((flow, d.data.len()));
     }
-    dirs
+    (dirs, timeline)
 }
 
 #[test]
@@ -503,4 +514,151 @@ fn core_replays_the_kernel_acceptors_side_of_the_capture_byte_for_byte() {
         .count();
     assert_eq!(our_keep_resps, kernel_keep_resps);
     assert!(answered >= 10, "{answered} replies compared");
+}
+
+/// Our core as the capture's node 2 (the connector), sending what kernel
+/// node 2 sent when it sent it and answering node 1's requests with kernel
+/// node 2's statuses, writes the same request and reply bytes. In this
+/// capture every request went out after the previous reply, so the kernel's
+/// lowest-free-id allocation gave msg_num 0 each time (a counter would not).
+#[test]
+fn core_replays_the_kernel_connectors_side_byte_for_byte() {
+    let (dirs, timeline) = pcap_timeline(&read_fixture("o2net-kernel-to-kernel.pcap"));
+    let n1 = SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 2), 7777);
+    let (&(from2, _), _) = dirs
+        .iter()
+        .find(|((_, dst), _)| *dst == n1)
+        .expect("2 -> 1");
+    let up = (from2, n1);
+    let down = (n1, from2);
+    let nodes = vec![
+        NodeInfo {
+            num: 1,
+            name: "k1".into(),
+            addr: n1,
+        },
+        NodeInfo {
+            num: 2,
+            name: "k2".into(),
+            addr: SocketAddrV4::new(*from2.ip(), 7777),
+        },
+    ];
+    let mut core: NetCore<()> = NetCore::new(NetConfig::new(2, nodes)).expect("config");
+    let kernel_up = &dirs[&up].data;
+    // Handlers for what node 1 asks of node 2.
+    for f in decode_all(&dirs[&down].data, true).iter().skip(1) {
+        if let Frame::Message(h, _) = f {
+            if h.kind() == Some(Magic::Request) {
+                let _ = core.register_handler(h.msg_type, h.key, 4072, ());
+            }
+        }
+    }
+    core.handle(0, Input::HeartbeatUp(1));
+    core.handle(0, Input::HeartbeatUp(2));
+    core.handle(0, Input::Timeout);
+    let conn = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("node 2 connects");
+    core.handle(0, Input::ConnectDone { conn });
+
+    // Node 2's handlers "return" when kernel node 2's reply shows up in its
+    // stream, so that requests and replies interleave as they did.
+    let mut delivered: Vec<MsgHeader> = Vec::new();
+    let mut ours = Vec::new();
+    let mut fed_down = 0;
+    let mut up_dec = StreamDecoder::new();
+    let mut up_seen = 0;
+    let mut next_id = 1;
+    let mut requests = 0;
+    let drain = |core: &mut NetCore<()>, ours: &mut Vec<u8>, delivered: &mut Vec<MsgHeader>| {
+        while let Some(o) = core.poll_output() {
+            match o {
+                Output::Transmit { data, .. } => ours.extend_from_slice(&data),
+                Output::Deliver { header, .. } => delivered.push(header),
+                Output::Close { .. } => panic!("connection closed"),
+                _ => {}
+            }
+        }
+    };
+    for (flow, len) in timeline {
+        if flow == down && len > fed_down {
+            core.handle(
+                0,
+                Input::Received {
+                    conn,
+                    data: &dirs[&down].data[fed_down..len],
+                },
+            );
+            fed_down = len;
+            drain(&mut core, &mut ours, &mut delivered);
+        } else if flow == up && len > up_seen {
+            up_dec.push(&kernel_up[up_seen..len]);
+            up_seen = len;
+            while let Some(f) = up_dec.next_frame().expect("decodes") {
+                let Frame::Message(h, p) = f else { continue };
+                match h.kind() {
+                    Some(Magic::Request) => {
+                        let id = next_id;
+                        next_id += 1;
+                        requests += 1;
+                        core.handle(
+                            0,
+                            Input::Send {
+                                id,
+                                node: 1,
+                                msg_type: h.msg_type,
+                                key: h.key,
+                                payload: p,
+                            },
+                        );
+                    }
+                    Some(Magic::Status) => {
+                        let i = delivered
+                            .iter()
+                            .position(|d| {
+                                (d.msg_type, d.key, d.msg_num) == (h.msg_type, h.key, h.msg_num)
+                            })
+                            .expect("kernel 2 answered a request we delivered");
+                        let request = delivered.remove(i);
+                        core.handle(
+                            0,
+                            Input::HandlerDone {
+                                conn,
+                                request,
+                                status: h.status,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+                drain(&mut core, &mut ours, &mut delivered);
+            }
+        }
+    }
+    // Compare every request and status reply we wrote with the kernel's.
+    let pick = |frames: Vec<Frame>| -> Vec<(MsgHeader, Bytes)> {
+        frames
+            .into_iter()
+            .skip(1)
+            .filter_map(|f| match f {
+                Frame::Message(h, p)
+                    if matches!(h.kind(), Some(Magic::Request | Magic::Status)) =>
+                {
+                    Some((h, p))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let ours = pick(decode_all(&ours, true));
+    let theirs = pick(decode_all(kernel_up, true));
+    assert!(requests >= 10, "{requests} requests replayed");
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert_eq!(o.0.encode(), t.0.encode(), "header");
+        assert_eq!(o.1, t.1, "payload");
+    }
 }
