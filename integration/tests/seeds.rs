@@ -70,6 +70,23 @@ fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
 }
 
 #[test]
+fn one_and_two_node_clusters_break_no_rule() {
+    // One node is its own negotiation master (a stall never fences it); two
+    // nodes split evenly, where the lowest node's side survives.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for nodes in [1u16, 2] {
+        for (o, _) in run_seeds(&args(nodes), 0..100, workers).expect("valid arguments") {
+            assert!(
+                o.violations.is_empty(),
+                "{nodes} nodes, seed {}: {}",
+                o.seed,
+                o.violations[0]
+            );
+        }
+    }
+}
+
+#[test]
 fn global_heartbeat_with_several_regions_breaks_no_rule() {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut judged = 0;

@@ -8,7 +8,10 @@
 //! must end in S's write-timeout fence — in global heartbeat mode only if
 //! it hits half or more of the R regions (2 × stalled ≥ R), otherwise S
 //! must keep running on its healthy regions; a stall that ends a few
-//! periods before the write timeout could fire must not fence. A write-timeout fence with
+//! periods before the write timeout could fire must not fence. A node that
+//! sees no other node live is its own timeout-negotiation master and every
+//! live node (itself) reports a hung write, so it approves its own timeout
+//! and must not fence either (kernel ≥ 4.6, spec o2hb.md §7). A write-timeout fence with
 //! no stall or process pause in force is always a violation: healthy disks
 //! never justify it.
 
@@ -24,8 +27,10 @@ use std::time::Duration;
 struct Watch {
     episode: usize,
     node: NodeId,
-    /// Whether enough regions stall for a long stall to fence.
+    /// Whether enough regions stall for a long stall to fence, and someone
+    /// else is live (otherwise negotiation approves the timeout).
     enough_regions: bool,
+    alone: bool,
     regions: usize,
     total_regions: usize,
     start: SimTime,
@@ -56,8 +61,8 @@ impl StallFence {
         let t = &self.timing;
         let long = w.length > t.write_timeout() + Duration::from_secs(1);
         let short = w.length + t.hb_period * 2 < t.write_timeout();
-        let must_fence = long && w.enough_regions;
-        let must_not_fence = short || (long && !w.enough_regions);
+        let must_fence = long && w.enough_regions && !w.alone;
+        let must_not_fence = short || (long && (!w.enough_regions || w.alone));
         if !long && !short {
             self.tally.open += 1;
             return;
@@ -71,7 +76,7 @@ impl StallFence {
                 since: w.start,
                 nodes: vec![node],
                 message: format!(
-                    "episode {}: n{node}'s heartbeat I/O stalled for {:.1} s, longer than the write timeout ({} s), and it never fenced itself",
+                    "episode {}: n{node}'s heartbeat I/O stalled for {:.1} s, longer than the write timeout ({} s), on enough regions, with other nodes live, and it never fenced itself",
                     w.episode,
                     w.length.as_secs_f64(),
                     t.write_timeout().as_secs()
@@ -98,10 +103,16 @@ impl StallFence {
         }
     }
 
-    fn start(&mut self, index: usize, ep: &Episode, node: NodeId, total_regions: usize) {
+    fn start(&mut self, index: usize, ep: &Episode, node: NodeId, world: &World<'_>) {
+        let total_regions = usize::from(world.config.regions.max(1));
+        let alone = world
+            .nodes
+            .get(usize::from(node))
+            .is_none_or(|v| v.hb_live.iter().all(|m| *m == node));
         self.watch = Some(Watch {
             episode: index,
             node,
+            alone,
             enough_regions: 2 * ep.regions.len() >= total_regions,
             regions: ep.regions.len(),
             total_regions,
@@ -130,7 +141,7 @@ impl Checker for StallFence {
                             && self.watch.as_ref().is_none_or(|w| w.episode != *episode) =>
                     {
                         self.judge(rec.at, out);
-                        self.start(*episode, ep, node, usize::from(world.config.regions.max(1)));
+                        self.start(*episode, ep, node, world);
                     }
                     FaultKind::Stall if rec.at == ep.recover => self.judge(rec.at, out),
                     // A process paused past the write timeout fences when it resumes: its
