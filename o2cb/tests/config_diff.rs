@@ -446,3 +446,70 @@ fn heartbeat_regions_from_block_devices_match_ocfs2_tools() {
         );
     }
 }
+
+/// The README's path: a loopback cluster made with our `o2cb`, then brought
+/// up by the library the way the node daemon does (sysconfig timeouts, the
+/// local node named explicitly as in a container).
+#[test]
+fn a_loopback_cluster_made_with_o2cb_comes_up_in_the_node_manager() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let steps = [
+        words(&["add-cluster", "demo"]),
+        words(&[
+            "add-node",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            "7101",
+            "--number",
+            "1",
+            "demo",
+            "n1",
+        ]),
+        words(&[
+            "add-node",
+            "--ip",
+            "127.0.0.2",
+            "--port",
+            "7102",
+            "--number",
+            "2",
+            "demo",
+            "n2",
+        ]),
+        words(&[
+            "add-node",
+            "--ip",
+            "127.0.0.3",
+            "--port",
+            "7103",
+            "--number",
+            "3",
+            "demo",
+            "n3",
+        ]),
+    ];
+    for args in &steps {
+        assert_eq!(
+            run(&ours(), dir.path(), "c.conf", args).code,
+            Some(0),
+            "{args:?}"
+        );
+    }
+    let conf = ClusterConf::load(&dir.path().join("c.conf")).expect("our file");
+    let sysconfig = o2nm::O2cbSysconfig::parse(
+        "O2CB_BOOTCLUSTER=demo\nO2CB_IDLE_TIMEOUT_MS=10000\nO2CB_HEARTBEAT_THRESHOLD=7\n",
+        Path::new("o2cb"),
+    )
+    .expect("sysconfig");
+    let local = o2nm::LocalNode::Named("n2".into());
+    let cluster = o2nm::Cluster::online(&conf, None, &sysconfig, &local).expect("cluster comes up");
+    let me = cluster.local_node().expect("a local node");
+    assert_eq!(
+        (me.num, me.addr.to_string(), me.port),
+        (2, "127.0.0.2".to_string(), 7102)
+    );
+    assert_eq!(cluster.nodes().count(), 3);
+    assert_eq!(cluster.timeouts().idle_timeout_ms, 10000);
+    assert_eq!(cluster.timeouts().hb_write_timeout_ms(), 12000);
+}
