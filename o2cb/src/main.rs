@@ -27,6 +27,7 @@
 //! [`path_of`] turns an argument into the path it names, and [`print_text`] /
 //! [`eprint_text`] write text back as the original bytes.
 
+mod cmd_heartbeat;
 mod compat;
 
 use std::io::Write;
@@ -63,7 +64,7 @@ type CommandFn = fn(&Global, &[String]) -> anyhow::Result<ExitCode>;
 fn project_command(name: &str) -> Option<CommandFn> {
     #[allow(clippy::match_single_binding)]
     match name {
-        // "heartbeat" => Some(cmd_heartbeat::run),
+        "heartbeat" => Some(cmd_heartbeat::run),
         _ => None,
     }
 }

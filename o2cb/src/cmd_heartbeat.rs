@@ -1,0 +1,368 @@
+//! `o2cb heartbeat`: make, inspect and run disk heartbeat regions.
+//!
+//! - `format FILE [--block-bytes 512|4096] [--blocks N]` creates a plain region file.
+//! - `dump REGION [--watch] [--interval-ms MS] [--all]` decodes every slot and tells, from two
+//!   reads `interval` apart, which writers are live.
+//! - `run REGION... --node N [--period-ms MS] [--dead-threshold T] [--fence-command CMD]
+//!   [--mode local|global]` heartbeats in the foreground until SIGINT/SIGTERM, then stops
+//!   cleanly (generation-0 block).
+//!
+//! REGION is a region file or an OCFS2 volume (its heartbeat system file), detected by magic.
+//! `start`/`stop` (ocfs2_hb_ctl's job) need the node daemon and are not here yet.
+
+use crate::Global;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use o2hb::disk::{BlockIo, DirectFile};
+use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat, FENCE_EXIT_STATUS};
+use o2hb::source::{RegionKind, RegionSource};
+use o2hb::{Mode, SlotView, Timing};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "o2cb heartbeat", about = "Disk heartbeat regions")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a plain heartbeat region file: a header block, then one slot per node.
+    Format {
+        file: PathBuf,
+        /// Slot size in bytes (512..4096, a power of two).
+        #[arg(long, default_value_t = 512)]
+        block_bytes: u64,
+        /// Number of slots (1..255).
+        #[arg(long, default_value_t = o2hb::regionfile::DEFAULT_BLOCKS)]
+        blocks: u64,
+    },
+    /// Decode every slot of a region and show which writers are live.
+    Dump {
+        region: PathBuf,
+        /// Keep reading and print every change.
+        #[arg(long)]
+        watch: bool,
+        /// Time between the two reads that tell live from dead (ms).
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+        /// Also list empty (all-zero) slots.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Heartbeat on one or more regions in the foreground.
+    Run {
+        #[arg(required = true, num_args = 1..=32)]
+        regions: Vec<PathBuf>,
+        /// This node's number (its slot).
+        #[arg(long)]
+        node: u8,
+        /// Iteration period in ms (the kernel's is 2000; shorter for tests and demos).
+        #[arg(long, default_value_t = 2000)]
+        period_ms: u64,
+        /// Unchanged reads before a node is declared dead (O2CB_HEARTBEAT_THRESHOLD).
+        #[arg(long, default_value_t = 31)]
+        dead_threshold: u32,
+        /// Fence by running this shell command instead of exiting at once.
+        #[arg(long)]
+        fence_command: Option<String>,
+        /// Heartbeat mode: local (default) or global.
+        #[arg(long, default_value = "local", value_parser = ["local", "global"])]
+        mode: String,
+    },
+}
+
+pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse_from(
+        std::iter::once("o2cb heartbeat".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(ExitCode::from(if e.use_stderr() { 1 } else { 0 }));
+        }
+    };
+    match cli.cmd {
+        Cmd::Format {
+            file,
+            block_bytes,
+            blocks,
+        } => format(&file, block_bytes, blocks),
+        Cmd::Dump {
+            region,
+            watch,
+            interval_ms,
+            all,
+        } => dump(&region, watch, interval_ms, all),
+        Cmd::Run {
+            regions,
+            node,
+            period_ms,
+            dead_threshold,
+            fence_command,
+            mode,
+        } => {
+            let mode = if mode == "global" {
+                Mode::Global
+            } else {
+                Mode::Local
+            };
+            run_heartbeat(
+                &regions,
+                node,
+                period_ms,
+                dead_threshold,
+                fence_command,
+                mode,
+            )
+        }
+    }
+}
+
+fn format(file: &Path, block_bytes: u64, blocks: u64) -> anyhow::Result<ExitCode> {
+    let h = o2hb::regionfile::format(file, block_bytes, blocks)?;
+    let g = h.geometry;
+    println!(
+        "Formatted heartbeat region {} on {}: block_bytes {}, start_block {}, blocks {}",
+        h.uuid,
+        file.display(),
+        g.block_bytes(),
+        g.start_block(),
+        g.blocks()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_region(path: &Path) -> anyhow::Result<RegionSource> {
+    Ok(o2hb::source::open(path)?)
+}
+
+fn read_slots(src: &RegionSource, dev: &mut DirectFile) -> anyhow::Result<Vec<u8>> {
+    let g = src.geometry;
+    let mut buf = vec![0u8; g.block_bytes() * usize::from(g.blocks())];
+    dev.read_at(g.slot_offset(0), &mut buf)
+        .with_context(|| format!("{}: reading {} slots", src.path.display(), g.blocks()))?;
+    Ok(buf)
+}
+
+/// How a slot looks from two reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Empty,
+    BadCrc,
+    /// Generation 0: the writer stopped cleanly.
+    Stopped,
+    Live,
+    Dead,
+}
+
+impl SlotState {
+    fn label(self) -> &'static str {
+        match self {
+            SlotState::Empty => "empty",
+            SlotState::BadCrc => "bad-crc",
+            SlotState::Stopped => "stopped",
+            SlotState::Live => "live",
+            SlotState::Dead => "dead",
+        }
+    }
+}
+
+fn slot_state(before: &[u8], after: &[u8]) -> SlotState {
+    if after.iter().all(|b| *b == 0) {
+        return SlotState::Empty;
+    }
+    let (Ok(a), Ok(b)) = (SlotView::parse(before), SlotView::parse(after)) else {
+        return SlotState::BadCrc;
+    };
+    if !b.crc_ok {
+        SlotState::BadCrc
+    } else if b.block.generation == 0 {
+        SlotState::Stopped
+    } else if a.block.seq != b.block.seq || a.block.generation != b.block.generation {
+        SlotState::Live
+    } else {
+        SlotState::Dead
+    }
+}
+
+const HEADER: &str =
+    "slot  node  seq                   generation          cksum       crc   dead_ms  state";
+
+fn slot_line(slot: usize, bytes: &[u8], state: SlotState) -> String {
+    match SlotView::parse(bytes) {
+        Ok(v) => format!(
+            "{slot:>4}  {:>4}  {:<20}  0x{:016x}  0x{:08x}  {:<4}  {:>7}  {}",
+            v.block.node,
+            v.block.seq,
+            v.block.generation,
+            v.cksum,
+            if v.crc_ok { "good" } else { "bad" },
+            v.block.dead_ms,
+            state.label()
+        ),
+        Err(e) => format!("{slot:>4}  {e}"),
+    }
+}
+
+fn dump(path: &Path, watch: bool, interval_ms: u64, all: bool) -> anyhow::Result<ExitCode> {
+    let src = open_region(path)?;
+    let mut dev =
+        DirectFile::open(&src.path).with_context(|| format!("{}: open", src.path.display()))?;
+    let g = src.geometry;
+    let bb = g.block_bytes();
+    let kind = match &src.kind {
+        RegionKind::RegionFile => "region file".to_string(),
+        RegionKind::Ocfs2(hb) => format!(
+            "OCFS2 volume, heartbeat inode {}, cluster {}{}",
+            hb.inode_blkno,
+            hb.superblock.cluster_name.as_deref().unwrap_or("-"),
+            if hb.superblock.global_heartbeat {
+                ", global heartbeat"
+            } else {
+                ""
+            }
+        ),
+    };
+    println!(
+        "Region {} on {} ({kind}): block_bytes {}, start_block {}, blocks {}",
+        src.name,
+        src.path.display(),
+        bb,
+        g.start_block(),
+        g.blocks()
+    );
+    let interval = Duration::from_millis(interval_ms);
+    let mut before = read_slots(&src, &mut dev)?;
+    std::thread::sleep(interval);
+    let mut after = read_slots(&src, &mut dev)?;
+    println!("{HEADER}");
+    let mut states = Vec::new();
+    let mut hidden = 0;
+    for (slot, (a, b)) in before
+        .chunks_exact(bb)
+        .zip(after.chunks_exact(bb))
+        .enumerate()
+    {
+        let state = slot_state(a, b);
+        states.push(state);
+        if state == SlotState::Empty && !all {
+            hidden += 1;
+            continue;
+        }
+        println!("{}", slot_line(slot, b, state));
+    }
+    if hidden > 0 {
+        println!("({hidden} empty slots not shown)");
+    }
+    let _ = std::io::stdout().flush();
+    if !watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // --watch runs until interrupted (or until the region can no longer be read).
+    loop {
+        before = after;
+        std::thread::sleep(interval);
+        after = read_slots(&src, &mut dev)?;
+        for (slot, (a, b)) in before
+            .chunks_exact(bb)
+            .zip(after.chunks_exact(bb))
+            .enumerate()
+        {
+            let state = slot_state(a, b);
+            let gen_of = |x: &[u8]| SlotView::parse(x).map(|v| v.block.generation).unwrap_or(0);
+            if states.get(slot) != Some(&state) || gen_of(a) != gen_of(b) {
+                println!("{}", slot_line(slot, b, state));
+                if let Some(s) = states.get_mut(slot) {
+                    *s = state;
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn run_heartbeat(
+    paths: &[PathBuf],
+    node: u8,
+    period_ms: u64,
+    dead_threshold: u32,
+    fence_command: Option<String>,
+    mode: Mode,
+) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    if usize::from(node) >= o2hb::MAX_NODES {
+        bail!("node number {node} is out of range (0 to 254)");
+    }
+    let sources = paths
+        .iter()
+        .map(|p| open_region(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut cfg = DriverConfig::new(node);
+    cfg.mode = mode;
+    cfg.timing = Timing::new(period_ms, dead_threshold)?;
+    if let Some(cmd) = fence_command {
+        cfg.fence = FenceAction::Command(cmd);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let hb = Heartbeat::start(cfg)?;
+    let mut events = hb.subscribe();
+    // Signals are hooked before the (possibly long) start so that an early SIGTERM still
+    // ends in a clean stop.
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    for src in &sources {
+        hb.start_region(src)
+            .with_context(|| format!("{}: region {}", src.path.display(), src.name))?;
+        println!(
+            "heartbeat started on region {} ({}) as node {node}",
+            src.name,
+            src.path.display()
+        );
+        let _ = std::io::stdout().flush();
+    }
+    let fenced = rt.block_on(async {
+        loop {
+            tokio::select! {
+                _ = term.recv() => return false,
+                _ = int.recv() => return false,
+                ev = events.recv() => match ev {
+                    Some(HbEvent::NodeUp { node, generation, region }) => {
+                        println!("node {node} up, generation 0x{generation:016x}, region {region}");
+                    }
+                    Some(HbEvent::NodeDown { node, generation, region }) => {
+                        println!("node {node} down, generation 0x{generation:016x}, region {region}");
+                    }
+                    Some(HbEvent::Fenced) => return true,
+                    None => return false,
+                },
+            }
+            let _ = std::io::stdout().flush();
+        }
+    });
+    if fenced {
+        println!("node {node} fenced");
+        return Ok(ExitCode::from(FENCE_EXIT_STATUS as u8));
+    }
+    hb.shutdown();
+    println!("heartbeat stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}

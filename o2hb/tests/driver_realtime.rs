@@ -1,0 +1,221 @@
+//! The real driver, several instances in one process on region files (period 100 ms, dead
+//! threshold 5): events, clean stop, and write stalls injected through a slow device wrapper.
+
+use o2hb::disk::{BlockIo, DirectFile};
+use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat};
+use o2hb::source::RegionSource;
+use o2hb::{Mode, Timing};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const PERIOD: u64 = 100;
+const THRESHOLD: u32 = 5;
+
+fn region(dir: &Path, name: &str) -> RegionSource {
+    let path = dir.join(name);
+    o2hb::regionfile::format(&path, 512, 8).unwrap();
+    o2hb::source::open(&path).unwrap()
+}
+
+fn config(node: u8, mode: Mode) -> DriverConfig {
+    let mut cfg = DriverConfig::new(node);
+    cfg.mode = mode;
+    cfg.timing = Timing::new(PERIOD, THRESHOLD).unwrap();
+    cfg.fence = FenceAction::Callback(Arc::new(|| panic!("unexpected fence")));
+    cfg
+}
+
+/// A device whose writes hang while `stall` is set (a dead SAN path, say).
+struct Stallable {
+    inner: DirectFile,
+    stall: Arc<AtomicBool>,
+}
+
+impl BlockIo for Stallable {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        while self.stall.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.inner.write_at(offset, buf)
+    }
+}
+
+fn start_stallable(hb: &Heartbeat, src: &RegionSource) -> Arc<AtomicBool> {
+    let stall = Arc::new(AtomicBool::new(false));
+    let io = Stallable {
+        inner: DirectFile::open(&src.path).unwrap(),
+        stall: stall.clone(),
+    };
+    hb.start_region_with(&src.name, &src.device(), src.geometry, Box::new(io))
+        .unwrap();
+    stall
+}
+
+fn wait_event(
+    rx: &mut UnboundedReceiver<HbEvent>,
+    want: impl Fn(&HbEvent) -> bool,
+    timeout: Duration,
+) -> HbEvent {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.try_recv() {
+            Ok(ev) if want(&ev) => return ev,
+            Ok(_) => {}
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "event not seen within {timeout:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("event channel closed: {e}"),
+        }
+    }
+}
+
+fn is_up(node: u8) -> impl Fn(&HbEvent) -> bool {
+    move |e| matches!(e, HbEvent::NodeUp { node: n, .. } if *n == node)
+}
+
+fn is_down(node: u8) -> impl Fn(&HbEvent) -> bool {
+    move |e| matches!(e, HbEvent::NodeDown { node: n, .. } if *n == node)
+}
+
+#[test]
+fn three_instances_see_each_other_and_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = region(dir.path(), "r");
+    let hbs: Vec<Heartbeat> = (0..3)
+        .map(|n| Heartbeat::start(config(n, Mode::Local)).unwrap())
+        .collect();
+    let mut rxs: Vec<_> = hbs.iter().map(Heartbeat::subscribe).collect();
+    for hb in &hbs {
+        hb.start_region(&src).unwrap();
+    }
+    let t = Duration::from_secs(10);
+    // Each instance sees all three up, in whatever order they came; everyone agrees on each
+    // node's generation.
+    let mut seen: Vec<Vec<(u8, u64)>> = Vec::new();
+    for rx in rxs.iter_mut() {
+        let mut ups = Vec::new();
+        let deadline = Instant::now() + t;
+        while ups.len() < 3 {
+            assert!(Instant::now() < deadline, "only {ups:?} came up");
+            match rx.try_recv() {
+                Ok(HbEvent::NodeUp {
+                    node, generation, ..
+                }) => ups.push((node, generation)),
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        ups.sort();
+        seen.push(ups);
+    }
+    assert_eq!(
+        seen[0].iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    assert_eq!(hbs[0].live_nodes().to_string(), "0 1 2");
+
+    let mut hbs = hbs;
+    let stopped = Instant::now();
+    hbs.pop().unwrap().shutdown();
+    for rx in rxs.iter_mut().take(2) {
+        wait_event(rx, is_down(2), t);
+    }
+    // Generation 0 is seen at the next read, well before the 500 ms dead time.
+    assert!(
+        stopped.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        stopped.elapsed()
+    );
+}
+
+#[test]
+fn a_stalled_device_fences_after_the_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = region(dir.path(), "r");
+    let a = Heartbeat::start(config(0, Mode::Local)).unwrap();
+    let mut a_rx = a.subscribe();
+    a.start_region(&src).unwrap();
+    let (fenced_tx, fenced) = mpsc::channel();
+    let mut cfg = config(1, Mode::Local);
+    cfg.fence = FenceAction::Callback(Arc::new(move || {
+        let _ = fenced_tx.send(Instant::now());
+    }));
+    let b = Heartbeat::start(cfg).unwrap();
+    let stall = start_stallable(&b, &src);
+    wait_event(&mut a_rx, is_up(1), Duration::from_secs(10));
+    // Let b arm its write timeout (it arms after steady state), then hang its writes.
+    std::thread::sleep(Duration::from_millis(300));
+    let stalled = Instant::now();
+    stall.store(true, Ordering::SeqCst);
+    let at = fenced
+        .recv_timeout(Duration::from_secs(5))
+        .expect("node 1 fences");
+    // The write timeout is (5 − 1) × 100 ms after the last good write, which was at most one
+    // period before the stall.
+    let after = at - stalled;
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_millis(1500),
+        "fenced {after:?} after the stall"
+    );
+    wait_event(&mut a_rx, is_down(1), Duration::from_secs(5));
+    stall.store(false, Ordering::SeqCst);
+}
+
+#[test]
+fn global_mode_tolerates_one_stalled_region_of_three_but_not_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let srcs: Vec<RegionSource> = (0..3)
+        .map(|i| region(dir.path(), &format!("g{i}")))
+        .collect();
+    let a = Heartbeat::start(config(0, Mode::Global)).unwrap();
+    for s in &srcs {
+        a.start_region(s).unwrap();
+    }
+    let (fenced_tx, fenced) = mpsc::channel();
+    let mut cfg = config(1, Mode::Global);
+    cfg.fence = FenceAction::Callback(Arc::new(move || {
+        let _ = fenced_tx.send(Instant::now());
+    }));
+    let b = Heartbeat::start(cfg).unwrap();
+    let mut b_rx = b.subscribe();
+    let stalls: Vec<_> = srcs.iter().map(|s| start_stallable(&b, s)).collect();
+    wait_event(&mut b_rx, is_up(0), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+
+    stalls[0].store(true, Ordering::SeqCst);
+    // Four write timeouts' worth: one failed region of three is tolerated.
+    assert!(
+        fenced.recv_timeout(Duration::from_millis(1600)).is_err(),
+        "one stalled region of three must not fence"
+    );
+    assert!(
+        a.live_nodes().contains(1),
+        "node 1 is still live in the other regions"
+    );
+
+    let second = Instant::now();
+    stalls[1].store(true, Ordering::SeqCst);
+    let at = fenced
+        .recv_timeout(Duration::from_secs(5))
+        .expect("two failed regions of three fence");
+    assert!(
+        at - second < Duration::from_millis(1500),
+        "{:?}",
+        at - second
+    );
+    for s in &stalls {
+        s.store(false, Ordering::SeqCst);
+    }
+}
