@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use o2net::{Net, NetConfig, NodeInfo};
+use o2net::{Net, NetConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -24,19 +24,6 @@ const RAW_PORT: u16 = 27902;
 
 fn ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
-}
-
-fn cfg(local: u8) -> NetConfig {
-    NetConfig::new(
-        local,
-        (1..=2)
-            .map(|n| NodeInfo {
-                num: n,
-                name: format!("bench{n}"),
-                addr: SocketAddrV4::new(ip(n), PORT),
-            })
-            .collect(),
-    )
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -159,8 +146,8 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let fence: o2net::FenceFn = Arc::new(|r: &str| panic!("fenced: {r}"));
-        let b = Net::start(cfg(1), fence.clone()).expect("node 1");
-        let a = Net::start(cfg(2), fence).expect("node 2");
+        let b = Net::start(NetConfig::loopback(1, 2, PORT), fence.clone()).expect("node 1");
+        let a = Net::start(NetConfig::loopback(2, 2, PORT), fence).expect("node 2");
         b.register_handler(100, 1, 64, |_| 0).expect("handler");
         for n in [&a, &b] {
             n.heartbeat_up(1);

@@ -89,6 +89,19 @@ impl NetConfig {
         .with_heartbeat(DEFAULT_HB_PERIOD_MS, DEFAULT_DEAD_THRESHOLD)
     }
 
+    /// A cluster of `count` nodes on loopback for tests and benchmarks:
+    /// node N is `nodeN` at 127.0.0.N:`port`, with the kernel's defaults.
+    pub fn loopback(local: u8, count: u8, port: u16) -> NetConfig {
+        let nodes = (1..=count)
+            .map(|n| NodeInfo {
+                num: n,
+                name: format!("node{n}"),
+                addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, n), port),
+            })
+            .collect();
+        NetConfig::new(local, nodes)
+    }
+
     /// Derives the heartbeat-dependent values as the kernel does:
     /// handshake timeout = period × (T − 1), quorum delay = period × (T + 2).
     /// `period_ms` is 2000 in the kernel; tests shorten it.

@@ -2,11 +2,10 @@
 //! that the file descriptor count is ours alone: every closed connection
 //! must give its socket back (reader, flusher and connect tasks all end).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use o2net::{Net, NetConfig, NodeInfo, PeerState};
+use o2net::{Net, NetConfig, PeerState};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -25,15 +24,8 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_many_times_leaks_no_sockets() {
     let port = 27951;
-    let nodes: Vec<NodeInfo> = (1..=2)
-        .map(|n| NodeInfo {
-            num: n,
-            name: format!("n{n}"),
-            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, n), port),
-        })
-        .collect();
     let cfg = |n| {
-        let mut c = NetConfig::new(n, nodes.clone()).with_heartbeat(100, 3);
+        let mut c = NetConfig::loopback(n, 2, port).with_heartbeat(100, 3);
         c.idle_timeout_ms = 1000;
         c.keepalive_delay_ms = 200;
         c.reconnect_delay_ms = 100;
