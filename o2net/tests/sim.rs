@@ -763,6 +763,27 @@ fn each_handshake_check_has_the_kernels_message_in_the_kernels_order() {
     assert_eq!(s.state(1, 2), PeerState::Connected);
 }
 
+#[test]
+fn a_connection_lost_after_idling_is_retried_at_once_not_after_connect_expiry() {
+    let mut s = Sim::cluster(2);
+    s.all_heartbeat();
+    s.run_for(10);
+    s.mute.insert((1, 2));
+    s.run_for(30_500); // idle notice on node 2: the timeout flag is set
+    assert_eq!(s.state(2, 1), PeerState::Idle);
+    s.mute.clear();
+    s.partition(1, 2);
+    s.cut.clear();
+    let lost = s.now;
+    let before = s.connects.len();
+    s.run_for(2_500);
+    // Reconnected within a reconnect delay (rule: the timeout flag allows
+    // a reconnect despite the persistent error), not 30 s later.
+    assert_eq!(s.connects.len(), before + 1);
+    assert!(s.connects[before].0 - lost <= 2_000);
+    assert_eq!(s.state(2, 1), PeerState::Connected);
+}
+
 mod random {
     use super::*;
     use proptest::prelude::*;
