@@ -19,6 +19,7 @@
 //! Values are text; bytes that are not UTF-8 are kept exactly, as the
 //! private-use characters of [`crate::text`].
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -220,6 +221,10 @@ pub fn parse_ipv4_strict(s: &str) -> Option<Ipv4Addr> {
     (count == 4).then(|| Ipv4Addr::from(octets))
 }
 
+/// The node and heartbeat stanzas, in file order, by (stanza type, raw
+/// `cluster` value).
+type Members<'r> = HashMap<(String, Vec<u8>), Vec<&'r RawStanza>>;
+
 struct Loader<'a> {
     file: &'a Path,
 }
@@ -284,7 +289,7 @@ impl Loader<'_> {
         })
     }
 
-    fn cluster(&self, stanza: &RawStanza, all: &[RawStanza]) -> Result<ClusterStanza> {
+    fn cluster(&self, stanza: &RawStanza, members: &Members) -> Result<ClusterStanza> {
         let Some((name, _)) = self.text(stanza, "name") else {
             return self.invalid(stanza.line, "cluster stanza has no 'name' (it is required)");
         };
@@ -301,37 +306,41 @@ impl Loader<'_> {
             },
         };
         let raw_name = text::encode(&name);
-        let belongs = |s: &&RawStanza| {
-            s.get("cluster")
-                .is_some_and(|(v, _)| v == raw_name.as_slice())
+        let of_kind = |kind: &str| -> &[&RawStanza] {
+            members
+                .get(&(kind.to_string(), raw_name.clone()))
+                .map_or(&[], Vec::as_slice)
         };
         let mut nodes: Vec<NodeStanza> = Vec::new();
-        for raw in all.iter().filter(|s| s.kind == "node").filter(belongs) {
+        let mut node_lines: HashMap<String, SourceLine> = HashMap::new();
+        for raw in of_kind("node") {
             let node = self.node(raw)?;
-            if let Some(first) = nodes.iter().find(|n| n.name == node.name) {
+            if let Some(first) = node_lines.get(&node.name) {
                 return self.invalid(
                     raw.line,
                     format!(
-                        "node '{}' is defined twice in cluster '{name}' (first at {})",
-                        node.name, first.line
+                        "node '{}' is defined twice in cluster '{name}' (first at {first})",
+                        node.name
                     ),
                 );
             }
+            node_lines.insert(node.name.clone(), node.line);
             nodes.push(node);
         }
         let node_count = self.number(stanza, "node_count", u64::from(u32::MAX))?;
         let mut heartbeats: Vec<HeartbeatStanza> = Vec::new();
-        for raw in all.iter().filter(|s| s.kind == "heartbeat").filter(belongs) {
+        let mut region_lines: HashMap<String, SourceLine> = HashMap::new();
+        for raw in of_kind("heartbeat") {
             let (region, _) = self.required(raw, "region")?;
-            if let Some(first) = heartbeats.iter().find(|h| h.region == region) {
+            if let Some(first) = region_lines.get(&region) {
                 return self.invalid(
                     raw.line,
                     format!(
-                        "heartbeat region '{region}' is listed twice for cluster '{name}' (first at {})",
-                        first.line
+                        "heartbeat region '{region}' is listed twice for cluster '{name}' (first at {first})"
                     ),
                 );
             }
+            region_lines.insert(region.clone(), SourceLine(Some(raw.line)));
             heartbeats.push(HeartbeatStanza {
                 region,
                 line: SourceLine(Some(raw.line)),
@@ -369,18 +378,29 @@ impl ClusterConf {
     pub fn parse_checked(text: &[u8], file: &Path) -> Result<(ClusterConf, Vec<Warning>)> {
         let (raw, notes) = jconfig::parse(text, file)?;
         let loader = Loader { file };
+        let mut members: Members = HashMap::new();
+        for s in raw.iter().filter(|s| s.kind != "cluster") {
+            if let Some((owner, _)) = s.get("cluster") {
+                members
+                    .entry((s.kind.clone(), owner.to_vec()))
+                    .or_default()
+                    .push(s);
+            }
+        }
         let mut conf = ClusterConf::default();
+        let mut seen: HashMap<String, SourceLine> = HashMap::new();
         for stanza in raw.iter().filter(|s| s.kind == "cluster") {
-            let cluster = loader.cluster(stanza, &raw)?;
-            if let Some(first) = conf.cluster(&cluster.name) {
+            let cluster = loader.cluster(stanza, &members)?;
+            if let Some(first) = seen.get(&cluster.name) {
                 return loader.invalid(
                     stanza.line,
                     format!(
-                        "cluster '{}' is defined twice (first at {})",
-                        cluster.name, first.line
+                        "cluster '{}' is defined twice (first at {first})",
+                        cluster.name
                     ),
                 );
             }
+            seen.insert(cluster.name.clone(), cluster.line);
             conf.clusters.push(cluster);
         }
         let mut warnings: Vec<Warning> = notes
@@ -422,7 +442,7 @@ impl ClusterConf {
                         "{} stanza has no 'cluster' key and is ignored",
                         stanza.kind
                     ))),
-                    Some(c) if conf.cluster(&c).is_none() => warnings.push(warn(format!(
+                    Some(c) if !seen.contains_key(&c) => warnings.push(warn(format!(
                         "{} stanza names unknown cluster '{c}' and is ignored",
                         stanza.kind
                     ))),
@@ -567,7 +587,9 @@ impl ClusterConf {
                     ),
                 );
             }
-            for (i, n) in c.nodes.iter().enumerate() {
+            let mut by_number: HashMap<u32, &str> = HashMap::new();
+            let mut by_address: HashMap<Ipv4Addr, &str> = HashMap::new();
+            for n in &c.nodes {
                 if n.number > u32::from(crate::MAX_NODE_NUMBER) {
                     warn(
                         n.line,
@@ -592,21 +614,18 @@ impl ClusterConf {
                         format!("node name '{}' is longer than 64 characters", n.name),
                     );
                 }
-                if let Some(other) = c.nodes[..i].iter().find(|o| o.number == n.number) {
+                if let Some(other) = by_number.insert(n.number, &n.name) {
                     warn(
                         n.line,
-                        format!(
-                            "nodes '{}' and '{}' share number {}",
-                            other.name, n.name, n.number
-                        ),
+                        format!("nodes '{other}' and '{}' share number {}", n.name, n.number),
                     );
                 }
-                if let Some(other) = c.nodes[..i].iter().find(|o| o.ip_address == n.ip_address) {
+                if let Some(other) = by_address.insert(n.ip_address, &n.name) {
                     warn(
                         n.line,
                         format!(
-                            "nodes '{}' and '{}' share address {}",
-                            other.name, n.name, n.ip_address
+                            "nodes '{other}' and '{}' share address {}",
+                            n.name, n.ip_address
                         ),
                     );
                 }
