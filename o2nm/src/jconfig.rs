@@ -22,6 +22,7 @@
 //! GLib hash table (the tools iterate one), which is fixed for a given
 //! sequence of insertions; [`glib_hash_order`] reproduces it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -40,26 +41,41 @@ pub(crate) struct RawAttr {
 pub(crate) struct RawStanza {
     pub kind: String,
     pub line: usize,
+    /// In the order first seen.
     pub attrs: Vec<RawAttr>,
+    /// Position of each key in `attrs` (a stanza may hold any number of keys).
+    index: HashMap<String, usize>,
 }
 
 impl RawStanza {
+    fn new(kind: String, line: usize) -> Self {
+        RawStanza {
+            kind,
+            line,
+            attrs: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
     /// The value of `key` with trailing whitespace removed, as the tools read
     /// it, with the line it came from.
     pub fn get(&self, key: &str) -> Option<(&[u8], usize)> {
-        self.attrs
-            .iter()
-            .find(|a| a.key == key)
+        self.index
+            .get(key)
+            .and_then(|&i| self.attrs.get(i))
             .map(|a| (chomp(&a.value), a.line))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, line: usize) {
-        match self.attrs.iter_mut().find(|a| a.key == key) {
+        match self.index.get(&key).and_then(|&i| self.attrs.get_mut(i)) {
             Some(attr) => {
                 attr.value = value;
                 attr.line = line;
             }
-            None => self.attrs.push(RawAttr { key, value, line }),
+            None => {
+                self.index.insert(key.clone(), self.attrs.len());
+                self.attrs.push(RawAttr { key, value, line });
+            }
         }
     }
 }
@@ -247,11 +263,7 @@ impl Parser<'_, '_> {
             ));
         }
         self.blank_before = false;
-        self.stanzas.push(RawStanza {
-            kind: name,
-            line,
-            attrs: Vec::new(),
-        });
+        self.stanzas.push(RawStanza::new(name, line));
         self.current = Some(self.stanzas.len() - 1);
         Ok(())
     }
@@ -571,6 +583,19 @@ mod tests {
         assert_eq!(line_of("c:\n\tk\n"), 2);
         assert_eq!(line_of("\n\nc\n"), 3);
         assert_eq!(line_of("-c:\n"), 1);
+    }
+
+    #[test]
+    fn a_stanza_may_hold_very_many_keys() {
+        // Lookups by key must not scan: this file took a minute when they did.
+        let mut text = String::from("node:\n");
+        for i in 0..50_000 {
+            text.push_str(&format!("\tk{i} = v{i}\n\tk0 = again\n"));
+        }
+        let s = p(&text).unwrap();
+        assert_eq!(s[0].attrs.len(), 50_000);
+        assert_eq!(s[0].get("k49999").map(|v| v.0), Some(&b"v49999"[..]));
+        assert_eq!(s[0].get("k0").map(|v| v.0), Some(&b"again"[..]));
     }
 
     #[test]
