@@ -320,8 +320,6 @@ fn run_heartbeat(
         .build()?;
     let hb = Heartbeat::start(cfg)?;
     let mut events = hb.subscribe();
-    // Signals are hooked before the (possibly long) start so that an early SIGTERM still
-    // ends in a clean stop.
     let (mut term, mut int) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         Ok::<_, std::io::Error>((
@@ -329,40 +327,84 @@ fn run_heartbeat(
             signal(SignalKind::interrupt())?,
         ))
     })?;
-    for src in &sources {
-        hb.start_region(src)
-            .with_context(|| format!("{}: region {}", src.path.display(), src.name))?;
-        println!(
-            "heartbeat started on region {} ({}) as node {node}",
-            src.name,
-            src.path.display()
-        );
-        let _ = std::io::stdout().flush();
-    }
-    let fenced = rt.block_on(async {
-        loop {
-            tokio::select! {
-                _ = term.recv() => return false,
-                _ = int.recv() => return false,
-                ev = events.recv() => match ev {
-                    Some(HbEvent::NodeUp { node, generation, region }) => {
-                        println!("node {node} up, generation 0x{generation:016x}, region {region}");
-                    }
-                    Some(HbEvent::NodeDown { node, generation, region }) => {
-                        println!("node {node} down, generation 0x{generation:016x}, region {region}");
-                    }
-                    Some(HbEvent::Fenced) => return true,
-                    None => return false,
-                },
+    // Regions start on a helper thread (each start waits for steady state, which may take
+    // long or hang on a dead device) while this one keeps answering signals and printing events.
+    let outcome = std::thread::scope(|scope| {
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let hb_ref = &hb;
+        let sources = &sources;
+        scope.spawn(move || {
+            for src in sources {
+                let res = hb_ref.start_region(src).map(|_| ());
+                let failed = res.is_err();
+                let _ = started_tx.send((src, res));
+                if failed {
+                    break;
+                }
             }
-            let _ = std::io::stdout().flush();
-        }
+        });
+        rt.block_on(async {
+            let mut starting = true;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break Outcome::Signal,
+                    _ = int.recv() => break Outcome::Signal,
+                    st = started.recv(), if starting => match st {
+                        Some((src, Ok(()))) => {
+                            println!("heartbeat started on region {} ({}) as node {node}", src.name, src.path.display());
+                        }
+                        Some((src, Err(e))) => {
+                            break Outcome::StartFailed(anyhow::Error::new(e).context(format!("{}: region {}", src.path.display(), src.name)));
+                        }
+                        None => starting = false,
+                    },
+                    ev = events.recv() => match ev {
+                        Some(HbEvent::NodeUp { node, generation, region }) => {
+                            println!("node {node} up, generation 0x{generation:016x}, region {region}");
+                        }
+                        Some(HbEvent::NodeDown { node, generation, region }) => {
+                            println!("node {node} down, generation 0x{generation:016x}, region {region}");
+                        }
+                        Some(HbEvent::Fenced) => break Outcome::Fenced,
+                        None => break Outcome::Signal,
+                    },
+                }
+                let _ = std::io::stdout().flush();
+            }
+        })
+        // A start still waiting for steady state ends with an error once the regions stop.
+        .stop_driver_if_needed(&hb)
     });
-    if fenced {
-        println!("node {node} fenced");
-        return Ok(ExitCode::from(FENCE_EXIT_STATUS as u8));
+    match outcome {
+        Outcome::Fenced => {
+            println!("node {node} fenced");
+            Ok(ExitCode::from(FENCE_EXIT_STATUS as u8))
+        }
+        Outcome::StartFailed(e) => {
+            hb.shutdown();
+            Err(e)
+        }
+        Outcome::Signal => {
+            hb.shutdown();
+            println!("heartbeat stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    hb.shutdown();
-    println!("heartbeat stopped cleanly");
-    Ok(ExitCode::SUCCESS)
+}
+
+enum Outcome {
+    Signal,
+    Fenced,
+    StartFailed(anyhow::Error),
+}
+
+impl Outcome {
+    /// Before the scope joins the start thread, make sure it cannot stay blocked: stop the
+    /// driver unless the heartbeat should keep running (it never should past this point).
+    fn stop_driver_if_needed(self, hb: &Heartbeat) -> Outcome {
+        if !matches!(self, Outcome::Fenced) {
+            hb.stop();
+        }
+        self
+    }
 }

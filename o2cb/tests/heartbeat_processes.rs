@@ -21,17 +21,24 @@ struct HbProc {
 
 impl HbProc {
     fn spawn(region: &Path, node: u8, dead_threshold: u32) -> HbProc {
+        let (node, threshold) = (node.to_string(), dead_threshold.to_string());
+        let args = [
+            "--node",
+            &node,
+            "--period-ms",
+            "100",
+            "--dead-threshold",
+            &threshold,
+        ];
+        Self::spawn_args(&["heartbeat", "run"], region, &args)
+    }
+
+    /// `o2cb <pre> REGION <post>` with both output streams captured.
+    fn spawn_args(pre: &[&str], region: &Path, post: &[&str]) -> HbProc {
         let mut child = Command::new(BIN)
-            .args(["heartbeat", "run"])
+            .args(pre)
             .arg(region)
-            .args([
-                "--node",
-                &node.to_string(),
-                "--period-ms",
-                "100",
-                "--dead-threshold",
-                &dead_threshold.to_string(),
-            ])
+            .args(post)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -357,7 +364,20 @@ fn a_second_process_in_the_same_slot_cannot_stabilize() {
     let mut a = HbProc::spawn(&region, 0, 10);
     let t = Duration::from_secs(10);
     a.wait_for("heartbeat started", t);
-    let mut twin = HbProc::spawn(&region, 0, 10);
+    // The twin beats three times slower, so between two of its reads the first instance has
+    // always rewritten the slot: it can never see its own block back, deterministically.
+    let mut twin = HbProc::spawn_args(
+        &["heartbeat", "run"],
+        &region,
+        &[
+            "--node",
+            "0",
+            "--period-ms",
+            "300",
+            "--dead-threshold",
+            "10",
+        ],
+    );
     let (line, _) = a.wait_for("Heartbeat generation mismatch on device", t);
     assert!(line.contains("expected(0:0x"), "{line}");
     let (line, _) = twin.wait_for("Unable to stabilize heartbeat on region", t);
@@ -372,4 +392,50 @@ fn a_second_process_in_the_same_slot_cannot_stabilize() {
     // The first instance keeps heartbeating (no fence, still running).
     std::thread::sleep(Duration::from_millis(500));
     assert!(a.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn sigterm_while_starting_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = format_region(dir.path(), 4);
+    // With the kernel's 2 s period, steady state is 8 s away.
+    let mut a = HbProc::spawn_args(&["heartbeat", "run"], &region, &["--node", "2"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let t = Instant::now();
+    let status = a.sigterm();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    let blk = spec_decoder::decode(&slot(&region, 2));
+    assert!(blk.crc_ok);
+    assert_eq!(
+        (blk.node, blk.generation, blk.dead_ms),
+        (2, 0, 62000),
+        "kernel defaults, clean stop"
+    );
+}
+
+#[test]
+fn dump_watch_follows_a_node_coming_and_dying() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = format_region(dir.path(), 4);
+    let mut watch = HbProc::spawn_args(
+        &["heartbeat", "dump"],
+        &region,
+        &["--watch", "--interval-ms", "200"],
+    );
+    let t = Duration::from_secs(10);
+    watch.wait_for("(4 empty slots not shown)", t);
+    let mut b = HbProc::spawn(&region, 3, 5);
+    let (line, _) = watch.wait_for(" live", t);
+    assert!(line.trim_start().starts_with("3     3"), "{line}");
+    b.kill9();
+    let (line, _) = watch.wait_for(" dead", t);
+    assert!(
+        line.trim_start().starts_with("3     3") && line.contains("good"),
+        "{line}"
+    );
 }

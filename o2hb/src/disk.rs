@@ -51,6 +51,7 @@ pub struct DirectFile {
     path: PathBuf,
     file: File,
     direct: bool,
+    writable: bool,
     buf: AlignedBuf,
 }
 
@@ -58,28 +59,33 @@ impl DirectFile {
     /// Opens read-write with O_DIRECT, or falls back (with a notice) to O_DSYNC where O_DIRECT
     /// is refused.
     pub fn open(path: &Path) -> io::Result<DirectFile> {
-        match Self::open_with(path, true) {
-            Ok(file) => Ok(DirectFile {
-                path: path.to_path_buf(),
-                file,
-                direct: true,
-                buf: AlignedBuf::new(),
-            }),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::warn!(path = %path.display(), "O_DIRECT refused by this file system; using synchronous buffered I/O");
-                let file = Self::open_with(path, false)?;
-                Ok(DirectFile {
-                    path: path.to_path_buf(),
-                    file,
-                    direct: false,
-                    buf: AlignedBuf::new(),
-                })
-            }
-            Err(e) => Err(e),
-        }
+        Self::open_access(path, true)
     }
 
-    fn open_with(path: &Path, direct: bool) -> io::Result<File> {
+    /// Opens for reading only (dumps, inspection): a read-only device or file is enough.
+    pub fn open_read_only(path: &Path) -> io::Result<DirectFile> {
+        Self::open_access(path, false)
+    }
+
+    fn open_access(path: &Path, writable: bool) -> io::Result<DirectFile> {
+        let (file, direct) = match Self::open_with(path, true, writable) {
+            Ok(file) => (file, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!(path = %path.display(), "O_DIRECT refused by this file system; using synchronous buffered I/O");
+                (Self::open_with(path, false, writable)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(DirectFile {
+            path: path.to_path_buf(),
+            file,
+            direct,
+            writable,
+            buf: AlignedBuf::new(),
+        })
+    }
+
+    fn open_with(path: &Path, direct: bool, writable: bool) -> io::Result<File> {
         let flags = if direct {
             libc::O_DIRECT | libc::O_DSYNC
         } else {
@@ -87,7 +93,7 @@ impl DirectFile {
         };
         OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .custom_flags(flags)
             .open(path)
     }
@@ -104,7 +110,7 @@ impl DirectFile {
             return Ok(false);
         }
         tracing::warn!(path = %self.path.display(), "O_DIRECT I/O refused ({e}); using synchronous buffered I/O");
-        self.file = Self::open_with(&self.path, false)?;
+        self.file = Self::open_with(&self.path, false, self.writable)?;
         self.direct = false;
         Ok(true)
     }

@@ -243,16 +243,22 @@ impl Heartbeat {
         let _ = self.tx.send(Msg::Nego { id, kind, node_num });
     }
 
-    /// Stops every region cleanly and ends the driver.
+    /// Stops every region cleanly and ends the driver; returns when the regions have stopped.
+    /// Starts still waiting for steady state fail; later calls get [`Error::DriverGone`].
+    pub fn stop(&self) {
+        let (reply, wait) = mpsc::channel();
+        if self.tx.send(Msg::Shutdown { reply }).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// [`Heartbeat::stop`], then waits for the driver thread to end.
     pub fn shutdown(mut self) {
         self.shutdown_inner();
     }
 
     fn shutdown_inner(&mut self) {
-        let (reply, wait) = mpsc::channel();
-        if self.tx.send(Msg::Shutdown { reply }).is_ok() {
-            let _ = wait.recv();
-        }
+        self.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
