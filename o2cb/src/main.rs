@@ -27,8 +27,12 @@
 //! [`path_of`] turns an argument into the path it names, and [`print_text`] /
 //! [`eprint_text`] write text back as the original bytes.
 
+mod cmd_hbctl;
 mod cmd_heartbeat;
+mod cmd_node;
+mod cmd_status;
 mod compat;
+mod daemon;
 
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -64,7 +68,14 @@ type CommandFn = fn(&Global, &[String]) -> anyhow::Result<ExitCode>;
 fn project_command(name: &str) -> Option<CommandFn> {
     #[allow(clippy::match_single_binding)]
     match name {
-        "heartbeat" => Some(cmd_heartbeat::run),
+        // start|stop go to the node daemon, the rest to cmd_heartbeat.
+        "heartbeat" => Some(cmd_hbctl::run),
+        "node" => Some(cmd_node::run),
+        "online" => Some(cmd_node::online),
+        "offline" => Some(cmd_node::offline),
+        "status" => Some(cmd_status::status),
+        "nodes" => Some(cmd_status::nodes),
+        "list-connections" => Some(cmd_status::list_connections),
         _ => None,
     }
 }

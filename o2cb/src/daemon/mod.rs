@@ -1,0 +1,598 @@
+//! The node daemon: one process per node hosting o2hb, o2net (and the DLM), serving the
+//! control socket that the `o2cb` commands talk to.
+//!
+//! Start-up follows `service o2cb online`: read cluster.conf and the sysconfig file, find the
+//! local node, "register the cluster" (start o2net with the cluster's timeouts), then start
+//! global heartbeat on the configured regions (local mode: wait for `o2cb heartbeat start`).
+//! Heartbeat events reach o2net in the kernel's order (every up and down, our own node's
+//! included). A clean stop (`o2cb offline`, SIGTERM, SIGINT) stops every region with the
+//! generation-0 block, so peers see the node down at their next read instead of after the
+//! dead threshold, then shuts o2net down.
+//!
+//! - [`proto`]: socket path rule and the line protocol.
+//! - [`client`]: how the commands find and call a daemon.
+//! - [`report`]: the text of `status` and `nodes`.
+
+pub mod client;
+pub mod proto;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use o2hb::core::{nego_key, NegoKind, RegionId};
+use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat, NegoSend, FENCE_EXIT_STATUS};
+use o2hb::{Mode, NodeMap, Timing};
+use o2nm::HeartbeatMode;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+
+use crate::Global;
+use proto::Reply;
+
+/// How to run a node (the options of `o2cb node run` and `o2cb online`).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The cluster to bring online (else `O2CB_BOOTCLUSTER`, else the only one).
+    pub cluster: Option<String>,
+    /// The local node's name (else `$O2CB_NODE`, else the host name).
+    pub node: Option<String>,
+    /// The sysconfig file (else the init script's choice of `/etc/sysconfig/o2cb` and
+    /// `/etc/default/o2cb`).
+    pub sysconfig: Option<PathBuf>,
+    /// Heartbeat period; the kernel's 2000 ms if not given.
+    pub heartbeat_period_ms: Option<u32>,
+    /// Where global heartbeat regions may be: each path is opened and matched by region name.
+    pub region_paths: Vec<PathBuf>,
+    /// Fence by running this shell command instead of exiting.
+    pub fence_command: Option<String>,
+}
+
+/// The cluster as `online` registers it, with the local node found.
+pub fn load_cluster(global: &Global, opts: &Options) -> anyhow::Result<o2nm::Cluster> {
+    let conf = o2nm::ClusterConf::load(&global.config_file)?;
+    let (sysconfig_path, mut sysconfig) = match &opts.sysconfig {
+        Some(p) => (p.clone(), o2nm::O2cbSysconfig::load(p)?),
+        None => {
+            let p = o2nm::O2cbSysconfig::path_under(Path::new("/"));
+            (p.clone(), o2nm::O2cbSysconfig::load(&p)?)
+        }
+    };
+    if let Some(ms) = opts.heartbeat_period_ms {
+        sysconfig.timeouts.heartbeat_period_ms = ms;
+    }
+    let local = o2nm::LocalNode::from_env(opts.node.as_deref());
+    let cluster = o2nm::Cluster::online(&conf, opts.cluster.as_deref(), &sysconfig, &local)
+        .with_context(|| {
+            format!(
+                "{} (sysconfig {})",
+                crate::path_text(&global.config_file),
+                crate::path_text(&sysconfig_path)
+            )
+        })?;
+    if cluster.local_node().is_none() {
+        let o2nm::LocalNode::Hostname(host) = &local else {
+            bail!("cluster '{}' has no local node", cluster.name());
+        };
+        bail!(
+            "no node of cluster '{}' is this host ('{host}'); name it with --node NAME or {}",
+            cluster.name(),
+            o2nm::LocalNode::ENV
+        );
+    }
+    Ok(cluster)
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves plain data, still usable.
+pub(crate) trait Guard<T> {
+    fn guard(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> Guard<T> for Mutex<T> {
+    fn guard(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A heartbeat region this node runs.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveRegion {
+    pub name: String,
+    pub path: PathBuf,
+    pub id: RegionId,
+    pub nego_key: u32,
+}
+
+/// What heartbeat last said about a node.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerHb {
+    pub live: bool,
+    pub generation: u64,
+}
+
+/// The running node, shared by the control connections and the event task.
+pub(crate) struct Daemon {
+    pub cluster: o2nm::Cluster,
+    pub local: u8,
+    pub net: o2net::Net,
+    pub hb: Heartbeat,
+    pub regions: Mutex<Vec<ActiveRegion>>,
+    pub peers: Mutex<BTreeMap<u8, PeerHb>>,
+    pub socket: PathBuf,
+    pub pid: u32,
+    pub started: Instant,
+    /// Set once the node starts going offline; later requests to do it are no-ops.
+    offline: AtomicBool,
+    /// The offline report, for whoever asked second.
+    offline_lines: Mutex<Option<String>>,
+    /// Wakes the main task once the node is offline and the requester answered.
+    exit: Notify,
+}
+
+/// `o2cb node run`: runs the node in the foreground until `o2cb offline` or a signal.
+pub fn run(global: &Global, opts: &Options) -> anyhow::Result<ExitCode> {
+    let cluster = load_cluster(global, opts)?;
+    let local = cluster
+        .local_node()
+        .map(|n| n.num)
+        .context("no local node")?;
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("o2cb-node{local}"))
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cluster, opts.clone()))
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+fn say(line: &str) {
+    crate::print_text(&format!("{line}\n"));
+    let _ = std::io::stdout().flush();
+}
+
+/// Fencing after o2net lost quorum: the configured command, or exit at once (no clean stop,
+/// so peers see this node die).
+fn net_fence(local: u8, command: Option<String>) -> o2net::FenceFn {
+    Arc::new(move |reason: &str| {
+        tracing::error!(node = local, "o2net fences this node: {reason}");
+        match &command {
+            Some(cmd) => {
+                let _ = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .status();
+            }
+            None => std::process::exit(FENCE_EXIT_STATUS),
+        }
+    })
+}
+
+async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode> {
+    let local_node = cluster.local_node().context("no local node")?.clone();
+    let local = local_node.num;
+    let name = cluster.name().to_string();
+
+    let dir = proto::runtime_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating {}", crate::path_text(&dir)))?;
+    let socket = proto::node_file(&dir, &name, &local_node.name, "sock");
+    if proto::Client::connect(&socket).is_ok() {
+        bail!(
+            "node {} ({}) of cluster {name} is already running (control socket {})",
+            local,
+            local_node.name,
+            crate::path_text(&socket)
+        );
+    }
+    // Nobody answers: a socket left by a daemon that died.
+    let _ = std::fs::remove_file(&socket);
+
+    let net = o2net::Net::start(
+        o2net::NetConfig::from_cluster(&cluster)?,
+        net_fence(local, opts.fence_command.clone()),
+    )?;
+    say(&format!("Registering O2CB cluster \"{name}\": OK"));
+    say("Setting O2CB cluster timeouts : OK");
+
+    let t = cluster.timeouts();
+    let mut cfg = DriverConfig::new(local);
+    cfg.mode = match cluster.heartbeat_mode() {
+        HeartbeatMode::Global => Mode::Global,
+        HeartbeatMode::Local => Mode::Local,
+    };
+    cfg.timing = Timing::new(u64::from(t.heartbeat_period_ms), t.dead_threshold)?;
+    let mut configured = NodeMap::new();
+    for n in cluster.nodes() {
+        configured.insert(n.num);
+    }
+    cfg.configured = configured;
+    if let Some(cmd) = &opts.fence_command {
+        cfg.fence = FenceAction::Command(cmd.clone());
+    }
+    let rt = tokio::runtime::Handle::current();
+    let nego_net = net.clone();
+    cfg.nego_sender = Some(Arc::new(move |m: NegoSend| {
+        let net = nego_net.clone();
+        rt.spawn(async move {
+            if let Err(e) = net.send(m.to, m.kind as u16, m.key, vec![m.node_num]).await {
+                tracing::warn!(
+                    node = net.local_node(),
+                    to = m.to,
+                    "o2hb negotiation message not delivered: {e}"
+                );
+            }
+        });
+    }));
+    let hb = Heartbeat::start(cfg)?;
+    // Subscribed before any region starts: no event is missed.
+    let events = hb.subscribe();
+
+    let daemon = Arc::new(Daemon {
+        cluster,
+        local,
+        net,
+        hb,
+        regions: Mutex::new(Vec::new()),
+        peers: Mutex::new(BTreeMap::new()),
+        socket: socket.clone(),
+        pid: std::process::id(),
+        started: Instant::now(),
+        offline: AtomicBool::new(false),
+        offline_lines: Mutex::new(None),
+        exit: Notify::new(),
+    });
+    tokio::spawn(forward_events(daemon.clone(), events));
+
+    if daemon.cluster.heartbeat_mode() == HeartbeatMode::Global {
+        if let Err(e) = start_global_regions(&daemon, &opts.region_paths).await {
+            say(&format!(
+                "Starting global heartbeat for cluster \"{name}\": Failed"
+            ));
+            daemon.go_offline().await;
+            return Err(e);
+        }
+        say(&format!(
+            "Starting global heartbeat for cluster \"{name}\": OK"
+        ));
+    }
+
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("control socket {}", crate::path_text(&socket)))?;
+    tracing::info!(
+        node = local,
+        "node {local} ({}) online in cluster {name}; control socket {}",
+        local_node.name,
+        socket.display()
+    );
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(d.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!(node = d.local, "control socket: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => { daemon.go_offline().await; }
+        _ = int.recv() => { daemon.go_offline().await; }
+        _ = daemon.exit.notified() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds heartbeat events to o2net (and records them for `status` and `nodes`).
+async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::UnboundedReceiver<HbEvent>) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            HbEvent::NodeUp {
+                node, generation, ..
+            } => {
+                d.peers.guard().insert(
+                    node,
+                    PeerHb {
+                        live: true,
+                        generation,
+                    },
+                );
+                d.net.heartbeat_up(node);
+            }
+            HbEvent::NodeDown {
+                node, generation, ..
+            } => {
+                d.peers.guard().insert(
+                    node,
+                    PeerHb {
+                        live: false,
+                        generation,
+                    },
+                );
+                d.net.heartbeat_down(node);
+            }
+            HbEvent::Fenced => {
+                tracing::error!(node = d.local, "o2hb fenced this node: heartbeat stopped");
+            }
+        }
+    }
+}
+
+/// Opens every `--region-path` and starts the cluster's regions on the ones that match.
+async fn start_global_regions(d: &Arc<Daemon>, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut sources = Vec::new();
+    for p in paths {
+        // Absolute, so that status shows where the region is whatever the daemon's cwd was.
+        let p = std::path::absolute(p).with_context(|| crate::path_text(p))?;
+        sources.push(o2hb::source::open(&p)?);
+    }
+    let wanted: Vec<String> = d.cluster.regions().iter().map(|r| r.name.clone()).collect();
+    if wanted.is_empty() {
+        bail!(
+            "cluster {} is in global heartbeat mode but has no heartbeat region",
+            d.cluster.name()
+        );
+    }
+    for name in wanted {
+        let Some(src) = sources.iter().find(|s| s.name == name) else {
+            bail!(
+                "heartbeat region {name} of cluster {}: no --region-path names it ({} given)",
+                d.cluster.name(),
+                paths.len()
+            );
+        };
+        d.start_region(src.clone()).await?;
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Starts heartbeat on a region (returns once it is steady) and registers its
+    /// negotiation handlers with o2net.
+    pub(crate) async fn start_region(
+        self: &Arc<Self>,
+        src: o2hb::source::RegionSource,
+    ) -> anyhow::Result<ActiveRegion> {
+        if let Some(r) = self.regions.guard().iter().find(|r| r.name == src.name) {
+            bail!(
+                "heartbeat region {} is already active on {}",
+                r.name,
+                crate::path_text(&r.path)
+            );
+        }
+        let d = self.clone();
+        let s = src.clone();
+        let id = tokio::task::spawn_blocking(move || d.hb.start_region(&s))
+            .await?
+            .with_context(|| format!("{}: region {}", crate::path_text(&src.path), src.name))?;
+        let num = if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
+            id
+        } else {
+            0
+        };
+        let key = nego_key(num, &src.name);
+        for kind in [NegoKind::Timeout, NegoKind::Approve] {
+            // Weak: the handler lives in o2net, which the daemon owns.
+            let d: Weak<Daemon> = Arc::downgrade(self);
+            self.net.register_handler(kind as u16, key, 1, move |req| {
+                if let (Some(&n), Some(d)) = (req.payload.first(), d.upgrade()) {
+                    d.hb.deliver_nego(id, kind, n);
+                }
+                0
+            })?;
+        }
+        let region = ActiveRegion {
+            name: src.name.clone(),
+            path: src.path.clone(),
+            id,
+            nego_key: key,
+        };
+        self.regions.guard().push(region.clone());
+        tracing::info!(node = self.local, region = %src.name, "heartbeat started on {}", src.path.display());
+        Ok(region)
+    }
+
+    /// Stops a region cleanly (generation-0 block) and drops its negotiation handlers.
+    pub(crate) async fn stop_region(self: &Arc<Self>, region: ActiveRegion) -> anyhow::Result<()> {
+        let d = self.clone();
+        let id = region.id;
+        tokio::task::spawn_blocking(move || d.hb.stop_region(id))
+            .await?
+            .with_context(|| format!("stopping region {}", region.name))?;
+        for kind in [NegoKind::Timeout, NegoKind::Approve] {
+            self.net.unregister_handler(kind as u16, region.nego_key);
+        }
+        self.regions.guard().retain(|r| r.id != id);
+        tracing::info!(node = self.local, region = %region.name, "heartbeat stopped");
+        Ok(())
+    }
+
+    /// Leaves the cluster cleanly: stops heartbeat (generation 0), then o2net. Returns the
+    /// init script's offline lines; only the first call does the work.
+    pub(crate) async fn go_offline(self: &Arc<Self>) -> String {
+        if self.offline.swap(true, Ordering::AcqRel) {
+            // Someone else is at it: wait for their report.
+            loop {
+                if let Some(lines) = self.offline_lines.guard().clone() {
+                    return lines;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let name = self.cluster.name().to_string();
+        let mut out = String::new();
+        let regions: Vec<ActiveRegion> = self.regions.guard().clone();
+        let mut failed = Vec::new();
+        for r in regions {
+            if let Err(e) = self.stop_region(r).await {
+                failed.push(format!("{e:#}"));
+            }
+        }
+        if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
+            if failed.is_empty() {
+                out.push_str(&format!(
+                    "Stopping global heartbeat on cluster \"{name}\": OK\n"
+                ));
+            } else {
+                out.push_str(&format!(
+                    "Stopping global heartbeat on cluster \"{name}\": Failed\n"
+                ));
+                for f in &failed {
+                    out.push_str(&format!("{f}\n"));
+                }
+            }
+        }
+        self.net.shutdown();
+        let _ = std::fs::remove_file(&self.socket);
+        out.push_str(&format!(
+            "Stopping O2CB cluster {name}: Unregistering O2CB cluster \"{name}\": OK\n"
+        ));
+        tracing::info!(node = self.local, "node {} offline", self.local);
+        *self.offline_lines.guard() = Some(out.clone());
+        out
+    }
+
+    fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    /// Answers one request. `offline` is handled by the connection loop (it must answer
+    /// before the process ends).
+    async fn handle(self: &Arc<Self>, words: &[String]) -> Reply {
+        let (op, args) = match words.split_first() {
+            Some((op, args)) => (op.as_str(), args),
+            None => return Reply::err("empty request"),
+        };
+        if self.is_offline() {
+            return Reply::err("the node is going offline");
+        }
+        match (op, args) {
+            ("ping", []) => Reply::ok(report::ping(self)),
+            ("status", []) => Reply::ok(report::status(self)),
+            ("nodes", []) => Reply::ok(report::nodes(self)),
+            ("connections", []) => Reply::ok(o2net::report::connections_table(
+                &self.net.peer_stats(),
+                self.net.now_ms(),
+            )),
+            ("hb-start", [path]) => self.hb_start(path).await,
+            ("hb-stop", [region]) => self.hb_stop(region).await,
+            _ => Reply::err(format!(
+                "unknown request '{}' with {} arguments",
+                words.join(" "),
+                args.len()
+            )),
+        }
+    }
+
+    async fn hb_start(self: &Arc<Self>, path: &str) -> Reply {
+        if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
+            return Reply::err(format!(
+                "cluster {} uses global heartbeat: its regions are those of cluster.conf, started with the node",
+                self.cluster.name()
+            ));
+        }
+        let src = match o2hb::source::open(&crate::path_of(path)) {
+            Ok(s) => s,
+            Err(e) => return Reply::err(e.to_string()),
+        };
+        match self.start_region(src).await {
+            Ok(r) => Reply::ok(format!(
+                "heartbeat started on region {} ({}) as node {}\n",
+                r.name,
+                crate::path_text(&r.path),
+                self.local
+            )),
+            Err(e) => Reply::err(format!("{e:#}")),
+        }
+    }
+
+    async fn hb_stop(self: &Arc<Self>, which: &str) -> Reply {
+        if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
+            return Reply::err(format!(
+                "cluster {} uses global heartbeat: its regions stop with the node (o2cb offline)",
+                self.cluster.name()
+            ));
+        }
+        let path = crate::path_of(which);
+        let found = self
+            .regions
+            .guard()
+            .iter()
+            .find(|r| r.name == which || r.path == path)
+            .cloned();
+        let Some(region) = found else {
+            return Reply::err(format!("no active heartbeat region {which}"));
+        };
+        match self.stop_region(region.clone()).await {
+            Ok(()) => Reply::ok(format!("heartbeat stopped on region {}\n", region.name)),
+            Err(e) => Reply::err(format!("{e:#}")),
+        }
+    }
+}
+
+async fn serve_connection(d: Arc<Daemon>, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = Vec::new();
+        match (&mut r)
+            .take(proto::MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.last() != Some(&b'\n') {
+            let _ = w
+                .write_all(&Reply::err("request line too long or cut short").encode())
+                .await;
+            return;
+        }
+        let words = match proto::decode_request(&line) {
+            Ok(w) => w,
+            Err(e) => {
+                if w.write_all(&Reply::err(e).encode()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if words.first().map(String::as_str) == Some("offline") {
+            let lines = d.go_offline().await;
+            let _ = w.write_all(&Reply::ok(lines).encode()).await;
+            let _ = w.flush().await;
+            d.exit.notify_one();
+            return;
+        }
+        let reply = d.handle(&words).await;
+        if w.write_all(&reply.encode()).await.is_err() {
+            return;
+        }
+    }
+}
