@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use crate::conf::{ClusterConf, HeartbeatMode};
 use crate::error::{Errno, Error, Result};
-use crate::sysconfig::O2cbSysconfig;
+use crate::sysconfig::{O2cbSysconfig, Stack};
 
 /// The timers of a cluster, with the kernel's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,20 +253,27 @@ impl Cluster {
                 cluster.add_region(&hb.region)?;
             }
         }
-        let local_name = stanza
-            .nodes
-            .iter()
-            .find(|n| local.matches(&n.name))
-            .map(|n| n.name.clone());
-        match (local_name, local) {
-            (Some(n), _) => cluster.set_local(&n, true)?,
-            (None, LocalNode::Named(n)) => {
+        // Like register-cluster, every matching node is made local; a second
+        // one is refused by configfs (EBUSY).
+        let mut matching = stanza.nodes.iter().filter(|n| local.matches(&n.name));
+        match (matching.next(), matching.next(), local) {
+            (Some(a), Some(b), _) => {
+                return Err(Error::runtime(
+                    Errno::Busy,
+                    format!(
+                        "nodes '{}' and '{}' of cluster '{name}' both match {local:?}; only one node can be local",
+                        a.name, b.name
+                    ),
+                ))
+            }
+            (Some(n), None, _) => cluster.set_local(&n.name, true)?,
+            (None, _, LocalNode::Named(n)) => {
                 return Err(Error::runtime(
                     Errno::NoEnt,
                     format!("node '{n}' is not in cluster '{name}'"),
                 ))
             }
-            (None, LocalNode::Hostname(_)) => {}
+            (None, _, LocalNode::Hostname(_)) => {}
         }
         Ok(cluster)
     }
@@ -274,7 +281,7 @@ impl Cluster {
     /// The cluster `service o2cb online [CLUSTER]` brings up: `cluster` if
     /// given, else `O2CB_BOOTCLUSTER`, else the only cluster of the file (an
     /// extension for containers, where there is no init script), registered
-    /// with the sysconfig timeouts.
+    /// with the sysconfig timeouts. Only `O2CB_STACK=o2cb` is implemented.
     pub fn online(
         conf: &ClusterConf,
         cluster: Option<&str>,
@@ -294,6 +301,15 @@ impl Cluster {
                 ))
             }
         };
+        if sysconfig.stack != Stack::O2cb {
+            return Err(Error::runtime(
+                Errno::Inval,
+                format!(
+                    "O2CB_STACK={}: only the o2cb cluster stack is implemented",
+                    sysconfig.stack.as_str()
+                ),
+            ));
+        }
         Cluster::from_conf(conf, name, sysconfig.timeouts, local)
     }
 
@@ -695,6 +711,20 @@ node:\n\tcluster = c\n\tname = n2\n\tnumber = 2\n\tip_address = 127.0.0.2\n\tip_
         sys.timeouts.idle_timeout_ms = 60000;
         let online = Cluster::online(&conf, Some("c"), &sys, &local).unwrap();
         assert_eq!(online.timeouts().idle_timeout_ms, 60000);
+        sys.stack = Stack::Pcmk;
+        assert_eq!(
+            Cluster::online(&conf, Some("c"), &sys, &local)
+                .unwrap_err()
+                .errno(),
+            Some(Errno::Inval)
+        );
+        let by_host = LocalNode::Hostname("N1.example.com".into());
+        let c = Cluster::from_conf(&conf, "c", Timeouts::default(), &by_host).unwrap();
+        assert_eq!(c.local_node().map(|n| n.num), Some(1));
+        let twice = text.replace("name = n2", "name = n1.example");
+        let conf2 = ClusterConf::parse(twice.as_bytes(), Path::new("f")).unwrap();
+        let err = Cluster::from_conf(&conf2, "c", Timeouts::default(), &by_host).unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::Busy));
         let missing = LocalNode::Named("n3".into());
         assert!(Cluster::from_conf(&conf, "c", Timeouts::default(), &missing).is_err());
         let bad = text.replace("number = 2", "number = 300");
