@@ -261,17 +261,33 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
     });
     tokio::spawn(forward_events(daemon.clone(), events));
 
+    use tokio::signal::unix::{signal, SignalKind};
+    // Hooked before the (possibly long) start of the regions, so that an early SIGTERM
+    // still ends in a clean stop.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     if daemon.cluster.heartbeat_mode() == HeartbeatMode::Global {
-        if let Err(e) = start_global_regions(&daemon, &opts.region_paths).await {
-            say(&format!(
-                "Starting global heartbeat for cluster \"{name}\": Failed"
-            ));
-            daemon.go_offline().await;
-            return Err(e);
+        let started = tokio::select! {
+            r = start_global_regions(&daemon, &opts.region_paths) => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        match started {
+            Some(Ok(())) => say(&format!(
+                "Starting global heartbeat for cluster \"{name}\": OK"
+            )),
+            Some(Err(e)) => {
+                say(&format!(
+                    "Starting global heartbeat for cluster \"{name}\": Failed"
+                ));
+                daemon.go_offline().await;
+                return Err(e);
+            }
+            None => {
+                daemon.go_offline().await;
+                return Ok(ExitCode::SUCCESS);
+            }
         }
-        say(&format!(
-            "Starting global heartbeat for cluster \"{name}\": OK"
-        ));
     }
 
     let listener = UnixListener::bind(&socket)
@@ -297,9 +313,6 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         }
     });
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => { daemon.go_offline().await; }
         _ = int.recv() => { daemon.go_offline().await; }
@@ -467,6 +480,8 @@ impl Daemon {
                 }
             }
         }
+        // Regions still starting (a stop during start-up) stop too, and fail their start.
+        tokio::task::block_in_place(|| self.hb.stop());
         self.net.shutdown();
         let _ = std::fs::remove_file(&self.socket);
         out.push_str(&format!(
