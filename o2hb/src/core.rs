@@ -562,6 +562,11 @@ impl HeartbeatSet {
         self.ids_where(|r| r.failed)
     }
 
+    /// Every region of the set, started or not.
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        self.ids_where(|_| true)
+    }
+
     /// Regions that reached steady state and are still running.
     pub fn steady_regions(&self) -> Vec<RegionId> {
         self.ids_where(|r| {

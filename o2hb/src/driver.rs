@@ -90,6 +90,47 @@ impl DriverConfig {
     }
 }
 
+/// o2net's callback priority (`O2NET_HB_PRI`): it handles up and down first.
+pub const O2NET_HB_PRI: u32 = 0x1;
+/// o2dlm's node-up priority (`DLM_HB_NODE_UP_PRI`).
+pub const DLM_HB_NODE_UP_PRI: u32 = 0x800_0000;
+/// o2dlm's node-down priority (`DLM_HB_NODE_DOWN_PRI`): after o2net has failed its sends.
+pub const DLM_HB_NODE_DOWN_PRI: u32 = 0xf00_0000;
+
+/// Which events a callback wants (the kernel's `O2HB_NODE_UP_CB` / `O2HB_NODE_DOWN_CB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallbackKind {
+    NodeUp,
+    NodeDown,
+}
+
+/// A node event callback. It runs on the driver's thread, so it must return quickly and must
+/// not call back into [`Heartbeat`] methods that wait for the driver.
+pub type HbCallback = Arc<dyn Fn(&HbEvent) + Send + Sync>;
+
+/// A snapshot of the heartbeat, for status displays (the kernel's debugfs files).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HbStatus {
+    /// Nodes live in at least one region (`livenodes`).
+    pub live: NodeMap,
+    pub regions: Vec<RegionStatus>,
+    pub fenced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionStatus {
+    pub id: RegionId,
+    pub name: String,
+    pub device: String,
+    /// Nodes live in this region.
+    pub live: NodeMap,
+    pub steady: bool,
+    /// Global mode: the region sees every live node (`quorum_regions`).
+    pub quorum: bool,
+    /// Global mode: its write timed out (`failed_regions`).
+    pub failed: bool,
+}
+
 /// Node events for o2net and o2dlm, in the kernel's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HbEvent {
@@ -136,6 +177,12 @@ enum Msg {
         node_num: u8,
     },
     Subscribe(UnboundedSender<HbEvent>),
+    Register {
+        kind: CallbackKind,
+        priority: u32,
+        f: HbCallback,
+        reply: mpsc::Sender<()>,
+    },
     Shutdown {
         reply: mpsc::Sender<()>,
     },
@@ -145,7 +192,7 @@ enum Msg {
 pub struct Heartbeat {
     tx: mpsc::Sender<Msg>,
     thread: Option<JoinHandle<()>>,
-    live: Arc<Mutex<NodeMap>>,
+    status: Arc<Mutex<HbStatus>>,
 }
 
 impl Heartbeat {
@@ -157,7 +204,7 @@ impl Heartbeat {
             configured: cfg.configured,
         })?;
         let (tx, rx) = mpsc::channel();
-        let live = Arc::new(Mutex::new(NodeMap::new()));
+        let status = Arc::new(Mutex::new(HbStatus::default()));
         let mut ev = EventLoop {
             core,
             node: cfg.node,
@@ -170,7 +217,8 @@ impl Heartbeat {
             stopping: HashMap::new(),
             subs: Vec::new(),
             epoch: Instant::now(),
-            live: live.clone(),
+            status: status.clone(),
+            callbacks: Vec::new(),
             shutdown: None,
             fenced: false,
         };
@@ -181,7 +229,7 @@ impl Heartbeat {
         Ok(Heartbeat {
             tx,
             thread: Some(thread),
-            live,
+            status,
         })
     }
 
@@ -235,7 +283,35 @@ impl Heartbeat {
 
     /// Nodes live in at least one region.
     pub fn live_nodes(&self) -> NodeMap {
-        *self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.status().live
+    }
+
+    /// Live nodes, regions, quorum and failed regions as of the last event.
+    pub fn status(&self) -> HbStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Calls `f` for every event of `kind`, in ascending `priority` (equal priorities in
+    /// registration order), before channel subscribers hear of it: the kernel's
+    /// `o2hb_register_callback`, so that o2net ([`O2NET_HB_PRI`]) reacts to a death before
+    /// o2dlm ([`DLM_HB_NODE_DOWN_PRI`]) starts recovery.
+    pub fn register_callback(&self, kind: CallbackKind, priority: u32, f: HbCallback) {
+        let (reply, wait) = mpsc::channel();
+        if self
+            .tx
+            .send(Msg::Register {
+                kind,
+                priority,
+                f,
+                reply,
+            })
+            .is_ok()
+        {
+            let _ = wait.recv();
+        }
     }
 
     /// Hands a negotiation message received by o2net to a region.
@@ -283,7 +359,8 @@ struct EventLoop {
     stopping: HashMap<RegionId, Vec<mpsc::Sender<Result<(), Error>>>>,
     subs: Vec<UnboundedSender<HbEvent>>,
     epoch: Instant,
-    live: Arc<Mutex<NodeMap>>,
+    status: Arc<Mutex<HbStatus>>,
+    callbacks: Vec<(CallbackKind, u32, HbCallback)>,
     shutdown: Option<mpsc::Sender<()>>,
     fenced: bool,
 }
@@ -345,10 +422,10 @@ impl EventLoop {
     fn feed(&mut self, input: Input<'_>) {
         let now = self.now();
         let outputs = self.core.handle(now, input);
-        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = self.core.live_nodes();
         for o in outputs {
             self.perform(o);
         }
+        self.publish_status();
     }
 
     fn on_msg(&mut self, msg: Msg) {
@@ -423,6 +500,21 @@ impl EventLoop {
                 node_num,
             }),
             Msg::Subscribe(tx) => self.subs.push(tx),
+            Msg::Register {
+                kind,
+                priority,
+                f,
+                reply,
+            } => {
+                // After every callback of lower or equal priority, as the kernel inserts.
+                let at = self
+                    .callbacks
+                    .iter()
+                    .position(|(_, p, _)| *p > priority)
+                    .unwrap_or(self.callbacks.len());
+                self.callbacks.insert(at, (kind, priority, f));
+                let _ = reply.send(());
+            }
             Msg::Shutdown { reply } => {
                 self.shutdown = Some(reply);
                 let ids: Vec<RegionId> = self.workers.keys().copied().collect();
@@ -433,6 +525,37 @@ impl EventLoop {
         }
     }
 
+    fn publish_status(&self) {
+        let core = &self.core;
+        let (quorum, failed, steady) = (
+            core.quorum_regions(),
+            core.failed_regions(),
+            core.steady_regions(),
+        );
+        let regions = core
+            .region_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let cfg = core.region_config(id)?;
+                Some(RegionStatus {
+                    id,
+                    name: cfg.name.clone(),
+                    device: cfg.device.clone(),
+                    live: core.region_live_nodes(id),
+                    steady: steady.contains(&id),
+                    quorum: quorum.contains(&id),
+                    failed: failed.contains(&id),
+                })
+            })
+            .collect();
+        let status = HbStatus {
+            live: core.live_nodes(),
+            regions,
+            fenced: self.fenced,
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
     fn region_name(&self, id: RegionId) -> String {
         self.core
             .region_config(id)
@@ -441,6 +564,16 @@ impl EventLoop {
     }
 
     fn publish(&mut self, ev: HbEvent) {
+        let kind = match ev {
+            HbEvent::NodeUp { .. } => Some(CallbackKind::NodeUp),
+            HbEvent::NodeDown { .. } => Some(CallbackKind::NodeDown),
+            HbEvent::Fenced => None,
+        };
+        for (k, _, f) in &self.callbacks {
+            if Some(*k) == kind {
+                f(&ev);
+            }
+        }
         self.subs.retain(|s| s.send(ev.clone()).is_ok());
     }
 

@@ -2,11 +2,15 @@
 //! threshold 5): events, clean stop, and write stalls injected through a slow device wrapper.
 
 use o2hb::disk::{BlockIo, DirectFile};
-use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat};
+use o2hb::driver::{
+    CallbackKind, DriverConfig, FenceAction, HbEvent, Heartbeat, DLM_HB_NODE_DOWN_PRI,
+    DLM_HB_NODE_UP_PRI, O2NET_HB_PRI,
+};
 use o2hb::source::RegionSource;
 use o2hb::{Mode, Timing};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -218,4 +222,67 @@ fn global_mode_tolerates_one_stalled_region_of_three_but_not_two() {
     for s in &stalls {
         s.store(false, Ordering::SeqCst);
     }
+}
+
+#[test]
+fn callbacks_run_in_kernel_priority_order_and_status_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = region(dir.path(), "r");
+    let a = Heartbeat::start(config(0, Mode::Local)).unwrap();
+    let calls: Arc<Mutex<Vec<(&'static str, HbEvent)>>> = Arc::default();
+    // Registered in the "wrong" order on purpose: priority decides, as in the kernel.
+    for (who, kind, pri) in [
+        ("dlm", CallbackKind::NodeDown, DLM_HB_NODE_DOWN_PRI),
+        ("dlm", CallbackKind::NodeUp, DLM_HB_NODE_UP_PRI),
+        ("o2net", CallbackKind::NodeUp, O2NET_HB_PRI),
+        ("o2net", CallbackKind::NodeDown, O2NET_HB_PRI),
+    ] {
+        let calls = calls.clone();
+        a.register_callback(
+            kind,
+            pri,
+            Arc::new(move |ev: &HbEvent| calls.lock().unwrap().push((who, ev.clone()))),
+        );
+    }
+    let mut rx = a.subscribe();
+    a.start_region(&src).unwrap();
+    let b = Heartbeat::start(config(1, Mode::Local)).unwrap();
+    b.start_region(&src).unwrap();
+    wait_event(&mut rx, is_up(1), Duration::from_secs(10));
+    let st = a.status();
+    assert_eq!(st.live.to_string(), "0 1");
+    assert_eq!(st.regions.len(), 1);
+    assert!(
+        st.regions[0].steady && !st.regions[0].quorum && !st.regions[0].failed,
+        "{st:?}"
+    );
+    assert_eq!(
+        (st.regions[0].name.as_str(), st.regions[0].live.to_string()),
+        (src.name.as_str(), "0 1".to_string())
+    );
+
+    b.shutdown();
+    wait_event(&mut rx, is_down(1), Duration::from_secs(10));
+    let got: Vec<(&str, bool, u8)> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(w, e)| match e {
+            HbEvent::NodeUp { node, .. } => (*w, true, *node),
+            HbEvent::NodeDown { node, .. } => (*w, false, *node),
+            HbEvent::Fenced => (*w, false, 255),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("o2net", true, 0),
+            ("dlm", true, 0),
+            ("o2net", true, 1),
+            ("dlm", true, 1),
+            ("o2net", false, 1),
+            ("dlm", false, 1)
+        ]
+    );
+    assert_eq!(a.status().live.to_string(), "0");
 }
