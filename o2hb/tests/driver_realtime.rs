@@ -25,9 +25,13 @@ fn region(dir: &Path, name: &str) -> RegionSource {
 }
 
 fn config(node: u8, mode: Mode) -> DriverConfig {
+    config_with(node, mode, THRESHOLD)
+}
+
+fn config_with(node: u8, mode: Mode, threshold: u32) -> DriverConfig {
     let mut cfg = DriverConfig::new(node);
     cfg.mode = mode;
-    cfg.timing = Timing::new(PERIOD, THRESHOLD).unwrap();
+    cfg.timing = Timing::new(PERIOD, threshold).unwrap();
     cfg.fence = FenceAction::Callback(Arc::new(|| panic!("unexpected fence")));
     cfg
 }
@@ -97,7 +101,7 @@ fn three_instances_see_each_other_and_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let src = region(dir.path(), "r");
     let hbs: Vec<Heartbeat> = (0..3)
-        .map(|n| Heartbeat::start(config(n, Mode::Local)).unwrap())
+        .map(|n| Heartbeat::start(config_with(n, Mode::Local, 20)).unwrap())
         .collect();
     let mut rxs: Vec<_> = hbs.iter().map(Heartbeat::subscribe).collect();
     for hb in &hbs {
@@ -136,9 +140,9 @@ fn three_instances_see_each_other_and_a_clean_stop() {
     for rx in rxs.iter_mut().take(2) {
         wait_event(rx, is_down(2), t);
     }
-    // Generation 0 is seen at the next read, well before the 500 ms dead time.
+    // Generation 0 is seen at the next read, well before the 2 s dead time.
     assert!(
-        stopped.elapsed() < Duration::from_millis(450),
+        stopped.elapsed() < Duration::from_millis(1200),
         "{:?}",
         stopped.elapsed()
     );
@@ -170,7 +174,7 @@ fn a_stalled_device_fences_after_the_write_timeout() {
     // period before the stall.
     let after = at - stalled;
     assert!(
-        after >= Duration::from_millis(250) && after < Duration::from_millis(1500),
+        after >= Duration::from_millis(250) && after < Duration::from_millis(3000),
         "fenced {after:?} after the stall"
     );
     wait_event(&mut a_rx, is_down(1), Duration::from_secs(5));
@@ -215,7 +219,7 @@ fn global_mode_tolerates_one_stalled_region_of_three_but_not_two() {
         .recv_timeout(Duration::from_secs(5))
         .expect("two failed regions of three fence");
     assert!(
-        at - second < Duration::from_millis(1500),
+        at - second < Duration::from_millis(3000),
         "{:?}",
         at - second
     );
