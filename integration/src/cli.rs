@@ -58,6 +58,9 @@ pub struct SimArgs {
     /// o2net keepalive delay in ms.
     #[arg(long, default_value_t = 2000)]
     pub keepalive_ms: u64,
+    /// o2net reconnect delay in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub reconnect_ms: u64,
     /// Network latency of one direction, in microseconds.
     #[arg(long, default_value_t = 200)]
     pub latency_us: u64,
@@ -84,7 +87,7 @@ impl SimArgs {
             dead_threshold: self.dead_threshold,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             keepalive_delay: Duration::from_millis(self.keepalive_ms),
-            reconnect_delay: Timing::default().reconnect_delay,
+            reconnect_delay: Duration::from_millis(self.reconnect_ms),
         };
         cfg.net.latency = Duration::from_micros(self.latency_us);
         cfg.net.spread = Duration::from_micros(self.spread_us);
@@ -130,6 +133,7 @@ impl SimArgs {
         flag("hb-period-ms", self.hb_period_ms, d.hb_period_ms);
         flag("idle-timeout-ms", self.idle_timeout_ms, d.idle_timeout_ms);
         flag("keepalive-ms", self.keepalive_ms, d.keepalive_ms);
+        flag("reconnect-ms", self.reconnect_ms, d.reconnect_ms);
         flag("latency-us", self.latency_us, d.latency_us);
         flag("spread-us", self.spread_us, d.spread_us);
         if self.workload != d.workload {
@@ -156,6 +160,7 @@ impl SimArgs {
             hb_period_ms: 2000,
             idle_timeout_ms: 30000,
             keepalive_ms: 2000,
+            reconnect_ms: 2000,
             latency_us: 200,
             spread_us: 300,
             sabotage: None,

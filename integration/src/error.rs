@@ -21,6 +21,10 @@ pub enum SimError {
     DeadThreshold(u32),
     #[error("idle timeout {idle_ms} ms must exceed keepalive delay {keepalive_ms} ms")]
     IdleTimeout { idle_ms: u64, keepalive_ms: u64 },
+    #[error("heartbeat period {0} ms is out of range: 10 to 2000 ms (the kernel's)")]
+    Period(u64),
+    #[error("o2net keepalive and reconnect delays must be at least 1 ms")]
+    ZeroTimer,
     #[error("unknown workload {0:?}: expected ping or idle")]
     Workload(String),
     #[error("unknown sabotage {0:?}: expected wrong-side-survives or ignore-write-timeout")]

@@ -7,7 +7,7 @@
 //! the plan is fixed by the seed alone, so a replay sees the same faults at the
 //! same microseconds whatever the cores do.
 
-use crate::config::Timing;
+use crate::config::{SimConfig, Timing};
 use crate::error::SimError;
 use crate::rng::{SimRng, Stream};
 use crate::stack::{NodeId, RegionId};
@@ -272,15 +272,23 @@ pub fn tail(t: &Timing) -> Duration {
 }
 
 impl FaultPlan {
-    /// Draws the plan for `nodes` nodes heartbeating on `regions` regions from `seed`.
-    pub fn draw(
-        seed: u64,
-        nodes: u16,
-        regions: u8,
-        kinds: &FaultSet,
-        timing: &Timing,
-        duration: Duration,
-    ) -> Self {
+    /// Draws the plan of a run from its seed, cluster size, fault kinds and timings.
+    pub fn draw(cfg: &SimConfig) -> Self {
+        let (seed, nodes, regions, kinds, timing, duration) = (
+            cfg.seed,
+            cfg.nodes,
+            cfg.regions,
+            &cfg.faults,
+            &cfg.timing,
+            cfg.duration,
+        );
+        // Slow, not stalled: an I/O may take up to two periods, and an
+        // iteration (a read and a write) well under the write timeout.
+        let slowest = (timing.hb_period * 2).min(timing.write_timeout() / 4);
+        let healthy = (cfg.disk.latency + cfg.disk.spread).max(Duration::from_micros(1));
+        let max_factor = u64::try_from(slowest.as_micros() / healthy.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut plan = FaultPlan::default();
         if kinds.is_empty() || nodes == 0 {
             return plan;
@@ -306,7 +314,7 @@ impl FaultPlan {
                 break;
             }
             let index = plan.episodes.len();
-            plan.push_actions(index, &ep, &mut rng);
+            plan.push_actions(index, &ep, max_factor, &mut rng);
             // Settle: fenced or crashed nodes reboot at `recover` and need
             // start-up plus discovery by everyone before the next episode.
             t = ep.recover
@@ -442,7 +450,7 @@ impl FaultPlan {
         Some(ep)
     }
 
-    fn push_actions(&mut self, index: usize, ep: &Episode, rng: &mut SimRng) {
+    fn push_actions(&mut self, index: usize, ep: &Episode, max_factor: u64, rng: &mut SimRng) {
         let mut add = |at: SimTime, action: Action| {
             self.actions.push(Planned {
                 at,
@@ -500,9 +508,10 @@ impl FaultPlan {
             }
             FaultKind::Slow => {
                 if let Some(node) = ep.node {
-                    // Up to a few seconds per I/O: iterations stretch past the
-                    // period, peers see fewer changes, yet writes still complete.
-                    let factor = u32::try_from(rng.between(10, 1500)).unwrap_or(10);
+                    // Iterations stretch past the period and peers see fewer
+                    // changes, yet writes still complete in time.
+                    let factor =
+                        u32::try_from(rng.between(max_factor.min(10), max_factor)).unwrap_or(10);
                     let regions = ep.regions.clone();
                     add(
                         ep.start,
@@ -589,9 +598,12 @@ mod tests {
 
     #[test]
     fn plans_keep_episodes_apart_and_inside_the_run() {
-        let t = Timing::default();
         for seed in 0..50 {
-            let plan = FaultPlan::draw(seed, 5, 3, &FaultSet::all(), &t, Duration::from_secs(3600));
+            let mut cfg = SimConfig::new(5, seed);
+            cfg.regions = 3;
+            cfg.faults = FaultSet::all();
+            cfg.duration = Duration::from_secs(3600);
+            let plan = FaultPlan::draw(&cfg);
             assert!(!plan.episodes.is_empty());
             for w in plan.episodes.windows(2) {
                 assert!(w[0].recover < w[1].start, "seed {seed}: episodes overlap");

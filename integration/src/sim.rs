@@ -116,14 +116,7 @@ impl Simulation {
     pub fn with_stacks(cfg: SimConfig, factory: StackFactory) -> Result<Self, SimError> {
         validate(&cfg)?;
         let nodes = usize::from(cfg.nodes);
-        let plan = FaultPlan::draw(
-            cfg.seed,
-            cfg.nodes,
-            cfg.regions,
-            &cfg.faults,
-            &cfg.timing,
-            cfg.duration,
-        );
+        let plan = FaultPlan::draw(&cfg);
         let checkers = check::standard(&cfg);
         Ok(Simulation {
             now: SimTime::ZERO,
@@ -903,6 +896,17 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
     }
     if cfg.timing.dead_threshold <= 2 {
         return Err(SimError::DeadThreshold(cfg.timing.dead_threshold));
+    }
+    // o2hb accepts periods up to the kernel's 2 s, and down to 10 ms.
+    if cfg.timing.hb_period < Duration::from_millis(10)
+        || cfg.timing.hb_period > Duration::from_millis(2000)
+    {
+        return Err(SimError::Period(
+            u64::try_from(cfg.timing.hb_period.as_millis()).unwrap_or(u64::MAX),
+        ));
+    }
+    if cfg.timing.reconnect_delay.is_zero() || cfg.timing.keepalive_delay.is_zero() {
+        return Err(SimError::ZeroTimer);
     }
     if cfg.timing.idle_timeout <= cfg.timing.keepalive_delay {
         return Err(SimError::IdleTimeout {

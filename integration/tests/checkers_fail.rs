@@ -5,7 +5,9 @@
 use integration::o2stack::O2Stack;
 use integration::sim::{region_specs, StackFactory};
 use integration::stack::{Effect, Input, NodeSetup, Note, Stack};
-use integration::{FaultKind, FaultSet, Outcome, Sabotage, SimConfig, SimTime, Simulation};
+use integration::{
+    FaultKind, FaultSet, Outcome, Sabotage, SimConfig, SimTime, Simulation, Workload,
+};
 use std::time::Duration;
 
 fn config(nodes: u16, seed: u64, kinds: &[FaultKind]) -> SimConfig {
@@ -168,4 +170,33 @@ fn a_sender_left_waiting_is_caught_by_the_progress_checker() {
     let v = lost.expect("the lost completion of send #3 must be noticed");
     assert_eq!(v.checker, "send-progress");
     assert!(v.message.contains("send #3"), "{v}");
+}
+
+/// A node whose stack does nothing at all: it never heartbeats nor listens.
+struct Mute;
+
+impl Stack for Mute {
+    fn handle(&mut self, _now: SimTime, _input: Input, _out: &mut Vec<Effect>) {}
+}
+
+#[test]
+fn a_node_that_never_joins_is_caught_by_the_convergence_checker() {
+    let mut cfg = config(3, 8, &[]);
+    // Without requests, nothing else can notice the silent node.
+    cfg.workload = Workload::Idle;
+    let specs = region_specs(&cfg);
+    let factory: StackFactory = Box::new(move |setup: &NodeSetup| -> Box<dyn Stack> {
+        if setup.node == 2 {
+            Box::new(Mute)
+        } else {
+            Box::new(O2Stack::new(setup, &specs))
+        }
+    });
+    let o = Simulation::with_stacks(cfg, factory).unwrap().run();
+    let v = o
+        .violations
+        .first()
+        .expect("the missing node must be noticed");
+    assert_eq!(v.checker, "converge", "{v}");
+    assert!(v.message.contains("n0 does not see n2 heartbeat"), "{v}");
 }

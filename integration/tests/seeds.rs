@@ -21,6 +21,7 @@ fn args(nodes: u16) -> SimArgs {
         hb_period_ms: 2000,
         idle_timeout_ms: 30000,
         keepalive_ms: 2000,
+        reconnect_ms: 2000,
         latency_us: 200,
         spread_us: 300,
         sabotage: None,
@@ -61,7 +62,7 @@ fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
     assert_eq!(runs, 1000);
     // Every kind of fault was drawn, and every checker had real work.
     assert_eq!(kinds.len(), 7, "fault kinds drawn: {kinds:?}");
-    for name in ["hb-rules", "quorum", "stall-fence", "send-progress"] {
+    for name in ["hb-rules", "quorum", "stall-fence", "send-progress", "converge"] {
         assert!(
             judged.get(name).copied().unwrap_or(0) >= 50,
             "{name} judged too little: {judged:?}"

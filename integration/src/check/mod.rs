@@ -12,6 +12,7 @@
 //! (new [`crate::stack::Note`] variants carry DLM grants and releases), and
 //! add it to [`standard`].
 
+pub mod converge;
 pub mod hb_rules;
 pub mod progress;
 pub mod quorum;
@@ -159,5 +160,6 @@ pub fn standard(config: &SimConfig) -> Vec<Box<dyn Checker>> {
         Box::new(quorum::QuorumFences::new(config)),
         Box::new(stall::StallFence::new(config)),
         Box::new(progress::SendProgress::new(config)),
+        Box::new(converge::Convergence::new(config)),
     ]
 }

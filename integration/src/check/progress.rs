@@ -1,10 +1,15 @@
 //! No sender waits forever: every o2net request the workload starts finishes
-//! — with the peer's status or an error — within a bound after the last fault.
+//! — with the peer's status or an error — within a bound after faults heal.
+//! While a fault is in force (a partition that nobody fenced over, a paused
+//! peer) waiting is what the kernel does, so nothing is judged then.
 //!
 //! The bound is what the kernel's rules allow for the slowest way out: a
 //! connection idles out (idle timeout), quorum waits (quorum delay), the
-//! peer is declared dead (dead time), plus a few periods for reboots and
-//! rejoins. A send whose sender crashed or fenced is over: nobody waits.
+//! peer is declared dead (dead time), plus a few reconnection rounds (a new
+//! connection can be refused while the peer does not yet see us heartbeat,
+//! or cut by the acceptor's own connect-expired timer, and is retried a
+//! reconnect delay or an idle timeout later) and a few periods for reboots.
+//! A send whose sender crashed or fenced is over: nobody waits.
 
 use super::{Checker, Tally, Violation, World};
 use crate::config::SimConfig;
@@ -27,7 +32,11 @@ impl SendProgress {
     pub fn new(cfg: &SimConfig) -> Self {
         let t = &cfg.timing;
         SendProgress {
-            bound: t.idle_timeout + t.quorum_delay() + t.dead_time() + t.hb_period * 4,
+            bound: t.idle_timeout
+                + t.quorum_delay()
+                + t.dead_time()
+                + (t.idle_timeout + t.reconnect_delay) * 3
+                + t.hb_period * 4,
             pending: BTreeMap::new(),
             last_fault: SimTime::ZERO,
             reported: false,
@@ -51,10 +60,10 @@ impl SendProgress {
                 since: *started,
                 nodes: vec![*from, *to],
                 message: format!(
-                    "send #{id} from n{from} to n{to}, started at {}s, still waits {:.1} s later (bound {} s after the last fault)",
+                    "send #{id} from n{from} to n{to}, started at {}s, still waits {:.1} s later (bound {:.1} s after the last fault healed)",
                     started.to_string().trim(),
                     (now - *started).as_secs_f64(),
-                    self.bound.as_secs()
+                    self.bound.as_secs_f64()
                 ),
             });
         }
@@ -87,7 +96,16 @@ impl Checker for SendProgress {
     }
 
     fn tick(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
-        self.check(world.now, out);
+        let now = world.now;
+        if world
+            .plan
+            .episodes
+            .iter()
+            .any(|e| e.start <= now && now < e.heal)
+        {
+            return;
+        }
+        self.check(now, out);
     }
 
     fn finish(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
