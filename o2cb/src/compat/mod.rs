@@ -23,9 +23,6 @@ use o2nm::ClusterConf;
 
 use crate::{eprint_text, path_text, Global};
 
-/// The directory ocfs2-tools creates when it writes the configuration.
-const DEFAULT_CONFIG_DIR: &str = "/etc/ocfs2";
-
 /// One ocfs2-tools command: its name, usage and help as the tools print them.
 pub struct Command {
     pub name: &'static str,
@@ -281,8 +278,9 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
     }
     if outcome.ok && outcome.modified {
         // ocfs2-tools creates /etc/ocfs2 before writing, and no other directory.
-        if path.parent() == Some(Path::new(DEFAULT_CONFIG_DIR)) {
-            let _ = std::fs::create_dir(DEFAULT_CONFIG_DIR);
+        let default_dir = Path::new(o2nm::DEFAULT_CLUSTER_CONF).parent();
+        if let Some(dir) = default_dir.filter(|d| path.parent() == Some(*d)) {
+            let _ = std::fs::create_dir(dir);
         }
         if let Err(err) = ctx.conf.store(path) {
             ctx.error(&format!(
