@@ -27,6 +27,7 @@
 //! [`path_of`] turns an argument into the path it names, and [`print_text`] /
 //! [`eprint_text`] write text back as the original bytes.
 
+mod cmd_demo;
 mod cmd_hbctl;
 mod cmd_heartbeat;
 mod cmd_node;
@@ -42,7 +43,7 @@ use std::process::ExitCode;
 use compat::getopt::{Getopt, Item, LongOpt, Order};
 
 /// The default cluster configuration file, as ocfs2-tools.
-pub const DEFAULT_CONFIG_FILE: &str = o2nm::DEFAULT_CLUSTER_CONF;
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/ocfs2/cluster.conf";
 
 /// What the global options said; handed to every command.
 #[derive(Debug, Clone)]
@@ -70,6 +71,7 @@ fn project_command(name: &str) -> Option<CommandFn> {
     match name {
         // start|stop go to the node daemon, the rest to cmd_heartbeat.
         "heartbeat" => Some(cmd_hbctl::run),
+        "demo" => Some(cmd_demo::run),
         "node" => Some(cmd_node::run),
         "online" => Some(cmd_node::online),
         "offline" => Some(cmd_node::offline),
