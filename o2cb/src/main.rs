@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use compat::getopt::{Getopt, Item, LongOpt, Order};
 
 /// The default cluster configuration file, as ocfs2-tools.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/ocfs2/cluster.conf";
+pub const DEFAULT_CONFIG_FILE: &str = o2nm::DEFAULT_CLUSTER_CONF;
 
 /// What the global options said; handed to every command.
 #[derive(Debug, Clone)]
