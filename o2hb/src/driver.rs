@@ -710,9 +710,10 @@ impl EventLoop {
         }
     }
 
+    /// Carries out the fence action, then tells subscribers (with the status already showing
+    /// the fence), so that whoever hears of it can rely on the action having been taken.
     fn do_fence(&mut self) {
         self.fenced = true;
-        self.publish(HbEvent::Fenced);
         match &self.fence {
             FenceAction::Exit => {
                 tracing::error!(
@@ -738,6 +739,8 @@ impl EventLoop {
             }
             FenceAction::Callback(f) => f(),
         }
+        self.publish_status();
+        self.publish(HbEvent::Fenced);
         for (_, reply) in self.starting.drain() {
             let _ = reply.send(Err(Error::Fenced));
         }

@@ -290,3 +290,25 @@ fn callbacks_run_in_kernel_priority_order_and_status_follows() {
     );
     assert_eq!(a.status().live.to_string(), "0");
 }
+
+#[test]
+fn the_fence_command_runs_instead_of_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = region(dir.path(), "r");
+    let a = Heartbeat::start(config(0, Mode::Local)).unwrap();
+    a.start_region(&src).unwrap();
+    let marker = dir.path().join("fenced");
+    let mut cfg = config(1, Mode::Local);
+    cfg.fence = FenceAction::Command(format!("echo node 1 > {}", marker.display()));
+    let b = Heartbeat::start(cfg).unwrap();
+    let mut b_rx = b.subscribe();
+    let stall = start_stallable(&b, &src);
+    std::thread::sleep(Duration::from_millis(300));
+    stall.store(true, Ordering::SeqCst);
+    wait_event(&mut b_rx, |e| *e == HbEvent::Fenced, Duration::from_secs(5));
+    // The command ran before the event went out; the node is down for good.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "node 1\n");
+    assert!(b.status().fenced);
+    assert!(b.status().regions.is_empty(), "fencing stops every region");
+    stall.store(false, Ordering::SeqCst);
+}
