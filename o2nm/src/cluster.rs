@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use crate::conf::{ClusterConf, HeartbeatMode};
+use crate::conf::{check_cluster_name, ClusterConf, HeartbeatMode};
 use crate::error::{Errno, Error, Result};
 use crate::sysconfig::{O2cbSysconfig, Stack};
 
@@ -233,6 +233,13 @@ impl Cluster {
                 format!("cluster '{name}' is not in the configuration"),
             ));
         };
+        // register-cluster refuses what add-cluster would not create.
+        if let Err(problem) = check_cluster_name(name) {
+            return Err(Error::runtime(
+                Errno::Inval,
+                format!("cluster name '{name}' is invalid: {problem}"),
+            ));
+        }
         let mut cluster = Cluster::new(name, timeouts)?;
         cluster.heartbeat_mode = stanza.heartbeat_mode;
         for n in &stanza.nodes {
@@ -725,6 +732,10 @@ node:\n\tcluster = c\n\tname = n2\n\tnumber = 2\n\tip_address = 127.0.0.2\n\tip_
         let conf2 = ClusterConf::parse(twice.as_bytes(), Path::new("f")).unwrap();
         let err = Cluster::from_conf(&conf2, "c", Timeouts::default(), &by_host).unwrap_err();
         assert_eq!(err.errno(), Some(Errno::Busy));
+        let bad_name = text.replace("= c\n", "= c-1\n");
+        let conf3 = ClusterConf::parse(bad_name.as_bytes(), Path::new("f")).unwrap();
+        let err = Cluster::from_conf(&conf3, "c-1", Timeouts::default(), &local).unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::Inval), "{err}");
         let missing = LocalNode::Named("n3".into());
         assert!(Cluster::from_conf(&conf, "c", Timeouts::default(), &missing).is_err());
         let bad = text.replace("number = 2", "number = 300");

@@ -145,6 +145,16 @@ pub enum ClusterNameProblem {
     NotAlphanumeric,
 }
 
+impl std::fmt::Display for ClusterNameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClusterNameProblem::Empty => "it is empty",
+            ClusterNameProblem::TooLong => "it is longer than 16 characters",
+            ClusterNameProblem::NotAlphanumeric => "only letters and digits are allowed",
+        })
+    }
+}
+
 /// The cluster-name rule of ocfs2-tools: 1 to 16 ASCII letters and digits.
 pub fn check_cluster_name(name: &str) -> std::result::Result<(), ClusterNameProblem> {
     if name.is_empty() {
@@ -561,17 +571,10 @@ impl ClusterConf {
         for c in &self.clusters {
             let mut warn = |line: SourceLine, what: String| out.push(Warning { line, what });
             if let Err(problem) = check_cluster_name(&c.name) {
-                let why = match problem {
-                    ClusterNameProblem::Empty => "is empty",
-                    ClusterNameProblem::TooLong => "is longer than 16 characters",
-                    ClusterNameProblem::NotAlphanumeric => {
-                        "has characters other than letters and digits"
-                    }
-                };
                 warn(
                     c.line,
                     format!(
-                        "cluster name '{}' {why}; o2cb would not create such a cluster",
+                        "cluster name '{}' is invalid ({problem}); o2cb would not create such a cluster",
                         c.name
                     ),
                 );
