@@ -38,7 +38,8 @@ pub const MIN_DEAD_THRESHOLD: u32 = 2;
 pub const DEFAULT_PERIOD_MS: u64 = 2000;
 /// Shortest period we accept; below it a disk round trip may not fit in one iteration.
 pub const MIN_PERIOD_MS: u64 = 10;
-/// The negotiation master re-checks the requesters this often (ms).
+/// The negotiation master re-checks the requesters this often (ms) with the kernel's period;
+/// it scales with a shortened period (see [`Timing::nego_recheck_ms`]).
 pub const NEGO_RECHECK_MS: u64 = 1000;
 
 /// The time a driver passes with each input. `mono_ms` drives timers; `wall_ms` (ms since the
@@ -121,6 +122,12 @@ impl Timing {
     /// `O2HB_NEGO_TIMEOUT_MS`: half the write timeout.
     pub fn nego_timeout_ms(&self) -> u64 {
         self.max_write_timeout_ms() / 2
+    }
+
+    /// How often the negotiation master re-checks: 1000 ms with the kernel's 2000 ms period,
+    /// half the period when it is shortened, so that it stays well inside the write timeout.
+    pub fn nego_recheck_ms(&self) -> u64 {
+        NEGO_RECHECK_MS * self.period_ms / DEFAULT_PERIOD_MS
     }
 
     /// The sequence number for a write at `wall_ms`. With the kernel's 2 s period it is
@@ -1090,7 +1097,7 @@ impl HeartbeatSet {
             };
             if reg.nego != live {
                 if !reg.stopping {
-                    let at = now.mono_ms + NEGO_RECHECK_MS;
+                    let at = now.mono_ms + self.cfg.timing.nego_recheck_ms();
                     reg.timers[TimerKind::NegoTimeout.index()] = Some(at);
                     out.push(Output::ArmTimer {
                         region: id,

@@ -154,6 +154,11 @@ enum IoReq {
 }
 
 enum Msg {
+    NegoByKey {
+        key: u32,
+        kind: NegoKind,
+        node_num: u8,
+    },
     Add {
         cfg: RegionConfig,
         io: Box<dyn BlockIo>,
@@ -317,6 +322,16 @@ impl Heartbeat {
     /// Hands a negotiation message received by o2net to a region.
     pub fn deliver_nego(&self, id: RegionId, kind: NegoKind, node_num: u8) {
         let _ = self.tx.send(Msg::Nego { id, kind, node_num });
+    }
+
+    /// Hands a negotiation message to the region whose o2net key is `key` (what an o2net
+    /// handler for message types 1 and 2 knows); messages for no region are dropped.
+    pub fn deliver_nego_by_key(&self, key: u32, kind: NegoKind, node_num: u8) {
+        let _ = self.tx.send(Msg::NegoByKey {
+            key,
+            kind,
+            node_num,
+        });
     }
 
     /// Stops every region cleanly and ends the driver; returns when the regions have stopped.
@@ -499,6 +514,27 @@ impl EventLoop {
                 kind,
                 node_num,
             }),
+            Msg::NegoByKey {
+                key,
+                kind,
+                node_num,
+            } => {
+                let found = self
+                    .core
+                    .region_ids()
+                    .into_iter()
+                    .find(|id| self.nego_key_of(*id) == Some(key));
+                match found {
+                    Some(region) => self.feed(Input::Nego {
+                        region,
+                        kind,
+                        node_num,
+                    }),
+                    None => {
+                        tracing::debug!(node = self.node, key, "negotiation message for no region")
+                    }
+                }
+            }
             Msg::Subscribe(tx) => self.subs.push(tx),
             Msg::Register {
                 kind,
@@ -554,6 +590,16 @@ impl EventLoop {
             fenced: self.fenced,
         };
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// The o2net key of a region's negotiation messages (region number 0 in local mode).
+    fn nego_key_of(&self, id: RegionId) -> Option<u32> {
+        let num = if self.core.config().mode == Mode::Global {
+            id
+        } else {
+            0
+        };
+        self.core.region_config(id).map(|c| nego_key(num, &c.name))
     }
 
     fn region_name(&self, id: RegionId) -> String {
@@ -659,12 +705,9 @@ impl EventLoop {
                 kind,
                 node_num,
             } => {
-                let num = if self.core.config().mode == Mode::Global {
-                    region
-                } else {
-                    0
+                let Some(key) = self.nego_key_of(region) else {
+                    return;
                 };
-                let key = nego_key(num, &self.region_name(region));
                 match &self.nego_sender {
                     Some(send) => send(NegoSend {
                         key,

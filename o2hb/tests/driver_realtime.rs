@@ -312,3 +312,51 @@ fn the_fence_command_runs_instead_of_exiting() {
     assert!(b.status().regions.is_empty(), "fencing stops every region");
     stall.store(false, Ordering::SeqCst);
 }
+
+#[test]
+fn timeout_negotiation_over_a_message_hook_keeps_all_hung_nodes_alive() {
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let src = region(dir.path(), "r");
+    // A stand-in for o2net: deliver each negotiation message to the addressed node by key.
+    let peers: Arc<Mutex<HashMap<u8, Arc<Heartbeat>>>> = Arc::default();
+    let (fenced_tx, fenced) = mpsc::channel();
+    let mut hbs = Vec::new();
+    for node in 0..2u8 {
+        let mut cfg = config(node, Mode::Local);
+        let net = peers.clone();
+        let key = o2hb::core::nego_key(0, &src.name);
+        let (wrong_key_tx, _) = (fenced_tx.clone(), ());
+        cfg.nego_sender = Some(Arc::new(move |m: o2hb::driver::NegoSend| {
+            // Local mode keys use region number 0: crc32_le(32, region name).
+            if m.key != key {
+                let _ = wrong_key_tx.send(255);
+            }
+            if let Some(peer) = net.lock().unwrap().get(&m.to) {
+                peer.deliver_nego_by_key(m.key, m.kind, m.node_num);
+            }
+        }));
+        let tx = fenced_tx.clone();
+        cfg.fence = FenceAction::Callback(Arc::new(move || {
+            let _ = tx.send(node);
+        }));
+        let hb = Arc::new(Heartbeat::start(cfg).unwrap());
+        peers.lock().unwrap().insert(node, hb.clone());
+        hbs.push(hb);
+    }
+    let stalls: Vec<_> = hbs.iter().map(|hb| start_stallable(hb, &src)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for s in &stalls {
+        s.store(true, Ordering::SeqCst);
+    }
+    // Without negotiation both would fence 400 ms after their last write; the master (node 0)
+    // collects node 1's request, approves, and both re-arm, again and again.
+    assert!(
+        fenced.recv_timeout(Duration::from_millis(2500)).is_err(),
+        "a node fenced although every node's writes hung"
+    );
+    for s in &stalls {
+        s.store(false, Ordering::SeqCst);
+    }
+    peers.lock().unwrap().clear();
+}
