@@ -78,3 +78,62 @@ pub fn list_connections(global: &Global, args: &[String]) -> anyhow::Result<Exit
     crate::print_text(&client::simple(global, &cli.target, &["connections"])?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// The clusters of the daemons answering in the runtime directory, and whether each has a
+/// heartbeat region active and runs global heartbeat.
+fn running_clusters() -> Vec<(String, bool, bool)> {
+    let dir = crate::daemon::proto::runtime_dir();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return found;
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.extension().is_none_or(|e| e != "sock") {
+            continue;
+        }
+        let Ok(mut c) = crate::daemon::proto::Client::connect(&p) else {
+            continue;
+        };
+        let (Ok(ping), Ok(status)) = (c.call(&["ping"]), c.call(&["status"])) else {
+            continue;
+        };
+        let field = |k: &str| {
+            ping.body
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::to_string)
+        };
+        if let Some(cluster) = field("cluster ") {
+            let global = field("mode ").as_deref() == Some("Global");
+            let active = status.body.contains("Checking O2CB heartbeat: Active\n");
+            found.push((cluster, active, global));
+        }
+    }
+    found
+}
+
+/// ocfs2-tools' `o2cb cluster-status [CLUSTER]` over the node daemons: the active cluster is
+/// one whose daemon runs on this machine; it is online in local heartbeat mode, or in global
+/// mode with a region active. Prints `Cluster 'C' is online|offline` (or only `offline`
+/// when no cluster is active); exit status 0 when online, else 1.
+pub fn cluster_status(argv: &[String]) -> ExitCode {
+    let wanted = argv.get(1);
+    let running = running_clusters();
+    let (name, online) = match (running.first(), wanted) {
+        (None, None) => (None, false),
+        (None, Some(w)) => (Some(w.clone()), false),
+        (Some(_), Some(w)) => match running.iter().find(|(c, _, _)| c == w) {
+            Some((c, active, global)) => (Some(c.clone()), *active || !*global),
+            None => (Some(w.clone()), false),
+        },
+        (Some((c, active, global)), None) => (Some(c.clone()), *active || !*global),
+    };
+    let word = if online { "online" } else { "offline" };
+    match name {
+        Some(c) => crate::print_text(&format!("Cluster '{c}' is {word}\n")),
+        None => crate::print_text(&format!("{word}\n")),
+    }
+    ExitCode::from(if online { 0 } else { 1 })
+}

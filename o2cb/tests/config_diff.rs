@@ -264,7 +264,6 @@ fn kernel_commands_refuse_clearly() {
         "unregister-cluster",
         "start-heartbeat",
         "stop-heartbeat",
-        "cluster-status",
     ] {
         let r = run(&ours(), dir.path(), "c.conf", &words(&[cmd, "alpha"]));
         assert_eq!(r.code, Some(1), "{cmd}: {r:?}");

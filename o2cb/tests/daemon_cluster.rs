@@ -190,11 +190,32 @@ fn online_runs_the_node_in_the_background_and_offline_stops_it() {
             .output()
             .unwrap()
     };
+    // ocfs2-tools' cluster-status: "offline" alone while no cluster is active.
+    fn cluster_status(c: &TestCluster, args: &[&str]) -> (Option<i32>, String) {
+        let out = c.cmd().arg("cluster-status").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+    assert_eq!(cluster_status(&c, &[]), (Some(1), "offline\n".to_string()));
+    assert_eq!(
+        cluster_status(&c, &["test104"]),
+        (Some(1), "Cluster 'test104' is offline\n".to_string())
+    );
     let out = online(0);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cluster_status(&c, &[]),
+        (Some(0), "Cluster 'test104' is online\n".to_string())
+    );
+    assert_eq!(
+        cluster_status(&c, &["other"]),
+        (Some(1), "Cluster 'other' is offline\n".to_string())
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -234,6 +255,7 @@ fn online_runs_the_node_in_the_background_and_offline_stops_it() {
     }
     assert_eq!(c.slot(0), (0, 0));
     assert_eq!(c.slot(1), (1, 0));
+    assert_eq!(cluster_status(&c, &[]), (Some(1), "offline\n".to_string()));
     // Nothing left behind in the runtime directory but the logs.
     let mut left: Vec<String> = std::fs::read_dir(&c.run)
         .unwrap()

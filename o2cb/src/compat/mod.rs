@@ -8,10 +8,10 @@
 //! message naming the file, the line and the problem. A command that changed
 //! the configuration then rewrites the file atomically.
 //!
-//! The commands that act on the kernel's configfs (`register-cluster`,
-//! `unregister-cluster`, `start-heartbeat`, `stop-heartbeat`,
-//! `cluster-status`) belong to the node daemon and refuse to run until it
-//! exists.
+//! The commands that act on the kernel's configfs belong to the node daemon:
+//! `cluster-status` asks the running daemons; `register-cluster`,
+//! `unregister-cluster`, `start-heartbeat` and `stop-heartbeat` refuse to run
+//! and name `o2cb online` / `o2cb offline`, which do their work.
 
 mod commands;
 pub mod getopt;
@@ -264,10 +264,14 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
         Action::HeartbeatMode => commands::heartbeat_mode(&mut ctx),
         Action::ListClusters => commands::list_clusters(&ctx),
         Action::List(what) => commands::list(&ctx, what),
+        Action::Kernel if cmd.name == "cluster-status" => {
+            return crate::cmd_status::cluster_status(argv);
+        }
         Action::Kernel => {
             ctx.error(&format!(
                 "{} needs the O2CB kernel cluster stack (configfs), which o2cb-rs replaces with its \
-                 node daemon; that is not available yet, so nothing was done",
+                 node daemon: 'o2cb online' registers the cluster and starts global heartbeat, \
+                 'o2cb offline' stops both; nothing was done",
                 cmd.name
             ));
             Outcome::failed()
