@@ -8,11 +8,13 @@
 //! command that replays it. [`run`] returns whether every run was clean, so
 //! the command can exit non-zero.
 
+use crate::check::Violation;
 use crate::config::{Sabotage, SimConfig, Timing, TraceMode, Workload};
 use crate::error::SimError;
 use crate::faults::FaultSet;
 use crate::sim::{Outcome, Simulation};
 use crate::stack::NodeId;
+use crate::time::SimTime;
 use crate::trace::Detail;
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -40,9 +42,18 @@ pub struct SimArgs {
     /// Virtual length of each run (e.g. 600s, 20m, 1h, 1500ms).
     #[arg(long, default_value = "900s")]
     pub duration: String,
-    /// Print the whole trace of a single run: readable (for people) or compact (for tools).
+    /// Print the trace of a single run: readable (for people) or compact (for tools).
     #[arg(long, num_args = 0..=1, default_missing_value = "readable")]
     pub trace: Option<String>,
+    /// Only trace these nodes (comma-separated numbers); world-wide records are always shown.
+    #[arg(long)]
+    pub trace_nodes: Option<String>,
+    /// Only trace from this many seconds of virtual time on.
+    #[arg(long)]
+    pub trace_from: Option<f64>,
+    /// Only trace up to this many seconds of virtual time.
+    #[arg(long)]
+    pub trace_to: Option<f64>,
     /// Workload: ping (requests between random nodes) or idle.
     #[arg(long, default_value = "ping")]
     pub workload: String,
@@ -113,8 +124,9 @@ impl SimArgs {
         Ok(cfg)
     }
 
-    /// The command line that replays `seed` with the readable trace.
-    pub fn replay_command(&self, seed: u64) -> String {
+    /// The command line that replays `seed` with the readable trace, limited
+    /// to the nodes and moments of `focus` when given.
+    pub fn replay_command(&self, seed: u64, focus: Option<&Violation>) -> String {
         let d = SimArgs::defaults();
         let mut s = format!(
             "o2cb sim --nodes {} --seed {seed} --faults {} --duration {}",
@@ -125,6 +137,7 @@ impl SimArgs {
                 let _ = write!(s, " --{name} {v}");
             }
         };
+        flag("regions", u64::from(self.regions), u64::from(d.regions));
         flag(
             "dead-threshold",
             u64::from(self.dead_threshold),
@@ -143,7 +156,45 @@ impl SimArgs {
             let _ = write!(s, " --sabotage {sab}");
         }
         s.push_str(" --trace");
+        if let Some(v) = focus {
+            let secs = |t: SimTime| t.as_micros() as f64 / 1e6;
+            let _ = write!(
+                s,
+                " --trace-from {:.6} --trace-to {:.6}",
+                secs(v.since),
+                secs(v.at)
+            );
+            if !v.nodes.is_empty() {
+                let names: Vec<String> = v.nodes.iter().map(|n| n.to_string()).collect();
+                let _ = write!(s, " --trace-nodes {}", names.join(","));
+            }
+        }
         s
+    }
+
+    /// Which trace lines to print: (from, to, nodes).
+    fn trace_filter(&self) -> Result<(SimTime, SimTime, Vec<NodeId>), SimError> {
+        let at = |secs: Option<f64>, default: SimTime| match secs {
+            Some(x) if x.is_finite() && x >= 0.0 => SimTime::from_micros((x * 1e6) as u64),
+            _ => default,
+        };
+        let from = at(self.trace_from, SimTime::ZERO);
+        let to = at(self.trace_to, SimTime::from_micros(u64::MAX));
+        let mut nodes = Vec::new();
+        for word in self
+            .trace_nodes
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            let n: NodeId = word
+                .trim_start_matches('n')
+                .parse()
+                .map_err(|_| SimError::TraceNodes(word.to_string()))?;
+            nodes.push(n);
+        }
+        Ok((from, to, nodes))
     }
 
     fn defaults() -> SimArgs {
@@ -155,6 +206,9 @@ impl SimArgs {
             faults: "all".into(),
             duration: "900s".into(),
             trace: None,
+            trace_nodes: None,
+            trace_from: None,
+            trace_to: None,
             workload: "ping".into(),
             dead_threshold: 31,
             hb_period_ms: 2000,
@@ -298,6 +352,7 @@ pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         None => {
             let cfg = args.config(args.seed)?;
             let tracing = cfg.trace != TraceMode::Off;
+            args.trace_filter()?;
             let mut sim = Simulation::new(cfg)?;
             writeln!(
                 out,
@@ -312,7 +367,13 @@ pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<bool, CliError> {
             let outcome = sim.run();
             let wall = started.elapsed();
             if tracing {
-                out.write_all(sim.trace().text().as_bytes())?;
+                let (from, to, nodes) = args.trace_filter()?;
+                for line in sim
+                    .trace()
+                    .window(from, to, &nodes, Detail::Routine, usize::MAX)
+                {
+                    writeln!(out, "{line}")?;
+                }
             }
             write_summary(out, &outcome, wall)?;
             if outcome.violations.is_empty() {
@@ -421,7 +482,9 @@ fn explain(args: &SimArgs, o: &Outcome, out: &mut dyn Write) -> Result<(), CliEr
     let mut replay = Simulation::new(cfg)?;
     replay.run();
     let nodes: Vec<NodeId> = v.nodes.clone();
-    let detail = if v.checker == "send-progress" {
+    let detail = if v.checker == "hb-rules" {
+        Detail::Routine
+    } else if v.checker == "send-progress" {
         Detail::Message
     } else {
         Detail::State
@@ -444,13 +507,96 @@ fn explain(args: &SimArgs, o: &Outcome, out: &mut dyn Write) -> Result<(), CliEr
     for l in lines {
         writeln!(out, "  {l}")?;
     }
-    writeln!(out, "replay: {}", args.replay_command(o.seed))?;
+    writeln!(out, "replay: {}", args.replay_command(o.seed, Some(v)))?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    #[test]
+    fn the_replay_command_reproduces_every_non_default_setting() {
+        let words = [
+            "o2cb-sim",
+            "--nodes",
+            "6",
+            "--regions",
+            "3",
+            "--seeds",
+            "10..20",
+            "--faults",
+            "stall,crash",
+            "--duration",
+            "20m",
+            "--dead-threshold",
+            "13",
+            "--hb-period-ms",
+            "500",
+            "--idle-timeout-ms",
+            "9000",
+            "--keepalive-ms",
+            "700",
+            "--reconnect-ms",
+            "900",
+            "--latency-us",
+            "50",
+            "--spread-us",
+            "9",
+            "--workload",
+            "idle",
+            "--sabotage",
+            "wrong-side-survives",
+        ];
+        let original = Cmd::parse_from(words).args;
+        let replay = original.replay_command(14, None);
+        let words: Vec<&str> = std::iter::once("o2cb-sim")
+            .chain(
+                replay
+                    .strip_prefix("o2cb sim ")
+                    .unwrap_or(&replay)
+                    .split_whitespace(),
+            )
+            .collect();
+        let replayed = Cmd::parse_from(words).args;
+        assert_eq!(replayed.seeds, None);
+        assert_eq!(replayed.seed, 14);
+        assert_eq!(
+            format!(
+                "{:?}",
+                replayed.config(14).map(|mut c| {
+                    c.trace = TraceMode::Off;
+                    c
+                })
+            ),
+            format!(
+                "{:?}",
+                original.config(14).map(|mut c| {
+                    c.trace = TraceMode::Off;
+                    c
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn trace_filters_parse_nodes_and_window() {
+        let mut a = SimArgs::defaults();
+        a.trace_nodes = Some("0, n2".into());
+        a.trace_from = Some(1.5);
+        let (from, to, nodes) = a.trace_filter().unwrap();
+        assert_eq!((from, nodes), (SimTime::from_millis(1500), vec![0, 2]));
+        assert_eq!(to, SimTime::from_micros(u64::MAX));
+        a.trace_nodes = Some("zero".into());
+        assert!(matches!(a.trace_filter(), Err(SimError::TraceNodes(_))));
+    }
 
     #[test]
     fn durations_and_seed_ranges_parse_or_explain() {

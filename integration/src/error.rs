@@ -29,6 +29,8 @@ pub enum SimError {
     Workload(String),
     #[error("unknown sabotage {0:?}: expected wrong-side-survives or ignore-write-timeout")]
     Sabotage(String),
+    #[error("bad node {0:?} in --trace-nodes: expected numbers like 0,2,5")]
+    TraceNodes(String),
     #[error("unknown trace mode {0:?}: expected readable or compact")]
     TraceMode(String),
     #[error("a simulation worker thread panicked")]

@@ -94,3 +94,52 @@ fn bad_arguments_get_a_clear_error_and_exit_two() {
     assert_eq!(code, 2);
     assert!(err.contains("1 to 255 nodes"), "{err}");
 }
+
+#[test]
+fn two_processes_print_the_same_trace_for_the_same_seed() {
+    // Hash maps in one process are seeded differently from another's: the
+    // trace must not depend on that.
+    let run = || {
+        let (code, out, _) = sim(&[
+            "--nodes", "4", "--seed", "21", "--faults", "all", "--trace", "compact",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        // Everything but the summary line, which reports wall-clock time.
+        out.lines()
+            .filter(|l| !l.starts_with("seed 21:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (a, b) = (run(), run());
+    assert!(a.lines().count() > 10_000);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_trace_can_be_limited_to_nodes_and_a_time_window() {
+    let (code, out, _) = sim(&[
+        "--nodes",
+        "3",
+        "--seed",
+        "2",
+        "--faults",
+        "none",
+        "--duration",
+        "60s",
+        "--trace",
+        "--trace-nodes",
+        "1",
+        "--trace-from",
+        "10",
+        "--trace-to",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let traced: Vec<&str> = out.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(!traced.is_empty());
+    for l in traced {
+        assert!(l.contains("] n1 "), "not node 1: {l}");
+        let t: f64 = l[1..13].trim().parse().expect("a timestamp");
+        assert!((10.0..=20.0).contains(&t), "outside the window: {l}");
+    }
+}

@@ -16,6 +16,9 @@ fn args(nodes: u16) -> SimArgs {
         faults: "all".into(),
         duration: "900s".into(),
         trace: None,
+        trace_nodes: None,
+        trace_from: None,
+        trace_to: None,
         workload: "ping".into(),
         dead_threshold: 31,
         hb_period_ms: 2000,
@@ -62,7 +65,13 @@ fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
     assert_eq!(runs, 1000);
     // Every kind of fault was drawn, and every checker had real work.
     assert_eq!(kinds.len(), 7, "fault kinds drawn: {kinds:?}");
-    for name in ["hb-rules", "quorum", "stall-fence", "send-progress", "converge"] {
+    for name in [
+        "hb-rules",
+        "quorum",
+        "stall-fence",
+        "send-progress",
+        "converge",
+    ] {
         assert!(
             judged.get(name).copied().unwrap_or(0) >= 50,
             "{name} judged too little: {judged:?}"
