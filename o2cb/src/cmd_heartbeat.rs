@@ -4,7 +4,7 @@
 //! - `dump REGION [--watch] [--interval-ms MS] [--all]` decodes every slot and tells, from two
 //!   reads `interval` apart, which writers are live.
 //! - `run REGION... --node N [--period-ms MS] [--dead-threshold T] [--fence-command CMD]
-//!   [--mode local|global]` heartbeats in the foreground until SIGINT/SIGTERM, then stops
+//!   [--mode local|global] [--cluster NAME]` heartbeats in the foreground until SIGINT/SIGTERM, then stops
 //!   cleanly (generation-0 block).
 //!
 //! REGION is a region file or an OCFS2 volume (its heartbeat system file), detected by magic.
@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use o2hb::disk::{BlockIo, DirectFile};
 use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat, FENCE_EXIT_STATUS};
 use o2hb::source::{RegionKind, RegionSource};
-use o2hb::{Mode, SlotView, Timing};
+use o2hb::{Mode, NodeMap, SlotView, Timing};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,10 +73,15 @@ enum Cmd {
         /// Heartbeat mode: local (default) or global.
         #[arg(long, default_value = "local", value_parser = ["local", "global"])]
         mode: String,
+        /// Only this cluster's nodes (from the cluster.conf of --config-file) are configured:
+        /// slots of other nodes are ignored, as the kernel ignores unconfigured nodes.
+        /// Without it every slot counts.
+        #[arg(long)]
+        cluster: Option<String>,
     },
 }
 
-pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     let cli = match Cli::try_parse_from(
         std::iter::once("o2cb heartbeat".to_string()).chain(args.iter().cloned()),
     ) {
@@ -105,20 +110,26 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
             dead_threshold,
             fence_command,
             mode,
+            cluster,
         } => {
             let mode = if mode == "global" {
                 Mode::Global
             } else {
                 Mode::Local
             };
-            run_heartbeat(
-                &regions,
+            let configured = match cluster {
+                Some(name) => Some(cluster_nodes(&global.config_file, &name, node)?),
+                None => None,
+            };
+            let settings = RunSettings {
                 node,
                 period_ms,
                 dead_threshold,
                 fence_command,
                 mode,
-            )
+                configured,
+            };
+            run_heartbeat(&regions, settings)
         }
     }
 }
@@ -286,14 +297,49 @@ fn dump(path: &Path, watch: bool, interval_ms: u64, all: bool) -> anyhow::Result
     }
 }
 
-fn run_heartbeat(
-    paths: &[PathBuf],
+/// The nodes of `cluster` in the cluster.conf at `path`; `node` must be one of them.
+fn cluster_nodes(path: &Path, cluster: &str, node: u8) -> anyhow::Result<NodeMap> {
+    let conf = o2nm::ClusterConf::load(path)
+        .with_context(|| format!("{}: reading the cluster configuration", path.display()))?;
+    let stanza = conf
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .with_context(|| format!("{}: no cluster named {cluster}", path.display()))?;
+    let nodes: NodeMap = stanza
+        .nodes
+        .iter()
+        .filter_map(|n| u8::try_from(n.number).ok())
+        .filter(|n| usize::from(*n) < o2hb::MAX_NODES)
+        .collect();
+    if !nodes.contains(node) {
+        bail!(
+            "{}: node {node} is not a node of cluster {cluster}",
+            path.display()
+        );
+    }
+    Ok(nodes)
+}
+
+struct RunSettings {
     node: u8,
     period_ms: u64,
     dead_threshold: u32,
     fence_command: Option<String>,
     mode: Mode,
-) -> anyhow::Result<ExitCode> {
+    /// Configured nodes (None: every slot).
+    configured: Option<NodeMap>,
+}
+
+fn run_heartbeat(paths: &[PathBuf], settings: RunSettings) -> anyhow::Result<ExitCode> {
+    let RunSettings {
+        node,
+        period_ms,
+        dead_threshold,
+        fence_command,
+        mode,
+        configured,
+    } = settings;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -312,6 +358,9 @@ fn run_heartbeat(
     let mut cfg = DriverConfig::new(node);
     cfg.mode = mode;
     cfg.timing = Timing::new(period_ms, dead_threshold)?;
+    if let Some(nodes) = configured {
+        cfg.configured = nodes;
+    }
     if let Some(cmd) = fence_command {
         cfg.fence = FenceAction::Command(cmd);
     }

@@ -439,3 +439,68 @@ fn dump_watch_follows_a_node_coming_and_dying() {
         "{line}"
     );
 }
+
+#[test]
+fn with_a_cluster_only_its_nodes_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = format_region(dir.path(), 8);
+    let conf = dir.path().join("cluster.conf");
+    let mut text = String::new();
+    for (n, name) in [(0, "alpha"), (1, "beta")] {
+        text.push_str(&format!(
+            "node:\n\tip_port = 7777\n\tip_address = 127.0.0.{}\n\tnumber = {n}\n\tname = {name}\n\tcluster = hbtest\n\n",
+            n + 1
+        ));
+    }
+    text.push_str("cluster:\n\tnode_count = 2\n\tname = hbtest\n\n");
+    std::fs::write(&conf, text).unwrap();
+    let cfg = format!("--config-file={}", conf.display());
+    let member = |node: &str| {
+        let post = [
+            "--node",
+            node,
+            "--period-ms",
+            "100",
+            "--dead-threshold",
+            "5",
+            "--cluster",
+            "hbtest",
+        ];
+        HbProc::spawn_args(&[cfg.as_str(), "heartbeat", "run"], &region, &post)
+    };
+    let mut a = member("0");
+    let mut b = member("1");
+    // Node 3 heartbeats on the same region but is not in cluster.conf.
+    let mut stranger = HbProc::spawn(&region, 3, 5);
+    let t = Duration::from_secs(10);
+    stranger.wait_all(
+        &[
+            "node 0 up, generation",
+            "node 1 up, generation",
+            "node 3 up, generation",
+        ],
+        t,
+    );
+    a.wait_all(&["node 0 up, generation", "node 1 up, generation"], t);
+    b.wait_for("node 0 up, generation", t);
+    std::thread::sleep(Duration::from_millis(600));
+    a.drain();
+    b.drain();
+    for p in [&a, &b] {
+        assert!(
+            !p.seen.iter().any(|l| l.contains("node 3 up")),
+            "an unconfigured node came up:\n{}",
+            p.seen.join("\n")
+        );
+    }
+
+    // A node that is not in the cluster is refused.
+    let out = Command::new(BIN)
+        .args([cfg.as_str(), "heartbeat", "run"])
+        .arg(&region)
+        .args(["--node", "5", "--cluster", "hbtest"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node 5 is not a node of cluster hbtest"));
+}
