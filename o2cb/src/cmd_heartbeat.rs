@@ -2,7 +2,8 @@
 //!
 //! - `format FILE [--block-bytes 512|4096] [--blocks N]` creates a plain region file.
 //! - `dump REGION [--watch] [--interval-ms MS] [--all]` decodes every slot and tells, from two
-//!   reads `interval` apart, which writers are live.
+//!   reads `interval` apart, which writers are live; `--raw [--block-bytes B] [--start-block S]`
+//!   reads a bare image of slots instead (a captured region).
 //! - `run REGION... --node N [--period-ms MS] [--dead-threshold T] [--fence-command CMD]
 //!   [--mode local|global] [--cluster NAME]` heartbeats in the foreground until SIGINT/SIGTERM, then stops
 //!   cleanly (generation-0 block).
@@ -53,6 +54,15 @@ enum Cmd {
         /// Also list empty (all-zero) slots.
         #[arg(long)]
         all: bool,
+        /// The file is a bare image of slots (a captured region), not a region file or volume.
+        #[arg(long)]
+        raw: bool,
+        /// With --raw: slot size.
+        #[arg(long, default_value_t = 512, requires = "raw")]
+        block_bytes: u64,
+        /// With --raw: slot 0 is at this block (in block_bytes units).
+        #[arg(long, default_value_t = 0, requires = "raw")]
+        start_block: u64,
     },
     /// Heartbeat on one or more regions in the foreground.
     Run {
@@ -102,7 +112,17 @@ pub fn run(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
             watch,
             interval_ms,
             all,
-        } => dump(&region, watch, interval_ms, all),
+            raw,
+            block_bytes,
+            start_block,
+        } => {
+            let target = if raw {
+                DumpTarget::raw(&region, block_bytes, start_block)?
+            } else {
+                DumpTarget::region(&region)?
+            };
+            dump(&target, watch, interval_ms, all)
+        }
         Cmd::Run {
             regions,
             node,
@@ -152,11 +172,75 @@ fn open_region(path: &Path) -> anyhow::Result<RegionSource> {
     Ok(o2hb::source::open(path)?)
 }
 
-fn read_slots(src: &RegionSource, dev: &mut DirectFile) -> anyhow::Result<Vec<u8>> {
-    let g = src.geometry;
-    let mut buf = vec![0u8; g.block_bytes() * usize::from(g.blocks())];
-    dev.read_at(g.slot_offset(0), &mut buf)
-        .with_context(|| format!("{}: reading {} slots", src.path.display(), g.blocks()))?;
+/// What `dump` reads: where the slots are and how to present the region.
+struct DumpTarget {
+    name: String,
+    path: PathBuf,
+    kind: String,
+    block_bytes: usize,
+    start_block: u64,
+    blocks: u16,
+}
+
+impl DumpTarget {
+    fn region(path: &Path) -> anyhow::Result<DumpTarget> {
+        let src: RegionSource = open_region(path)?;
+        let kind = match &src.kind {
+            RegionKind::RegionFile => "region file".to_string(),
+            RegionKind::Ocfs2(hb) => format!(
+                "OCFS2 volume, heartbeat inode {}, cluster {}{}",
+                hb.inode_blkno,
+                hb.superblock.cluster_name.as_deref().unwrap_or("-"),
+                if hb.superblock.global_heartbeat {
+                    ", global heartbeat"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let g = src.geometry;
+        Ok(DumpTarget {
+            name: src.name,
+            path: src.path,
+            kind,
+            block_bytes: g.block_bytes(),
+            start_block: g.start_block(),
+            blocks: g.blocks(),
+        })
+    }
+
+    /// A bare slot image: as many slots (up to 255) as the file holds after `start_block`.
+    fn raw(path: &Path, block_bytes: u64, start_block: u64) -> anyhow::Result<DumpTarget> {
+        if !(512..=4096).contains(&block_bytes) || !block_bytes.is_power_of_two() {
+            bail!("invalid block_bytes {block_bytes}: must be a power of two from 512 to 4096");
+        }
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        let slots = (len / block_bytes)
+            .saturating_sub(start_block)
+            .min(o2hb::MAX_NODES as u64);
+        if slots == 0 {
+            bail!(
+                "{}: no {block_bytes}-byte slot after block {start_block} ({len} bytes)",
+                path.display()
+            );
+        }
+        Ok(DumpTarget {
+            name: "-".into(),
+            path: path.to_path_buf(),
+            kind: "raw slots".into(),
+            block_bytes: block_bytes as usize,
+            start_block,
+            blocks: slots as u16,
+        })
+    }
+}
+
+fn read_slots(t: &DumpTarget, dev: &mut DirectFile) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; t.block_bytes * usize::from(t.blocks)];
+    dev.read_at(t.start_block * t.block_bytes as u64, &mut buf)
+        .with_context(|| format!("{}: reading {} slots", t.path.display(), t.blocks))?;
     Ok(buf)
 }
 
@@ -220,37 +304,23 @@ fn slot_line(slot: usize, bytes: &[u8], state: SlotState) -> String {
     }
 }
 
-fn dump(path: &Path, watch: bool, interval_ms: u64, all: bool) -> anyhow::Result<ExitCode> {
-    let src = open_region(path)?;
-    let mut dev =
-        DirectFile::open(&src.path).with_context(|| format!("{}: open", src.path.display()))?;
-    let g = src.geometry;
-    let bb = g.block_bytes();
-    let kind = match &src.kind {
-        RegionKind::RegionFile => "region file".to_string(),
-        RegionKind::Ocfs2(hb) => format!(
-            "OCFS2 volume, heartbeat inode {}, cluster {}{}",
-            hb.inode_blkno,
-            hb.superblock.cluster_name.as_deref().unwrap_or("-"),
-            if hb.superblock.global_heartbeat {
-                ", global heartbeat"
-            } else {
-                ""
-            }
-        ),
-    };
+fn dump(t: &DumpTarget, watch: bool, interval_ms: u64, all: bool) -> anyhow::Result<ExitCode> {
+    let mut dev = DirectFile::open_read_only(&t.path)
+        .with_context(|| format!("{}: open", t.path.display()))?;
+    let bb = t.block_bytes;
     println!(
-        "Region {} on {} ({kind}): block_bytes {}, start_block {}, blocks {}",
-        src.name,
-        src.path.display(),
+        "Region {} on {} ({}): block_bytes {}, start_block {}, blocks {}",
+        t.name,
+        t.path.display(),
+        t.kind,
         bb,
-        g.start_block(),
-        g.blocks()
+        t.start_block,
+        t.blocks
     );
     let interval = Duration::from_millis(interval_ms);
-    let mut before = read_slots(&src, &mut dev)?;
+    let mut before = read_slots(t, &mut dev)?;
     std::thread::sleep(interval);
-    let mut after = read_slots(&src, &mut dev)?;
+    let mut after = read_slots(t, &mut dev)?;
     println!("{HEADER}");
     let mut states = Vec::new();
     let mut hidden = 0;
@@ -278,7 +348,7 @@ fn dump(path: &Path, watch: bool, interval_ms: u64, all: bool) -> anyhow::Result
     loop {
         before = after;
         std::thread::sleep(interval);
-        after = read_slots(&src, &mut dev)?;
+        after = read_slots(t, &mut dev)?;
         for (slot, (a, b)) in before
             .chunks_exact(bb)
             .zip(after.chunks_exact(bb))
