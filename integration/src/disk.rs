@@ -133,10 +133,6 @@ impl SimDisk {
         }
     }
 
-    pub fn regions(&self) -> &[RegionSpec] {
-        &self.specs
-    }
-
     pub fn counters(&self, node: NodeId) -> DiskCounters {
         self.counters
             .get(usize::from(node))

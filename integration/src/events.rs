@@ -81,10 +81,6 @@ impl Agenda {
         self.heap.peek().map(|s| s.at)
     }
 
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

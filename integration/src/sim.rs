@@ -144,9 +144,10 @@ impl Simulation {
         })
     }
 
-    /// Replaces the checkers (tests of the checkers themselves).
-    pub fn set_checkers(&mut self, checkers: Vec<Box<dyn Checker>>) {
-        self.checkers = checkers;
+    /// Adds a checker to the standard ones (call before [`Simulation::run`]):
+    /// how rules of other layers, or of an experiment, watch a run.
+    pub fn add_checker(&mut self, checker: Box<dyn Checker>) {
+        self.checkers.push(checker);
     }
 
     pub fn plan(&self) -> &FaultPlan {

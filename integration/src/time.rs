@@ -39,11 +39,6 @@ impl SimTime {
         Duration::from_micros(self.0)
     }
 
-    /// Whole seconds, as a wall clock of the simulated world would show them.
-    pub const fn as_secs(self) -> u64 {
-        self.0 / 1_000_000
-    }
-
     pub fn saturating_sub(self, other: SimTime) -> Duration {
         Duration::from_micros(self.0.saturating_sub(other.0))
     }

@@ -2,9 +2,11 @@
 //! checker responsible for it, while the same seeds without the breakage are
 //! clean (so it is the breakage that is caught, not noise).
 
+use integration::check::{Checker, Tally, Violation, World};
 use integration::o2stack::O2Stack;
 use integration::sim::{region_specs, StackFactory};
 use integration::stack::{Effect, Input, NodeSetup, Note, Stack};
+use integration::trace::{Record, What};
 use integration::{
     FaultKind, FaultSet, Outcome, Sabotage, SimConfig, SimTime, Simulation, Workload,
 };
@@ -199,4 +201,54 @@ fn a_node_that_never_joins_is_caught_by_the_convergence_checker() {
         .expect("the missing node must be noticed");
     assert_eq!(v.checker, "converge", "{v}");
     assert!(v.message.contains("n0 does not see n2 heartbeat"), "{v}");
+}
+
+/// A checker of one's own: here, "no node ever fences", which partitions break.
+struct NoFence(u64);
+
+impl Checker for NoFence {
+    fn name(&self) -> &'static str {
+        "no-fence"
+    }
+
+    fn observe(&mut self, rec: &Record<'_>, _world: &World<'_>, out: &mut Vec<Violation>) {
+        if let (What::Fence(reason), Some(node)) = (&rec.what, rec.node) {
+            self.0 += 1;
+            out.push(Violation {
+                checker: "no-fence",
+                at: rec.at,
+                since: rec.at,
+                nodes: vec![node],
+                message: format!("n{node} fenced ({})", reason.label()),
+            });
+        }
+    }
+
+    fn finish(&mut self, _world: &World<'_>, _out: &mut Vec<Violation>) {}
+
+    fn tally(&self) -> Tally {
+        Tally {
+            judged: self.0,
+            open: 0,
+        }
+    }
+}
+
+#[test]
+fn a_checker_of_ones_own_plugs_in_beside_the_standard_ones() {
+    let mut fenced = 0;
+    for seed in 0..5 {
+        let mut sim = Simulation::new(config(3, seed, &[FaultKind::Partition])).unwrap();
+        sim.add_checker(Box::new(NoFence(0)));
+        let o = sim.run();
+        assert!(o.tallies.iter().any(|(n, _)| *n == "no-fence"));
+        if let Some(v) = o.violations.first() {
+            assert_eq!(v.checker, "no-fence", "{v}");
+            fenced += 1;
+        }
+    }
+    assert!(
+        fenced > 0,
+        "a 3-node cluster split for long should fence someone"
+    );
 }
