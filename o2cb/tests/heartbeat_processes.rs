@@ -504,3 +504,56 @@ fn with_a_cluster_only_its_nodes_count() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("node 5 is not a node of cluster hbtest"));
 }
+
+#[test]
+fn global_mode_over_two_region_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let (r1, r2) = (format_region(&da, 4), format_region(&db, 4));
+    let run = |node: &str| {
+        let post = [
+            r2.to_str().unwrap(),
+            "--node",
+            node,
+            "--period-ms",
+            "100",
+            "--dead-threshold",
+            "5",
+            "--mode",
+            "global",
+        ];
+        HbProc::spawn_args(&["heartbeat", "run"], &r1, &post)
+    };
+    let mut a = run("0");
+    let mut b = run("1");
+    let t = Duration::from_secs(15);
+    // The kernel's global-mode messages, once per region.
+    a.wait_all(
+        &[
+            "o2hb: Heartbeat started on region",
+            "is now a quorum device",
+            "node 1 up, generation",
+        ],
+        t,
+    );
+    b.wait_for("node 0 up, generation", t);
+    // Let the second region finish starting too.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.drain();
+    let started = a
+        .seen
+        .iter()
+        .filter(|l| l.contains("o2hb: Heartbeat started on region"))
+        .count();
+    assert_eq!(started, 2, "{}", a.seen.join("\n"));
+    // Node 1 is up once, not once per region.
+    let ups = a.seen.iter().filter(|l| l.starts_with("node 1 up")).count();
+    assert_eq!(ups, 1, "{}", a.seen.join("\n"));
+    assert!(b.sigterm().success());
+    // A clean stop in global mode says so per region, as the kernel does.
+    b.wait_for("o2hb: Heartbeat stopped on region", t);
+    b.wait_for("o2hb: Heartbeat stopped on region", t);
+    a.wait_for("node 1 down, generation", t);
+}
