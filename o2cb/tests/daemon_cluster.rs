@@ -304,3 +304,19 @@ fn local_mode_waits_for_heartbeat_start_and_stops_on_heartbeat_stop() {
         "{status}"
     );
 }
+
+#[test]
+fn sigterm_is_a_clean_stop() {
+    let mut c = TestCluster::new(106, 2, false, 200, 7);
+    c.start(0);
+    c.wait_all_up(0, &[0]);
+    assert_ne!(c.slot(0).1, 0);
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(c.pid(0) as i32, libc::SIGTERM);
+    }
+    let status = c.wait_exit(0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", c.log(0));
+    assert_eq!(c.slot(0), (0, 0));
+    assert!(!c.run.join("test106.n0.sock").exists());
+}
