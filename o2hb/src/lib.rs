@@ -11,6 +11,19 @@
 //!   random generations, fencing and node up/down subscriptions.
 //!
 //! The facts followed are in the project's `spec/o2hb.md` (Linux 6.1 `fs/ocfs2/cluster/heartbeat.c`).
+//!
+//! # For the other layers
+//!
+//! - Simulation: drive [`HeartbeatSet`] directly (`handle(Now, Input) -> Vec<Output>`); it never
+//!   reads a clock, the generation is an input, and the simulator plays the disk.
+//! - o2net / o2dlm in a node daemon: [`driver::Heartbeat::register_callback`] with
+//!   [`driver::O2NET_HB_PRI`], [`driver::DLM_HB_NODE_UP_PRI`], [`driver::DLM_HB_NODE_DOWN_PRI`]
+//!   runs callbacks in the kernel's order; [`driver::Heartbeat::subscribe`] gives a channel.
+//! - Timeout negotiation over o2net: message types 1 and 2 ([`NegoKind`]), one-byte payload
+//!   (the sender's node number), key [`core::nego_key`]; outgoing through
+//!   [`driver::DriverConfig::nego_sender`], incoming with
+//!   [`driver::Heartbeat::deliver_nego_by_key`].
+//! - Message keys elsewhere: [`crc32_le`] is the kernel's.
 
 pub mod block;
 pub mod core;

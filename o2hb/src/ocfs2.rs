@@ -6,7 +6,8 @@
 //! - The superblock is an inode (`ocfs2_dinode`) at block 2, for a block size of 512..4096
 //!   probed in turn; signature `OCFSV2`. Its `id2` part starts at 0xC0: blocksize_bits @0xF8,
 //!   clustersize_bits @0xFC, system_dir_blkno @0xF0, feature_incompat @0xE0, label @0x110 (64),
-//!   uuid @0x150 (16), cluster info @0x160 (stack[4], stack flags u8, …, cluster name[16] @0x168).
+//!   uuid @0x150 (16 bytes), cluster info @0x160 (stack name: 4 bytes, stack flags: u8 @0x164,
+//!   cluster name: 16 bytes @0x168).
 //! - Inodes: signature `INODE01` @0, i_size @0x20, i_mode @0x28, i_flags @0x2C, i_blkno @0x50,
 //!   i_dyn_features @0x76 (bit 0: inline data), and at 0xC0 either inline data
 //!   (id_count u16, data from 0xC8) or an extent list (depth u16, count u16, next_free u16,
