@@ -1,0 +1,728 @@
+//! A mixed cluster with a real Linux kernel node (issue 10): Debian's stock 6.1 kernel with its
+//! ocfs2 modules and ocfs2-tools, booted under qemu (TCG), and one node of ours, in one O2CB
+//! cluster inside a network namespace this test creates. The kernel's own logs and debugfs files
+//! are the witnesses.
+//!
+//! The guest is built from Debian packages by `kernel-guest/build.sh` (cached under
+//! `target/kernel-guest/`); our node is `kernel-guest/peer` (o2hb + o2net as the node daemon
+//! wires them), built by this test into its own target directory. Both need root (network
+//! namespace, tap device); the test fails, and does not skip, when qemu, the kernel package or
+//! root are missing (`scripts/install-deps.sh` installs what it needs).
+//!
+//! Checked now: heartbeat both ways on one global-heartbeat volume made by mkfs.ocfs2 (1), the
+//! o2net connection and keepalives for longer than the idle timeout (2), and membership-level
+//! failure both ways (part of 6): our node killed and restarted, then the kernel killed and
+//! rebooted. DLM, dlmfs locks, mastery and lock recovery (3-6) wait for the node daemon and the
+//! DLM domain; see kernel-guest/README.md.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The namespace every packet of this test stays in (fixed, so that a run can remove what a
+/// killed run left behind).
+const NS: &str = "o2cb-kinterop";
+const TAP: &str = "o2tap0";
+const CLUSTER: &str = "kpeer";
+const OUR_NODE: (&str, u8, &str) = ("hostpeer", 0, "10.213.0.1");
+const KERNEL_NODE: (&str, u8, &str) = ("guest1", 1, "10.213.0.2");
+/// Shorter than the kernel's defaults (31, 30000) so that the test takes minutes; the kernel
+/// takes any of these through configfs, and the handshake checks both sides agree.
+const DEAD_THRESHOLD: u32 = 7;
+const IDLE_TIMEOUT_MS: u64 = 10_000;
+const KEEPALIVE_DELAY_MS: u64 = 2_000;
+const RECONNECT_DELAY_MS: u64 = 2_000;
+const HB_PERIOD_MS: u64 = 2_000;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the integration crate lives in the workspace")
+        .to_path_buf()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn require_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run scripts/install-deps.sh");
+}
+
+/// Polls `f` every 250 ms until it returns `Some` or `limit` passes.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Removes the namespace and every process in it. Runs before the test (leftovers of a killed
+/// run) and from [`Harness`]'s Drop.
+fn remove_namespace() {
+    let listed = Command::new("ip").args(["netns", "list"]).output();
+    let exists = listed
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(NS))
+        })
+        .unwrap_or(false);
+    if !exists {
+        return;
+    }
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", NS]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", NS]).status();
+}
+
+/// Everything this test started: processes, the namespace, the scratch directory. Drop ends the
+/// processes and removes the namespace even when the test panics, and then prints the logs that
+/// tell why.
+struct Harness {
+    dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        remove_namespace();
+        let scratch = workspace_root().join("target/kernel-guest/run");
+        std::fs::create_dir_all(&scratch).expect("create target/kernel-guest/run");
+        // Under target/, not /tmp: O_DIRECT (ours and qemu's cache=none) fails on tmpfs.
+        let dir = tempfile::tempdir_in(&scratch).expect("scratch directory");
+        run_ok(Command::new("ip").args(["netns", "add", NS]));
+        let h = Harness {
+            dir,
+            children: Vec::new(),
+        };
+        run_ok(Command::new("ip").args(["-n", NS, "link", "set", "lo", "up"]));
+        run_ok(Command::new("ip").args(["-n", NS, "tuntap", "add", TAP, "mode", "tap"]));
+        run_ok(Command::new("ip").args([
+            "-n",
+            NS,
+            "addr",
+            "add",
+            &format!("{}/24", OUR_NODE.2),
+            "dev",
+            TAP,
+        ]));
+        run_ok(Command::new("ip").args(["-n", NS, "link", "set", TAP, "up"]));
+        h
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spawn(&mut self, label: &str, cmd: &mut Command) -> u32 {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        pid
+    }
+
+    /// SIGKILL to one of our processes; waits for it.
+    fn kill(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; returns whether it exited with 0.
+    fn stop(&mut self, label: &str, limit: Duration) -> bool {
+        let Some(i) = self.children.iter().position(|(l, _)| l == label) else {
+            return false;
+        };
+        let (_, mut child) = self.children.remove(i);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        remove_namespace();
+        if std::thread::panicking() {
+            for name in ["console.log", "peer.err", "peer.out"] {
+                let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {name} ----");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// The kernel guest: qemu in the namespace, its console in `console.log`, and the control
+/// channel of kernel-guest/init on a virtio serial port.
+struct Guest {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Guest {
+    fn boot(h: &mut Harness, guest_dir: &Path, volume: &Path) -> Guest {
+        let qemu = require_tool("qemu-system-x86_64");
+        let sock = h.path("ctl.sock");
+        let _ = std::fs::remove_file(&sock);
+        let console = h.path("console.log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", NS])
+            .arg(qemu)
+            .args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-cpu", "max"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(guest_dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(guest_dir.join("initrd.img"))
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 o2ip={}/24", KERNEL_NODE.2))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            // cache=none: the host side of the disk is O_DIRECT, so the guest's writes reach the
+            // file our node reads with O_DIRECT, and ours reach the guest.
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=virtio,cache=none,aio=threads",
+                volume.display()
+            ))
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+            ])
+            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=ctl,path={},server=on,wait=off",
+                sock.display()
+            ))
+            .args(["-device", "virtserialport,chardev=ctl,name=ctl"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(h.path("qemu.err")).expect("qemu.err"),
+            ));
+        h.spawn("qemu", &mut cmd);
+        let stream = wait_for("qemu's control socket", Duration::from_secs(30), || {
+            UnixStream::connect(&sock).ok()
+        });
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("read timeout");
+        let writer = stream.try_clone().expect("clone control socket");
+        let mut g = Guest {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        // The first command is answered once init has loaded the modules.
+        let (rc, uname) = g.run("uname -r");
+        assert_eq!(rc, 0, "guest did not answer: {uname}");
+        g
+    }
+
+    /// Runs one shell command line in the guest; returns its status and output.
+    fn run(&mut self, cmd: &str) -> (i32, String) {
+        assert!(!cmd.contains('\n'), "one line per command");
+        self.writer
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("write to the guest's control channel");
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("guest's answer to {cmd:?}: {e}"));
+            assert!(n > 0, "control channel closed while running {cmd:?}");
+            if let Some(rc) = line.strip_prefix("@@O2END@@ ") {
+                let rc = rc.trim().parse().expect("status after the end marker");
+                return (rc, out);
+            }
+            out.push_str(&line);
+        }
+    }
+
+    /// Runs a command that must succeed.
+    fn sh(&mut self, cmd: &str) -> String {
+        let (rc, out) = self.run(cmd);
+        assert_eq!(rc, 0, "guest command {cmd:?} failed:\n{out}");
+        out
+    }
+
+    /// Node numbers in a debugfs node-map file (space-separated numbers).
+    fn node_list(&mut self, file: &str) -> BTreeSet<u8> {
+        self.sh(&format!("cat {file}"))
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    }
+
+    fn dmesg(&mut self) -> String {
+        self.sh("dmesg")
+    }
+}
+
+/// Our node, in the namespace, and what it has printed so far.
+struct Peer {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+struct PeerView {
+    live: BTreeSet<u8>,
+    connected: BTreeSet<u8>,
+    state: String,
+    ka_sent: u64,
+    ka_received: u64,
+}
+
+fn node_set(s: &str) -> BTreeSet<u8> {
+    s.split(',').filter_map(|n| n.parse().ok()).collect()
+}
+
+impl Peer {
+    fn start(h: &mut Harness, bin: &Path, conf: &Path, sysconfig: &Path, volume: &Path) -> Peer {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(h.path("peer.err"))
+            .expect("peer.err");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", NS])
+            .arg(bin)
+            .arg(conf)
+            .arg(sysconfig)
+            .arg(OUR_NODE.0)
+            .arg(volume)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err));
+        let mut child = cmd.spawn().expect("start our node");
+        let out = child.stdout.take().expect("our node's stdout is piped");
+        h.children.push(("peer".into(), child));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = h.path("peer.out");
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .ok();
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(mut v) = sink.lock() {
+                    v.push(line);
+                }
+            }
+        });
+        Peer { lines }
+    }
+
+    fn saw(&self, prefix: &str) -> bool {
+        self.lines
+            .lock()
+            .map(|v| v.iter().any(|l| l.starts_with(prefix)))
+            .unwrap_or(false)
+    }
+
+    /// The last stats the node printed about itself and the kernel node.
+    fn view(&self) -> PeerView {
+        let lines = self.lines.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut view = PeerView::default();
+        for line in lines.iter().rev() {
+            if let Some(rest) = line.strip_prefix(&format!("peer {} ", KERNEL_NODE.1)) {
+                if view.state.is_empty() {
+                    for field in rest.split_whitespace() {
+                        match field.split_once('=') {
+                            Some(("state", v)) => view.state = v.to_string(),
+                            Some(("ka_sent", v)) => view.ka_sent = v.parse().unwrap_or(0),
+                            Some(("ka_received", v)) => view.ka_received = v.parse().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix("stats ") {
+                for field in rest.split_whitespace() {
+                    match field.split_once('=') {
+                        Some(("live", v)) => view.live = node_set(v),
+                        Some(("connected", v)) => view.connected = node_set(v),
+                        _ => {}
+                    }
+                }
+                return view;
+            }
+        }
+        view
+    }
+}
+
+fn build_guest() -> (PathBuf, String) {
+    let root = workspace_root();
+    let out = root.join("target/kernel-guest");
+    run_ok(Command::new(root.join("kernel-guest/build.sh")).arg(&out));
+    let version = std::fs::read_to_string(out.join("kernel-version")).expect("kernel-version");
+    (out, version.trim().to_string())
+}
+
+/// Builds kernel-guest/peer with the workspace's Cargo.lock (copied into a build directory under
+/// target/, so that the versions are the workspace's and no tracked file changes).
+fn build_peer() -> PathBuf {
+    let root = workspace_root();
+    let build = root.join("target/kernel-guest/peer-build");
+    std::fs::create_dir_all(&build).expect("peer build directory");
+    let manifest = std::fs::read_to_string(root.join("kernel-guest/peer/Cargo.toml"))
+        .expect("kernel-guest/peer/Cargo.toml");
+    let src = root.join("kernel-guest/peer/src/main.rs");
+    let manifest = manifest
+        .replace("\"../../", &format!("\"{}/", root.display()))
+        .replace(
+            "[dependencies]",
+            &format!(
+                "[[bin]]\nname = \"o2cb-kernel-peer\"\npath = \"{}\"\n\n[dependencies]",
+                src.display()
+            ),
+        );
+    std::fs::write(build.join("Cargo.toml"), manifest).expect("peer manifest");
+    std::fs::copy(root.join("Cargo.lock"), build.join("Cargo.lock")).expect("Cargo.lock");
+    let target = root.join("target/kernel-guest/peer-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(build.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target),
+    );
+    target.join("release/o2cb-kernel-peer")
+}
+
+/// Makes the cluster in the guest with ocfs2-tools' `o2cb` and starts global heartbeat on the
+/// shared volume; returns the cluster.conf the tools wrote.
+fn configure_guest(g: &mut Guest) -> String {
+    g.sh(&format!("hostname {}", KERNEL_NODE.0));
+    g.sh(&format!("o2cb add-cluster {CLUSTER}"));
+    for (name, num, ip) in [OUR_NODE, KERNEL_NODE] {
+        g.sh(&format!(
+            "o2cb add-node {CLUSTER} {name} --ip {ip} --port 7777 --number {num}"
+        ));
+    }
+    g.sh(&format!("o2cb heartbeat-mode {CLUSTER} global"));
+    g.sh(&format!("o2cb add-heartbeat {CLUSTER} /dev/vda"));
+    g.sh(&format!("o2cb register-cluster {CLUSTER}"));
+    let c = format!("/sys/kernel/config/cluster/{CLUSTER}");
+    g.sh(&format!("echo {IDLE_TIMEOUT_MS} > {c}/idle_timeout_ms"));
+    g.sh(&format!(
+        "echo {KEEPALIVE_DELAY_MS} > {c}/keepalive_delay_ms"
+    ));
+    g.sh(&format!(
+        "echo {RECONNECT_DELAY_MS} > {c}/reconnect_delay_ms"
+    ));
+    g.sh(&format!(
+        "echo {DEAD_THRESHOLD} > {c}/heartbeat/dead_threshold"
+    ));
+    let out = g.sh(&format!("o2cb start-heartbeat {CLUSTER}"));
+    assert!(
+        out.contains("Global heartbeat started"),
+        "o2cb start-heartbeat said:\n{out}"
+    );
+    g.sh("cat /etc/ocfs2/cluster.conf")
+}
+
+fn sysconfig_text() -> String {
+    format!(
+        "O2CB_ENABLED=true\nO2CB_STACK=o2cb\nO2CB_BOOTCLUSTER={CLUSTER}\n\
+         O2CB_HEARTBEAT_THRESHOLD={DEAD_THRESHOLD}\nO2CB_IDLE_TIMEOUT_MS={IDLE_TIMEOUT_MS}\n\
+         O2CB_KEEPALIVE_DELAY_MS={KEEPALIVE_DELAY_MS}\nO2CB_RECONNECT_DELAY_MS={RECONNECT_DELAY_MS}\n"
+    )
+}
+
+/// The kernel's log line for an o2net connection to our node.
+fn connected_line() -> String {
+    format!(
+        "o2net: Connected to node {} (num {}) at {}:7777",
+        OUR_NODE.0, OUR_NODE.1, OUR_NODE.2
+    )
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// Waits until both sides list each other as heartbeating and connected; returns the guest's
+/// log at that point.
+fn wait_joined(g: &mut Guest, peer: &Peer, connects_before: usize, limit: Duration) -> String {
+    let both: BTreeSet<u8> = [OUR_NODE.1, KERNEL_NODE.1].into();
+    wait_for(
+        "the kernel to list our node in o2hb/livenodes",
+        limit,
+        || (g.node_list("/sys/kernel/debug/o2hb/livenodes") == both).then_some(()),
+    );
+    wait_for("our node to list the kernel node live", limit, || {
+        (peer.view().live == both).then_some(())
+    });
+    let log = wait_for(
+        "the kernel to log its connection to our node",
+        limit,
+        || {
+            let log = g.dmesg();
+            (count(&log, &connected_line()) > connects_before).then_some(log)
+        },
+    );
+    wait_for("our node to list the kernel node connected", limit, || {
+        let v = peer.view();
+        (v.connected.contains(&KERNEL_NODE.1) && v.state == "Connected").then_some(())
+    });
+    let kernel_connected = g.node_list("/sys/kernel/debug/o2net/connected_nodes");
+    assert!(
+        kernel_connected.contains(&OUR_NODE.1),
+        "kernel's o2net/connected_nodes lacks our node: {kernel_connected:?}"
+    );
+    log
+}
+
+#[test]
+fn kernel_node_and_ours_share_heartbeat_and_o2net() {
+    assert!(
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false),
+        "this test needs root (network namespace, tap device)"
+    );
+    require_tool("qemu-system-x86_64");
+    let mkfs = require_tool("mkfs.ocfs2");
+    let o2cb_tool = require_tool("o2cb");
+    let (guest_dir, kernel_version) = build_guest();
+    let peer_bin = build_peer();
+    eprintln!("kernel guest: {kernel_version}");
+
+    let mut h = Harness::new();
+    let volume = h.path("hb.img");
+    std::fs::File::create(&volume)
+        .and_then(|f| f.set_len(1 << 30))
+        .expect("volume file");
+    run_ok(
+        Command::new(&mkfs)
+            .args([
+                "-q",
+                "-b",
+                "4K",
+                "-C",
+                "4K",
+                "-N",
+                "4",
+                "--cluster-stack=o2cb",
+            ])
+            .arg(format!("--cluster-name={CLUSTER}"))
+            .args(["--global-heartbeat", "-L", "hb1", "-F"])
+            .arg(&volume),
+    );
+    let region = o2hb::source::open(&volume)
+        .expect("our reading of the volume")
+        .name;
+
+    let mut g = Guest::boot(&mut h, &guest_dir, &volume);
+    let uname = g.sh("uname -r");
+    assert!(
+        kernel_version.contains(uname.trim()),
+        "guest runs {uname}, built from {kernel_version}"
+    );
+    let conf_text = configure_guest(&mut g);
+    // The same cluster.conf on both sides: what ocfs2-tools wrote in the guest is what they
+    // write on the host, given the region by UUID (found by us in the volume).
+    assert!(
+        conf_text.contains(&format!("region = {region}")),
+        "guest's cluster.conf:\n{conf_text}"
+    );
+    let conf = h.path("cluster.conf");
+    let host_conf = h.path("host-cluster.conf");
+    let tool = |args: &[&str]| {
+        run_ok(
+            Command::new(&o2cb_tool)
+                .arg("--config-file")
+                .arg(&host_conf)
+                .args(args),
+        );
+    };
+    tool(&["add-cluster", CLUSTER]);
+    for (name, num, ip) in [OUR_NODE, KERNEL_NODE] {
+        tool(&[
+            "add-node",
+            CLUSTER,
+            name,
+            "--ip",
+            ip,
+            "--port",
+            "7777",
+            "--number",
+            &num.to_string(),
+        ]);
+    }
+    tool(&["heartbeat-mode", CLUSTER, "global"]);
+    tool(&["add-heartbeat", CLUSTER, &region]);
+    assert_eq!(
+        std::fs::read_to_string(&host_conf).expect("host cluster.conf"),
+        conf_text,
+        "ocfs2-tools wrote different cluster.conf files in the guest and on the host"
+    );
+    std::fs::write(&conf, &conf_text).expect("cluster.conf");
+    let sysconfig = h.path("o2cb.sysconfig");
+    std::fs::write(&sysconfig, sysconfig_text()).expect("sysconfig");
+
+    // 1 and 2: heartbeat and o2net.
+    let peer = Peer::start(&mut h, &peer_bin, &conf, &sysconfig, &volume);
+    let log = wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
+    assert!(
+        log.contains(&format!("o2hb: Heartbeat started on region {region} (vda)")),
+        "kernel did not start heartbeat on the shared volume:\n{log}"
+    );
+    let before = peer.view();
+    let shutdowns_before = count(&log, "o2net: Connection to node hostpeer");
+    // Keepalives both ways for longer than the idle timeout, and the link stays up: the kernel
+    // drops a connection silent for idle_timeout_ms ("has been idle for"), and so do we.
+    std::thread::sleep(Duration::from_millis(
+        IDLE_TIMEOUT_MS + 2 * KEEPALIVE_DELAY_MS,
+    ));
+    let after = peer.view();
+    let log = g.dmesg();
+    assert_eq!(
+        count(&log, "o2net: Connection to node hostpeer"),
+        shutdowns_before,
+        "the kernel closed or lost the connection:\n{log}"
+    );
+    assert!(
+        !log.contains("has been idle for"),
+        "kernel saw the link idle:\n{log}"
+    );
+    assert_eq!(
+        count(&log, &connected_line()),
+        1,
+        "the kernel reconnected:\n{log}"
+    );
+    let min = IDLE_TIMEOUT_MS / KEEPALIVE_DELAY_MS - 1;
+    assert!(
+        after.ka_sent >= before.ka_sent + min && after.ka_received >= before.ka_received + min,
+        "keepalives over {} ms: sent {} -> {}, received {} -> {}",
+        IDLE_TIMEOUT_MS,
+        before.ka_sent,
+        after.ka_sent,
+        before.ka_received,
+        after.ka_received
+    );
+    assert_eq!(after.state, "Connected");
+    assert!(g
+        .node_list("/sys/kernel/debug/o2net/connected_nodes")
+        .contains(&OUR_NODE.1));
+
+    // 6 (membership): our node dies; the kernel declares it dead and carries on without
+    // fencing (it is the only live node); ours restarts and rejoins.
+    h.kill("peer");
+    let limit = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD + 10));
+    wait_for(
+        "the kernel to drop our node from o2hb/livenodes",
+        limit,
+        || {
+            (g.node_list("/sys/kernel/debug/o2hb/livenodes") == [KERNEL_NODE.1].into())
+                .then_some(())
+        },
+    );
+    wait_for("the kernel to drop the connection", limit, || {
+        (!g.node_list("/sys/kernel/debug/o2net/connected_nodes")
+            .contains(&OUR_NODE.1))
+        .then_some(())
+    });
+    let log = g.dmesg();
+    assert!(
+        !log.contains("fencing this node"),
+        "the kernel fenced itself:\n{log}"
+    );
+    let peer = Peer::start(&mut h, &peer_bin, &conf, &sysconfig, &volume);
+    wait_joined(&mut g, &peer, 1, Duration::from_secs(90));
+
+    // The reverse: the kernel node dies (qemu killed: no clean heartbeat stop); ours declares it
+    // dead, closes the connection, and does not fence (it holds the lowest node). Then the
+    // kernel boots again and rejoins.
+    drop(g);
+    h.kill("qemu");
+    wait_for("our node to declare the kernel node dead", limit, || {
+        let v = peer.view();
+        (v.live == [OUR_NODE.1].into() && !v.connected.contains(&KERNEL_NODE.1)).then_some(())
+    });
+    assert!(peer.saw(&format!("node-down {}", KERNEL_NODE.1)));
+    assert!(!peer.saw("fenced"), "our node fenced itself");
+    let mut g = Guest::boot(&mut h, &guest_dir, &volume);
+    configure_guest(&mut g);
+    wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
+
+    // A clean stop of our node writes the generation-0 block and the kernel sees it leave.
+    assert!(
+        h.stop("peer", Duration::from_secs(20)),
+        "our node did not stop cleanly"
+    );
+    // Sooner than a death: the generation-0 block says "gone" at once.
+    let prompt = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD - 2));
+    wait_for("the kernel to see our node leave", prompt, || {
+        (g.node_list("/sys/kernel/debug/o2hb/livenodes") == [KERNEL_NODE.1].into()).then_some(())
+    });
+    drop(g);
+    h.kill("qemu");
+}
