@@ -1,0 +1,375 @@
+//! An in-process DLM for one machine: every lock resource is a real
+//! [`o2dlm::lockres::LockResource`] (the master's queue engine, the same code a cluster
+//! master runs), so grants, conversions, NOQUEUE, cancels, BASTs and the value block follow
+//! o2dlm's rules. Each [`LocalDlm::node`] handle acts as one node: two dlmfs mounts on two
+//! handles contend for locks as two nodes of a cluster do, with no network in between.
+//!
+//! Used by dlmfs' tests and benchmark, and by anyone who wants /dlm semantics on one machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use o2dlm::lockres::{Delivery, LockId, LockResource, Unlocked};
+use o2dlm::wire::{DlmStatus, LkmFlags, LockMode, LockName, Lvb, DOMAIN_NAME_MAX};
+use parking_lot::{Condvar, Mutex};
+
+use crate::dlm::{BastFn, Dlm, DlmDomain, JoinError};
+use crate::userdlm::Request;
+
+/// A single-machine DLM shared by any number of simulated nodes. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct LocalDlm {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    domains: HashMap<Vec<u8>, DomainState>,
+    next_cookie: u64,
+}
+
+#[derive(Default)]
+struct DomainState {
+    registrations: usize,
+    resources: HashMap<LockName, LockResource>,
+    /// Live locks: their resource and BAST callback.
+    locks: HashMap<LockId, (LockName, BastFn)>,
+    /// Outcomes of queued requests, for the threads waiting in `lock`.
+    outcomes: HashMap<LockId, Result<Option<Lvb>, DlmStatus>>,
+}
+
+impl LocalDlm {
+    /// An empty DLM.
+    pub fn new() -> LocalDlm {
+        LocalDlm::default()
+    }
+
+    /// The handle of node `node`: what a dlmfs mount of that node uses.
+    pub fn node(&self, node: u8) -> LocalNode {
+        LocalNode {
+            dlm: self.clone(),
+            node,
+        }
+    }
+}
+
+/// One simulated node of a [`LocalDlm`].
+#[derive(Clone)]
+pub struct LocalNode {
+    dlm: LocalDlm,
+    node: u8,
+}
+
+impl Dlm for LocalNode {
+    fn join(&self, domain: &[u8]) -> Result<Arc<dyn DlmDomain>, JoinError> {
+        if domain.is_empty() || domain.len() > DOMAIN_NAME_MAX {
+            return Err(JoinError {
+                errno: libc::EINVAL,
+                message: format!("domain name of {} bytes", domain.len()),
+            });
+        }
+        let mut st = self.dlm.shared.state.lock();
+        st.domains.entry(domain.to_vec()).or_default().registrations += 1;
+        drop(st);
+        Ok(Arc::new(LocalDomain {
+            dlm: self.dlm.clone(),
+            node: self.node,
+            name: domain.to_vec(),
+            ids: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn node(&self) -> u8 {
+        self.node
+    }
+}
+
+struct LocalDomain {
+    dlm: LocalDlm,
+    node: u8,
+    name: Vec<u8>,
+    /// The caller's lock ids and the cookies they map to.
+    ids: Mutex<HashMap<u64, LockId>>,
+}
+
+impl LocalDomain {
+    /// Runs the master's dlm-thread pass over `name` and delivers: grants to the outcome
+    /// table, BASTs returned for the caller to run once the state lock is released.
+    fn settle(dom: &mut DomainState, name: &LockName) -> Vec<(BastFn, LockMode)> {
+        let mut out = Vec::new();
+        if let Some(res) = dom.resources.get_mut(name) {
+            res.shuffle();
+            res.flush(&mut out);
+        }
+        let mut basts = Vec::new();
+        for d in out {
+            match d {
+                Delivery::Ast { lock, lvb, .. } => {
+                    dom.outcomes.insert(lock, Ok(lvb));
+                }
+                Delivery::Bast { lock, blocked } => {
+                    if let Some((_, f)) = dom.locks.get(&lock) {
+                        basts.push((f.clone(), blocked));
+                    }
+                }
+            }
+        }
+        basts
+    }
+
+    fn lock_id(&self, id: u64) -> Result<LockId, DlmStatus> {
+        self.ids.lock().get(&id).copied().ok_or(DlmStatus::Ivlockid)
+    }
+}
+
+fn run_basts(basts: Vec<(BastFn, LockMode)>) {
+    for (f, mode) in basts {
+        f(mode);
+    }
+}
+
+impl DlmDomain for LocalDomain {
+    fn lock(
+        &self,
+        id: u64,
+        name: &[u8],
+        req: Request,
+        lvb: &Lvb,
+        bast: BastFn,
+    ) -> Result<Option<Lvb>, DlmStatus> {
+        let lname = LockName::new(name).map_err(|_| DlmStatus::Ivbuflen)?;
+        let flags = if req.noqueue {
+            LkmFlags::VALBLK | LkmFlags::NOQUEUE
+        } else {
+            LkmFlags::VALBLK
+        };
+        let shared = &self.dlm.shared;
+        let mut st = shared.state.lock();
+        let lock = if req.convert {
+            self.lock_id(id)?
+        } else {
+            let cookie = st.next_cookie;
+            st.next_cookie += 1;
+            LockId {
+                node: self.node,
+                cookie: (u64::from(self.node) << 56) | cookie,
+            }
+        };
+        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
+        let res = dom
+            .resources
+            .entry(lname)
+            .or_insert_with(|| LockResource::new(lname));
+        if req.convert {
+            res.convert(lock, req.mode, flags, Some(lvb))?;
+        } else {
+            res.request(lock, req.mode, flags)?;
+            dom.locks.insert(lock, (lname, bast));
+            self.ids.lock().insert(id, lock);
+        }
+        let basts = Self::settle(dom, &lname);
+        drop(st);
+        run_basts(basts);
+        let mut st = shared.state.lock();
+        loop {
+            let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
+            if let Some(r) = dom.outcomes.remove(&lock) {
+                if r.is_err() && !req.convert {
+                    dom.locks.remove(&lock);
+                    self.ids.lock().remove(&id);
+                }
+                shared.changed.notify_all();
+                return r;
+            }
+            shared.changed.wait(&mut st);
+        }
+    }
+
+    fn cancel(&self, id: u64) -> Result<bool, DlmStatus> {
+        let lock = self.lock_id(id)?;
+        let shared = &self.dlm.shared;
+        let mut st = shared.state.lock();
+        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
+        let lname = dom
+            .locks
+            .get(&lock)
+            .map(|l| l.0)
+            .ok_or(DlmStatus::Ivlockid)?;
+        let res = dom.resources.get_mut(&lname).ok_or(DlmStatus::Ivlockid)?;
+        let too_late = match res.unlock(lock, LkmFlags::CANCEL, None)? {
+            Unlocked::CancelGrant => true,
+            _ => {
+                dom.outcomes.insert(lock, Err(DlmStatus::Cancel));
+                false
+            }
+        };
+        let basts = Self::settle(dom, &lname);
+        drop(st);
+        shared.changed.notify_all();
+        run_basts(basts);
+        Ok(too_late)
+    }
+
+    fn unlock(&self, id: u64, lvb: &Lvb) -> Result<(), DlmStatus> {
+        let lock = self.lock_id(id)?;
+        let shared = &self.dlm.shared;
+        let mut st = shared.state.lock();
+        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
+        let lname = dom
+            .locks
+            .get(&lock)
+            .map(|l| l.0)
+            .ok_or(DlmStatus::Ivlockid)?;
+        let res = dom.resources.get_mut(&lname).ok_or(DlmStatus::Ivlockid)?;
+        res.unlock(lock, LkmFlags::VALBLK, Some(lvb))?;
+        dom.locks.remove(&lock);
+        self.ids.lock().remove(&id);
+        let basts = Self::settle(dom, &lname);
+        drop(st);
+        shared.changed.notify_all();
+        run_basts(basts);
+        Ok(())
+    }
+
+    fn leave(&self) {
+        let mut st = self.dlm.shared.state.lock();
+        let gone = match st.domains.get_mut(&self.name) {
+            Some(d) => {
+                d.registrations = d.registrations.saturating_sub(1);
+                d.registrations == 0
+            }
+            None => false,
+        };
+        if gone {
+            st.domains.remove(&self.name);
+        }
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    fn req(mode: LockMode, convert: bool, noqueue: bool) -> Request {
+        Request {
+            mode,
+            convert,
+            noqueue,
+        }
+    }
+
+    fn no_bast() -> BastFn {
+        Arc::new(|_| {})
+    }
+
+    #[test]
+    fn a_refused_noqueue_request_sends_no_bast_and_a_queued_one_does() {
+        let dlm = LocalDlm::new();
+        let a = dlm.node(1).join(b"dom").unwrap();
+        let b = dlm.node(2).join(b"dom").unwrap();
+        let seen = Arc::new(AtomicU8::new(0));
+        let s = seen.clone();
+        let bast: BastFn = Arc::new(move |m| s.store(m.to_wire() as u8 + 1, Ordering::SeqCst));
+        a.lock(1, b"L", req(LockMode::Ex, false, false), &[0; 64], bast)
+            .unwrap();
+        let r = b.lock(1, b"L", req(LockMode::Pr, false, true), &[0; 64], no_bast());
+        assert_eq!(r, Err(DlmStatus::Notqueued));
+        // dlmlock_master returns DLM_NOTQUEUED without queueing anything: no BAST.
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            b2.lock(
+                2,
+                b"L",
+                req(LockMode::Pr, false, false),
+                &[0; 64],
+                no_bast(),
+            )
+        });
+        while seen.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 4, "BAST for PR");
+        a.unlock(1, &[0; 64]).unwrap();
+        assert!(t.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn the_value_block_written_by_an_ex_unlock_reaches_the_next_reader() {
+        let dlm = LocalDlm::new();
+        let a = dlm.node(1).join(b"dom").unwrap();
+        let b = dlm.node(2).join(b"dom").unwrap();
+        a.lock(
+            7,
+            b"L",
+            req(LockMode::Ex, false, false),
+            &[0; 64],
+            no_bast(),
+        )
+        .unwrap();
+        a.unlock(7, &[9; 64]).unwrap();
+        let lvb = b
+            .lock(
+                7,
+                b"L",
+                req(LockMode::Pr, false, false),
+                &[0; 64],
+                no_bast(),
+            )
+            .unwrap();
+        assert_eq!(lvb, Some([9; 64]));
+    }
+
+    #[test]
+    fn a_waiting_request_is_granted_on_unlock_or_returns_cancel() {
+        let dlm = LocalDlm::new();
+        let a = dlm.node(1).join(b"dom").unwrap();
+        let b = dlm.node(2).join(b"dom").unwrap();
+        a.lock(
+            1,
+            b"L",
+            req(LockMode::Ex, false, false),
+            &[0; 64],
+            no_bast(),
+        )
+        .unwrap();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            b2.lock(
+                1,
+                b"L",
+                req(LockMode::Ex, false, false),
+                &[0; 64],
+                no_bast(),
+            )
+        });
+        while b.cancel(1).is_err() {
+            std::thread::yield_now();
+        }
+        assert_eq!(t.join().unwrap(), Err(DlmStatus::Cancel));
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            b2.lock(
+                2,
+                b"L",
+                req(LockMode::Ex, false, false),
+                &[0; 64],
+                no_bast(),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        a.unlock(1, &[0; 64]).unwrap();
+        assert!(t.join().unwrap().is_ok());
+    }
+}

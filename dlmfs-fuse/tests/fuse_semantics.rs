@@ -1,0 +1,386 @@
+//! The kernel dlmfs rules of `shared/spec/dlmfs.md`, checked through real system calls on
+//! real FUSE mounts: two mounts, as nodes 1 and 2 of one in-process DLM (o2dlm's lock
+//! resource engine), contend as two cluster nodes do. Needs root and /dev/fuse; fails (never
+//! skips) without them. Every mount is unmounted when its test ends, pass or fail.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlmfs_fuse::{mount, LocalDlm, MountHandle, MountOptions};
+
+/// Two nodes' mounts; unmounted on drop (before the temporary directory goes).
+struct Pair {
+    n1: Option<MountHandle>,
+    n2: Option<MountHandle>,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: these tests need FUSE (run .ci/run or load the fuse module)"
+        );
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let dlm = LocalDlm::new();
+        let mut m = Vec::new();
+        for n in [1u8, 2] {
+            let p = dir.path().join(format!("n{n}"));
+            std::fs::create_dir(&p).expect("mount point");
+            m.push(
+                mount(&p, Arc::new(dlm.node(n)), MountOptions::default())
+                    .unwrap_or_else(|e| panic!("FUSE mount failed (tests need root): {e}")),
+            );
+        }
+        let n2 = m.pop();
+        let n1 = m.pop();
+        Pair { n1, n2, dir }
+    }
+
+    fn p1(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("n1").join(rel)
+    }
+
+    fn p2(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("n2").join(rel)
+    }
+
+    /// The same domain directory on both nodes.
+    fn domain(&self, name: &str) {
+        std::fs::create_dir(self.p1(name)).expect("mkdir on node 1");
+        std::fs::create_dir(self.p2(name)).expect("mkdir on node 2");
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        drop(self.n1.take());
+        drop(self.n2.take());
+    }
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// An open lock file; closed on drop, so a failing test still lets its mounts go.
+#[derive(Debug, PartialEq, Eq)]
+struct Fd(i32);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// open(2): the fd, or the errno.
+fn open(p: &Path, flags: i32) -> Result<Fd, i32> {
+    let fd = unsafe { libc::open(c(p).as_ptr(), flags | libc::O_CLOEXEC, 0o664) };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(Fd(fd))
+    }
+}
+
+/// close(2), checked.
+fn close(fd: Fd) {
+    let n = fd.0;
+    std::mem::forget(fd);
+    assert_eq!(unsafe { libc::close(n) }, 0, "close");
+}
+
+fn mkdir(p: &Path) -> Result<(), i32> {
+    if unsafe { libc::mkdir(c(p).as_ptr(), 0o755) } < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn pwrite(fd: &Fd, data: &[u8], off: i64) -> Result<usize, i32> {
+    let n = unsafe { libc::pwrite(fd.0, data.as_ptr().cast(), data.len(), off) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn pread(fd: &Fd, len: usize, off: i64) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = unsafe { libc::pread(fd.0, buf.as_mut_ptr().cast(), len, off) };
+    assert!(n >= 0, "pread failed: errno {}", errno());
+    buf.truncate(n as usize);
+    buf
+}
+
+fn poll_in(fd: &Fd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    assert!(n >= 0, "poll failed: errno {}", errno());
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn domain_directories_follow_the_kernel_rules() {
+    let t = Pair::new();
+    let root = t.p1("");
+    let st = std::fs::metadata(&root).unwrap();
+    assert!(st.is_dir());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o7777,
+        0o755
+    );
+
+    assert_eq!(
+        mkdir(&t.p1(&"d".repeat(64))),
+        Err(libc::EINVAL),
+        "64-byte domain name"
+    );
+    assert_eq!(mkdir(&t.p1(&"d".repeat(63))), Ok(()), "63-byte domain name");
+    assert_eq!(mkdir(&t.p1("dom")), Ok(()));
+    assert_eq!(mkdir(&t.p1("dom")), Err(libc::EEXIST));
+    assert_eq!(
+        mkdir(&t.p1("dom/sub")),
+        Err(libc::EPERM),
+        "no directories in a domain"
+    );
+    assert_eq!(
+        open(&t.p1("file"), libc::O_CREAT | libc::O_RDWR),
+        Err(libc::EACCES),
+        "no files in the root"
+    );
+    let node = c(&t.p1("dom/dev"));
+    assert_eq!(
+        unsafe { libc::mknod(node.as_ptr(), libc::S_IFREG | 0o644, 0) },
+        -1
+    );
+    assert_eq!(errno(), libc::EPERM, "mknod");
+    let nlink = std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&root).unwrap());
+    assert_eq!(nlink, 4, "2 + one per domain, as inc_nlink on mkdir");
+
+    let fd = open(&t.p1("dom/lock"), libc::O_CREAT | libc::O_RDONLY).unwrap();
+    close(fd);
+    assert_eq!(
+        std::fs::remove_dir(t.p1("dom")).unwrap_err().raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    std::fs::remove_file(t.p1("dom/lock")).unwrap();
+    std::fs::remove_dir(t.p1("dom")).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["d".repeat(63)]);
+
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c(&root).as_ptr(), &mut sfs) }, 0);
+    assert_eq!(sfs.f_bsize, 4096, "block size = page size");
+    assert_eq!(sfs.f_namelen, 255);
+    assert_eq!((sfs.f_blocks, sfs.f_files), (0, 0));
+}
+
+#[test]
+fn lock_files_have_the_kernels_names_and_attributes() {
+    let t = Pair::new();
+    t.domain("dom");
+    assert_eq!(
+        open(
+            &t.p1(&format!("dom/{}", "l".repeat(32))),
+            libc::O_CREAT | libc::O_RDONLY
+        ),
+        Err(libc::EINVAL),
+        "32-byte lock name"
+    );
+    assert_eq!(
+        open(&t.p1("dom/$RECOVERY"), libc::O_CREAT | libc::O_RDONLY),
+        Err(libc::EINVAL),
+        "names starting with $ are reserved"
+    );
+    let name = format!("dom/{}", "l".repeat(31));
+    let fd = open(&t.p1(&name), libc::O_CREAT | libc::O_RDONLY).unwrap();
+    close(fd);
+    let st = std::fs::metadata(t.p1(&name)).unwrap();
+    assert!(st.is_file());
+    assert_eq!(st.len(), 64, "st_size is DLM_LVB_LEN");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(st.nlink(), 1);
+    assert_eq!(st.blksize(), 4096);
+
+    // Size changes are ignored, other attributes applied.
+    assert_eq!(unsafe { libc::truncate(c(&t.p1(&name)).as_ptr(), 0) }, 0);
+    assert_eq!(std::fs::metadata(t.p1(&name)).unwrap().len(), 64);
+    assert_eq!(unsafe { libc::chmod(c(&t.p1(&name)).as_ptr(), 0o600) }, 0);
+    assert_eq!(
+        std::fs::metadata(t.p1(&name)).unwrap().mode() & 0o7777,
+        0o600
+    );
+
+    // Each node has its own tree: the file exists on node 1 only.
+    assert!(!t.p2(&name).exists());
+}
+
+#[test]
+fn opens_take_pr_or_ex_and_trylock_fails_with_etxtbsy() {
+    let t = Pair::new();
+    t.domain("dom");
+    let (a, b) = (t.p1("dom/L"), t.p2("dom/L"));
+    let ra = open(&a, libc::O_CREAT | libc::O_RDONLY).unwrap();
+    // PR and PR are compatible across nodes.
+    let rb = open(&b, libc::O_CREAT | libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    close(rb);
+    // EX is not while node 1 holds PR: O_WRONLY and O_RDWR both mean EX.
+    for flags in [libc::O_WRONLY, libc::O_RDWR] {
+        assert_eq!(open(&b, flags | libc::O_NONBLOCK), Err(libc::ETXTBSY));
+    }
+    close(ra);
+    // Node 1's lock stays cached at PR after close, and a refused trylock queues nothing (no
+    // BAST, as dlmlock_master): trylocks keep failing until a blocking request takes it.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        open(&b, libc::O_RDWR | libc::O_NONBLOCK),
+        Err(libc::ETXTBSY)
+    );
+    let wb = open(&b, libc::O_RDWR).expect("blocking open: the BAST downconverts node 1");
+    // Node 2 now holds EX: node 1 can take neither PR nor EX without waiting.
+    assert_eq!(
+        open(&a, libc::O_RDONLY | libc::O_NONBLOCK),
+        Err(libc::ETXTBSY)
+    );
+    // Two opens on one node share its lock: EX and PR holders on node 2 at once.
+    let rb2 = open(&b, libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let wb2 = open(&b, libc::O_WRONLY | libc::O_NONBLOCK).unwrap();
+    for fd in [wb, rb2, wb2] {
+        close(fd);
+    }
+}
+
+#[test]
+fn a_blocking_open_waits_until_the_other_node_releases_and_poll_reports_the_bast() {
+    let t = Pair::new();
+    t.domain("dom");
+    let (a, b) = (t.p1("dom/L"), t.p2("dom/L"));
+    let wa = open(&a, libc::O_CREAT | libc::O_RDWR).unwrap();
+    assert!(!poll_in(&wa, 0), "no BAST yet: not readable");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = open(&b, libc::O_CREAT | libc::O_RDWR);
+        let _ = tx.send(());
+        r
+    });
+    // The waiter's request BASTs node 1: its holder sees POLLIN.
+    assert!(poll_in(&wa, 5000), "poll reports the BAST");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "the open must wait while node 1 holds EX"
+    );
+    close(wa);
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the waiting open is granted once node 1 closes");
+    let wb = waiter.join().unwrap().expect("granted open");
+    close(wb);
+}
+
+#[test]
+fn the_value_block_moves_with_the_lock_and_writes_copy_from_byte_zero() {
+    let t = Pair::new();
+    t.domain("dom");
+    let (a, b) = (t.p1("dom/L"), t.p2("dom/L"));
+    let wa = open(&a, libc::O_CREAT | libc::O_RDWR).unwrap();
+    assert_eq!(
+        pread(&wa, 64, 0),
+        vec![0u8; 64],
+        "a new resource's LVB is zeros"
+    );
+    assert_eq!(pwrite(&wa, b"HELLO", 0), Ok(5));
+    // The kernel's offset bug: a write at offset 3 lands at LVB byte 0.
+    assert_eq!(pwrite(&wa, b"ab", 3), Ok(2));
+    assert_eq!(pwrite(&wa, b"x", 64), Err(libc::ENOSPC));
+    assert_eq!(pwrite(&wa, &[], 10), Ok(0));
+    assert_eq!(
+        pwrite(&wa, &[b'z'; 10], 60),
+        Ok(4),
+        "clipped to 64 - offset"
+    );
+    assert_eq!(&pread(&wa, 8, 0), b"zzzzO\0\0\0");
+    assert_eq!(pread(&wa, 10, 60).len(), 4);
+    assert!(pread(&wa, 10, 64).is_empty());
+    // write(2) advances the file offset even though the bytes land at 0.
+    assert_eq!(unsafe { libc::write(wa.0, b"QQ".as_ptr().cast(), 2) }, 2);
+    assert_eq!(unsafe { libc::lseek(wa.0, 0, libc::SEEK_CUR) }, 2);
+    close(wa);
+
+    let rb = open(&b, libc::O_CREAT | libc::O_RDONLY).unwrap();
+    let mut want = vec![0u8; 64];
+    want[..5].copy_from_slice(b"QQzzO");
+    assert_eq!(
+        pread(&rb, 64, 0),
+        want,
+        "node 2 reads what node 1 wrote under EX"
+    );
+    assert_eq!(
+        unsafe { libc::write(rb.0, b"no".as_ptr().cast(), 2) },
+        -1,
+        "read-only handle"
+    );
+    assert_eq!(errno(), libc::EBADF);
+    close(rb);
+}
+
+#[test]
+fn unlink_is_refused_while_held_and_pushes_the_value_block() {
+    let t = Pair::new();
+    t.domain("dom");
+    let a = t.p1("dom/L");
+    let wa = open(&a, libc::O_CREAT | libc::O_WRONLY).unwrap();
+    assert_eq!(pwrite(&wa, b"kept", 0), Ok(4));
+    assert_eq!(
+        std::fs::remove_file(&a).unwrap_err().raw_os_error(),
+        Some(libc::EBUSY)
+    );
+    close(wa);
+    std::fs::remove_file(&a).expect("unlink once no holder remains");
+    assert!(!a.exists());
+    // The unlock carried VALBLK from EX: the master kept the value.
+    let rb = open(
+        &t.p2("dom/L"),
+        libc::O_CREAT | libc::O_RDONLY | libc::O_NONBLOCK,
+    )
+    .unwrap();
+    assert_eq!(&pread(&rb, 4, 0), b"kept");
+    close(rb);
+    // Node 1 recreates the file; its lock is new.
+    let ra = open(&a, libc::O_CREAT | libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    close(ra);
+}
+
+#[test]
+fn unmount_unlocks_cached_locks_and_leaves_the_domains() {
+    let mut t = Pair::new();
+    t.domain("dom");
+    let wa = open(&t.p1("dom/L"), libc::O_CREAT | libc::O_RDWR).unwrap();
+    assert_eq!(pwrite(&wa, b"bye", 0), Ok(3));
+    close(wa);
+    // Node 1 caches EX. Unmounting must give it up without any BAST.
+    t.n1.take().expect("node 1").unmount().expect("unmount");
+    let rb = open(
+        &t.p2("dom/L"),
+        libc::O_CREAT | libc::O_RDWR | libc::O_NONBLOCK,
+    )
+    .expect("granted at once: node 1 let go at unmount");
+    assert_eq!(&pread(&rb, 3, 0), b"bye");
+    close(rb);
+}
