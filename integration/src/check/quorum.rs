@@ -204,9 +204,39 @@ impl Checker for QuorumFences {
             }
             What::Fence(FenceReason::Quorum) => {
                 let Some(node) = rec.node else { return };
+                let t = self.timing;
                 match self.open.as_mut() {
                     Some(j) => {
                         j.fenced.insert(node);
+                        // The decision comes one quorum delay after the idle timeout
+                        // (or, for a reset, right after the loss): never sooner, and in
+                        // a judged partition no later than the judging window allows.
+                        let slack = Duration::from_secs(1);
+                        let idle = if j.kind == FaultKind::Drop {
+                            Duration::ZERO
+                        } else {
+                            t.idle_timeout
+                        };
+                        let earliest =
+                            before(j.start + idle + t.quorum_delay(), t.keepalive_delay + slack);
+                        let latest =
+                            j.start + idle + t.keepalive_delay * 2 + t.quorum_delay() + slack;
+                        let judged_partition = j.decided && j.kind != FaultKind::Drop;
+                        if rec.at < earliest || (judged_partition && rec.at > latest) {
+                            out.push(Violation {
+                                checker: "quorum",
+                                at: rec.at,
+                                since: j.start,
+                                nodes: vec![node],
+                                message: format!(
+                                    "episode {}: n{node} fenced by quorum {:.1} s after the fault; the rules decide {:.1} to {:.1} s after it",
+                                    j.episode,
+                                    (rec.at - j.start).as_secs_f64(),
+                                    (earliest - j.start).as_secs_f64(),
+                                    (latest - j.start).as_secs_f64()
+                                ),
+                            });
+                        }
                     }
                     None => out.push(Violation {
                         checker: "quorum",

@@ -154,8 +154,30 @@ impl Checker for StallFence {
             }
             What::Fence(FenceReason::WriteTimeout) => {
                 let Some(node) = rec.node else { return };
+                let t = self.timing;
                 if let Some(w) = self.watch.as_mut().filter(|w| w.node == node) {
                     w.fenced_at.get_or_insert(rec.at);
+                    // The timer was last re-armed by the last iteration that
+                    // completed before the stall: at most a period (and an I/O) earlier.
+                    let slack = Duration::from_secs(1);
+                    let earliest = before(w.start + t.write_timeout(), t.hb_period + slack);
+                    let latest = w.start + t.write_timeout() + slack;
+                    if rec.at < earliest || rec.at > latest {
+                        out.push(Violation {
+                            checker: "stall-fence",
+                            at: rec.at,
+                            since: w.start,
+                            nodes: vec![node],
+                            message: format!(
+                                "episode {}: n{node} fenced {:.1} s after its heartbeat I/O stalled; the write timeout ({} ms) puts it {:.1} to {:.1} s after",
+                                w.episode,
+                                (rec.at - w.start).as_secs_f64(),
+                                t.write_timeout().as_millis(),
+                                (earliest - w.start).as_secs_f64(),
+                                (latest - w.start).as_secs_f64()
+                            ),
+                        });
+                    }
                     return;
                 }
                 if self
