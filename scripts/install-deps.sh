@@ -9,6 +9,7 @@ need=()
 command -v o2cb >/dev/null 2>&1 || [ -x /usr/sbin/o2cb ] || need+=(ocfs2-tools)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+for p in ocfs2-tools-dev comerr-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done  # libo2dlm + com_err headers for the dlmfs-preload test
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     sudo_cmd=""

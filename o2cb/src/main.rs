@@ -28,6 +28,7 @@
 //! [`eprint_text`] write text back as the original bytes.
 
 mod cmd_demo;
+mod cmd_exec;
 mod cmd_hbctl;
 mod cmd_heartbeat;
 mod cmd_node;
@@ -72,6 +73,7 @@ fn project_command(name: &str) -> Option<CommandFn> {
         // start|stop go to the node daemon, the rest to cmd_heartbeat.
         "heartbeat" => Some(cmd_hbctl::run),
         "demo" => Some(cmd_demo::run),
+        "exec" => Some(cmd_exec::run),
         "node" => Some(cmd_node::run),
         "online" => Some(cmd_node::online),
         "offline" => Some(cmd_node::offline),
