@@ -320,3 +320,49 @@ fn sigterm_is_a_clean_stop() {
     assert_eq!(c.slot(0), (0, 0));
     assert!(!c.run.join("test106.n0.sock").exists());
 }
+
+#[test]
+fn the_control_socket_answers_bad_requests_with_errors_and_keeps_serving() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = TestCluster::new(107, 2, false, 200, 7);
+    c.start(0);
+    c.wait_all_up(0, &[0]);
+    let socket = c.run.join("test107.n0.sock");
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut answer = |request: &[u8]| {
+        w.write_all(request).unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            assert!(reader.read_line(&mut l).unwrap() > 0, "connection closed");
+            if l == ".\n" {
+                return lines;
+            }
+            lines.push(l);
+        }
+    };
+    let r = answer(b"O2CB/2 status\n");
+    assert!(r[0].starts_with("O2CB/1 err protocol%20O2CB/2"), "{r:?}");
+    let r = answer(b"hello\n");
+    assert!(r[0].starts_with("O2CB/1 err "), "{r:?}");
+    let r = answer(b"O2CB/1 frobnicate x\n");
+    assert!(r[0].starts_with("O2CB/1 err unknown%20request"), "{r:?}");
+    let r = answer(b"O2CB/1 st%zz\n");
+    assert!(r[0].starts_with("O2CB/1 err bad%20percent"), "{r:?}");
+    // The same connection still works.
+    let r = answer(b"O2CB/1 ping\n");
+    assert_eq!(r[0], "O2CB/1 ok\n");
+    assert!(r.contains(&"cluster test107\n".to_string()), "{r:?}");
+    // A line longer than the limit ends the connection with an error; the daemon goes on.
+    let mut long = b"O2CB/1 ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 70_000));
+    long.push(b'\n');
+    let r = answer(&long);
+    assert!(
+        r[0].starts_with("O2CB/1 err request%20line%20too%20long"),
+        "{r:?}"
+    );
+    assert!(c.ok(0, &["status"]).contains("Online"));
+}
