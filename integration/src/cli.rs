@@ -242,13 +242,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, SimError> {
     Ok(d)
 }
 
-/// Parses `A..B` into a non-empty range.
+/// Most seeds one command runs: every outcome is kept for the report.
+pub const MAX_SEEDS: u64 = 1_000_000;
+
+/// Parses `A..B` into a non-empty range of at most [`MAX_SEEDS`] seeds.
 pub fn parse_seeds(s: &str) -> Result<Range<u64>, SimError> {
     let bad = || SimError::SeedRange(s.to_string());
     let (a, b) = s.split_once("..").ok_or_else(bad)?;
     let a: u64 = a.trim().parse().map_err(|_| bad())?;
     let b: u64 = b.trim().parse().map_err(|_| bad())?;
-    if a >= b {
+    if a >= b || b - a > MAX_SEEDS {
         return Err(bad());
     }
     Ok(a..b)
@@ -608,6 +611,10 @@ mod tests {
         assert!(matches!(parse_duration("0s"), Err(SimError::Duration(_))));
         assert_eq!(parse_seeds("0..1000"), Ok(0..1000));
         assert!(matches!(parse_seeds("5..5"), Err(SimError::SeedRange(_))));
+        assert!(matches!(
+            parse_seeds("0..18446744073709551615"),
+            Err(SimError::SeedRange(_))
+        ));
         assert!(matches!(parse_seeds("a..b"), Err(SimError::SeedRange(_))));
     }
 }

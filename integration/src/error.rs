@@ -13,7 +13,9 @@ pub enum SimError {
     NodeCount(u64),
     #[error("a node heartbeats on 1 to 32 regions, not {0}")]
     RegionCount(u8),
-    #[error("bad seed range {0:?}: expected A..B with A < B, e.g. 0..1000")]
+    #[error(
+        "bad seed range {0:?}: expected A..B with A < B and at most a million seeds, e.g. 0..1000"
+    )]
     SeedRange(String),
     #[error("bad duration {0:?}: expected a number with unit s, m, h or ms, e.g. 600s")]
     Duration(String),
