@@ -1,0 +1,98 @@
+//! open+close lock cycles per second through a FUSE dlmfs mount, against the same lock
+//! cycle through the Rust DLM API in the same run (`cargo bench -p dlmfs-fuse`, as root).
+//!
+//! - `mount, cached`: open(O_RDWR)+close of one lock file; after the first open the EX lock
+//!   stays cached, so each cycle is the FUSE round trips (open, flush, release) only.
+//! - `mount, handoff`: two mounts (nodes 1 and 2) alternately open+close one lock file with
+//!   blocking opens, so every cycle is a BAST, a downconvert and a grant.
+//! - `API`: `DlmDomain::lock` EX + `unlock` on the in-process DLM (o2dlm's lock-resource
+//!   engine): the DLM work without FUSE.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlmfs_fuse::userdlm::Request;
+use dlmfs_fuse::{mount, Dlm, LocalDlm, MountOptions};
+use o2dlm::wire::LockMode;
+
+const RUN: Duration = Duration::from_secs(2);
+
+fn rate(mut cycle: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        cycle();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < RUN {
+        for _ in 0..100 {
+            cycle();
+        }
+        n += 100;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn open_close(p: &CString) {
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o664) };
+    assert!(fd >= 0, "open failed: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd) };
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlm = LocalDlm::new();
+    let (p1, p2) = (dir.path().join("n1"), dir.path().join("n2"));
+    std::fs::create_dir(&p1).unwrap();
+    std::fs::create_dir(&p2).unwrap();
+    let m1 = mount(&p1, Arc::new(dlm.node(1)), MountOptions::default()).expect("mount (root?)");
+    let m2 = mount(&p2, Arc::new(dlm.node(2)), MountOptions::default()).expect("mount (root?)");
+    std::fs::create_dir(p1.join("bench")).unwrap();
+    std::fs::create_dir(p2.join("bench")).unwrap();
+
+    let cached = c(&p1.join("bench/cached"));
+    let mount_cached = rate(|| open_close(&cached));
+
+    let (h1, h2) = (c(&p1.join("bench/pingpong")), c(&p2.join("bench/pingpong")));
+    let mount_handoff = rate(|| {
+        open_close(&h1);
+        open_close(&h2);
+    }) * 2.0;
+
+    let node = dlm.node(3);
+    let domain = node.join(b"bench").unwrap();
+    let ex = Request {
+        mode: LockMode::Ex,
+        convert: false,
+        noqueue: false,
+    };
+    let lvb = [0u8; 64];
+    let bast: dlmfs_fuse::BastFn = Arc::new(|_| {});
+    let api = rate(|| {
+        domain.lock(1, b"api", ex, &lvb, bast.clone()).unwrap();
+        domain.unlock(1, &lvb).unwrap();
+    });
+    domain.leave();
+    drop(m1);
+    drop(m2);
+
+    println!(
+        "dlmfs open+close lock cycles per second ({} s each)",
+        RUN.as_secs()
+    );
+    println!("  API lock EX + unlock (in-process DLM):  {api:>10.0}/s  (baseline)");
+    println!(
+        "  mount, cached EX (open+close):          {mount_cached:>10.0}/s  ratio to API {:.3}",
+        mount_cached / api
+    );
+    println!(
+        "  mount, EX handed between two nodes:     {mount_handoff:>10.0}/s  ratio to API {:.3}",
+        mount_handoff / api
+    );
+}
