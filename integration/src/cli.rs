@@ -378,6 +378,7 @@ pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<bool, CliError> {
                     writeln!(out, "{line}")?;
                 }
             }
+            write_story(out, &sim, &outcome)?;
             write_summary(out, &outcome, wall)?;
             if outcome.violations.is_empty() {
                 writeln!(out, "no rule broken")?;
@@ -397,6 +398,37 @@ pub enum CliError {
     Sim(#[from] SimError),
     #[error("writing the report: {0}")]
     Io(#[from] io::Error),
+}
+
+/// What each fault episode led to.
+fn write_story(out: &mut dyn Write, sim: &Simulation, o: &Outcome) -> io::Result<()> {
+    for (i, ep) in sim.plan().episodes.iter().enumerate() {
+        let Some(lines) = o.story.get(i) else { break };
+        let what: Vec<String> = sim
+            .plan()
+            .actions
+            .iter()
+            .filter(|p| p.episode == i && p.at == ep.start)
+            .map(|p| p.action.to_string())
+            .collect();
+        let what = what.join("; ");
+        writeln!(
+            out,
+            "episode {i} at {}s, {} ({:.1} s): {}",
+            ep.start.to_string().trim(),
+            what,
+            (ep.heal - ep.start).as_secs_f64(),
+            if lines.is_empty() {
+                "no fence, crash or death"
+            } else {
+                ""
+            }
+        )?;
+        for l in lines {
+            writeln!(out, "    {l}")?;
+        }
+    }
+    Ok(())
 }
 
 /// The per-node table and checker tallies of one run.

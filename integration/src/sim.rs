@@ -53,6 +53,9 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     pub stats: Vec<NodeStats>,
     pub tallies: Vec<(&'static str, Tally)>,
+    /// What each fault episode led to, in order: one line per machine-level
+    /// consequence (fence, crash, boot) and per node declared dead.
+    pub story: Vec<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -87,6 +90,9 @@ pub struct Simulation {
     next_send: u64,
     events: u64,
     scratch: Vec<Effect>,
+    /// The episode whose consequences are being collected, and the collection.
+    current_episode: Option<usize>,
+    story: Vec<Vec<String>>,
 }
 
 /// The shared heartbeat regions of a run, laid out as ocfs2-tools lays out a
@@ -140,6 +146,8 @@ impl Simulation {
             next_send: 1,
             events: 0,
             scratch: Vec::new(),
+            current_episode: None,
+            story: Vec::new(),
             cfg,
         })
     }
@@ -236,6 +244,7 @@ impl Simulation {
                 .iter()
                 .map(|c| (c.name(), c.tally()))
                 .collect(),
+            story: self.story.clone(),
         }
     }
 
@@ -256,6 +265,7 @@ impl Simulation {
             what,
         };
         self.trace.record(&rec);
+        self.tell(&rec);
         let world = World {
             now: self.now,
             config: &self.cfg,
@@ -265,6 +275,34 @@ impl Simulation {
         };
         for c in self.checkers.iter_mut() {
             c.observe(&rec, &world, &mut self.violations);
+        }
+    }
+
+    /// Adds what `rec` means to the story of the current episode.
+    fn tell(&mut self, rec: &Record<'_>) {
+        if let What::Fault { episode, .. } = rec.what {
+            if self.current_episode != Some(episode) {
+                self.current_episode = Some(episode);
+                self.story.resize(episode + 1, Vec::new());
+            }
+            return;
+        }
+        let Some(ep) = self.current_episode.and_then(|i| self.plan.episodes.get(i)) else {
+            return;
+        };
+        let Some(node) = rec.node else { return };
+        let offset = (rec.at - ep.start).as_secs_f64();
+        let line = match &rec.what {
+            What::Fence(r) => format!("+{offset:.1}s n{node} fenced ({})", r.label()),
+            What::Crash => format!("+{offset:.1}s n{node} crashed"),
+            What::Boot { .. } => format!("+{offset:.1}s n{node} booted"),
+            What::Note(Note::HbDown { node: m, .. }) => {
+                format!("+{offset:.1}s n{node} saw n{m} DOWN")
+            }
+            _ => return,
+        };
+        if let Some(lines) = self.current_episode.and_then(|i| self.story.get_mut(i)) {
+            lines.push(line);
         }
     }
 
