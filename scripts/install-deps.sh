@@ -10,6 +10,11 @@ command -v o2cb >/dev/null 2>&1 || [ -x /usr/sbin/o2cb ] || need+=(ocfs2-tools)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 for p in ocfs2-tools-dev comerr-dev; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done  # libo2dlm + com_err headers for the dlmfs-preload test
+# The container cluster test (containers/, o2cb/tests/containers_cluster.rs): Compose (v2's
+# `docker compose` or Debian's docker-compose) and a static busybox for the image; the Docker
+# engine itself comes with the machine.
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     sudo_cmd=""
