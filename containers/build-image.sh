@@ -43,9 +43,17 @@ fi
 chmod 755 "$rootfs/usr/sbin/o2cb"
 
 # Every library the dynamic loader will look for, at the path it looks at (symlinks resolved:
-# /lib64/ld-linux-x86-64.so.2 becomes a file).
-libs=$(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
-[ -n "$libs" ] || { echo "build-image.sh: ldd names no library for $bin" >&2; exit 1; }
+# /lib64/ld-linux-x86-64.so.2 becomes a file). A static binary needs none.
+libs=""
+if ldd "$bin" >/dev/null 2>&1; then
+    libs=$(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+    [ -n "$libs" ] || { echo "build-image.sh: ldd names no library for $bin" >&2; exit 1; }
+    if ldd "$bin" | grep -q "not found"; then
+        echo "build-image.sh: $bin needs libraries this machine lacks:" >&2
+        ldd "$bin" | grep "not found" >&2
+        exit 1
+    fi
+fi
 for lib in $libs; do
     mkdir -p "$rootfs$(dirname "$lib")"
     cp -L "$lib" "$rootfs$lib"
