@@ -39,6 +39,9 @@ pub struct SimArgs {
     /// Fault kinds to draw from: all, none, or a list of partition,oneway,drop,stall,slow,crash,pause.
     #[arg(long, default_value = "all")]
     pub faults: String,
+    /// Let fault episodes overlap (compound failures); overlapped episodes are judged less strictly.
+    #[arg(long)]
+    pub overlap: bool,
     /// Virtual length of each run (e.g. 600s, 20m, 1h, 1500ms).
     #[arg(long, default_value = "900s")]
     pub duration: String,
@@ -93,6 +96,7 @@ impl SimArgs {
         cfg.regions = self.regions;
         cfg.duration = parse_duration(&self.duration)?;
         cfg.faults = FaultSet::parse(&self.faults)?;
+        cfg.overlap = self.overlap;
         cfg.timing = Timing {
             hb_period: Duration::from_millis(self.hb_period_ms),
             dead_threshold: self.dead_threshold,
@@ -152,6 +156,9 @@ impl SimArgs {
         if self.workload != d.workload {
             let _ = write!(s, " --workload {}", self.workload);
         }
+        if self.overlap {
+            s.push_str(" --overlap");
+        }
         if let Some(sab) = &self.sabotage {
             let _ = write!(s, " --sabotage {sab}");
         }
@@ -204,6 +211,7 @@ impl SimArgs {
             seed: 1,
             seeds: None,
             faults: "all".into(),
+            overlap: false,
             duration: "900s".into(),
             trace: None,
             trace_nodes: None,
@@ -589,6 +597,7 @@ mod tests {
             "idle",
             "--sabotage",
             "wrong-side-survives",
+            "--overlap",
         ];
         let original = Cmd::parse_from(words).args;
         let replay = original.replay_command(14, None);

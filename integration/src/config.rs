@@ -93,6 +93,9 @@ pub struct SimConfig {
     /// Virtual length of the run.
     pub duration: Duration,
     pub faults: FaultSet,
+    /// Let fault episodes overlap (compound failures). The checkers judge
+    /// overlapped episodes only by the rules that hold whatever happens.
+    pub overlap: bool,
     pub timing: Timing,
     pub net: NetParams,
     pub disk: DiskParams,
@@ -110,6 +113,7 @@ impl SimConfig {
             seed,
             duration: Duration::from_secs(600),
             faults: FaultSet::none(),
+            overlap: false,
             timing: Timing::default(),
             net: NetParams::default(),
             disk: DiskParams::default(),

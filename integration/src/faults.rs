@@ -250,6 +250,10 @@ pub struct Episode {
     pub regions: Vec<RegionId>,
     /// Directions cut by a network fault, as (from, to).
     pub cut: Vec<(NodeId, NodeId)>,
+    /// Another episode strikes before this one's consequences have played
+    /// out (only with overlapping faults): the checkers then leave its
+    /// outcome open, since the rules speak of one fault at a time.
+    pub overlapped: bool,
 }
 
 /// The whole plan of a run.
@@ -263,6 +267,11 @@ pub struct FaultPlan {
 /// (3 steady iterations), two changed reads to see each peer, then connect.
 pub fn warmup(t: &Timing) -> Duration {
     t.hb_period * 10 + t.reconnect_delay * 2
+}
+
+/// After an episode's repair: reboots, start-up, deaths seen, rejoins.
+pub fn settle(t: &Timing) -> Duration {
+    warmup(t) + t.dead_time()
 }
 
 /// Quiet time kept at the end of a run, so every consequence of the last
@@ -317,13 +326,32 @@ impl FaultPlan {
             plan.push_actions(index, &ep, max_factor, &mut rng);
             // Settle: fenced or crashed nodes reboot at `recover` and need
             // start-up plus discovery by everyone before the next episode.
-            t = ep.recover
-                + warmup(timing)
-                + timing.dead_time()
-                + rng.duration(Duration::ZERO, timing.idle_timeout);
+            let settled = ep.recover + settle(timing);
+            t = if cfg.overlap && rng.chance(0.6) {
+                // Compound failures: the next fault may strike at any moment of this one.
+                ep.start + rng.duration(timing.hb_period, settled - ep.start)
+            } else {
+                settled + rng.duration(Duration::ZERO, timing.idle_timeout)
+            };
             plan.episodes.push(ep);
         }
         plan.actions.sort_by_key(|p| p.at);
+        let n = plan.episodes.len();
+        for i in 0..n {
+            let (start, end) = (
+                plan.episodes[i].start,
+                plan.episodes[i].recover + settle(timing),
+            );
+            plan.episodes[i].overlapped = (0..n).any(|j| {
+                j != i && {
+                    let (s2, e2) = (
+                        plan.episodes[j].start,
+                        plan.episodes[j].recover + settle(timing),
+                    );
+                    s2 < end && start < e2
+                }
+            });
+        }
         plan
     }
 
@@ -365,6 +393,7 @@ impl FaultPlan {
             groups: Vec::new(),
             regions: Vec::new(),
             cut: Vec::new(),
+            overlapped: false,
         };
         // A disk fault hits some of the node's regions (all of them with one region).
         let some_regions = |rng: &mut SimRng| {
@@ -608,6 +637,7 @@ mod tests {
             for w in plan.episodes.windows(2) {
                 assert!(w[0].recover < w[1].start, "seed {seed}: episodes overlap");
             }
+            assert!(plan.episodes.iter().all(|e| !e.overlapped));
             let end = SimTime::from_secs(3600);
             assert!(plan.actions.iter().all(|p| p.at < end));
             assert!(plan.actions.windows(2).all(|w| w[0].at <= w[1].at));
@@ -616,6 +646,29 @@ mod tests {
                 .iter()
                 .all(|e| e.regions.iter().all(|r| *r < 3)));
         }
+    }
+
+    #[test]
+    fn overlapping_plans_mark_the_episodes_that_overlap() {
+        let mut overlapped = 0;
+        for seed in 0..20 {
+            let mut cfg = SimConfig::new(5, seed);
+            cfg.faults = FaultSet::all();
+            cfg.overlap = true;
+            cfg.duration = Duration::from_secs(3600);
+            let plan = FaultPlan::draw(&cfg);
+            let end = |e: &Episode| e.recover + settle(&cfg.timing);
+            for (i, e) in plan.episodes.iter().enumerate() {
+                let really = plan
+                    .episodes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, f)| j != i && f.start < end(e) && e.start < end(f));
+                assert_eq!(e.overlapped, really, "seed {seed} episode {i}");
+                overlapped += usize::from(e.overlapped);
+            }
+        }
+        assert!(overlapped > 20, "only {overlapped} overlapped episodes");
     }
 
     #[test]

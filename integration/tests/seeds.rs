@@ -14,6 +14,7 @@ fn args(nodes: u16) -> SimArgs {
         seed: 0,
         seeds: None,
         faults: "all".into(),
+        overlap: false,
         duration: "900s".into(),
         trace: None,
         trace_nodes: None,
@@ -97,6 +98,31 @@ fn one_and_two_node_clusters_break_no_rule() {
 }
 
 #[test]
+fn overlapping_faults_break_none_of_the_rules_that_always_hold() {
+    // Compound failures: heartbeat rules, progress and re-forming hold whatever
+    // happens; quorum and stall outcomes are judged on the episodes left alone.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut a = args(5);
+    a.overlap = true;
+    a.duration = "1800s".into();
+    let mut open = 0;
+    for (o, _) in run_seeds(&a, 0..100, workers).expect("valid arguments") {
+        assert!(
+            o.violations.is_empty(),
+            "seed {}: {}",
+            o.seed,
+            o.violations[0]
+        );
+        open += o
+            .tallies
+            .iter()
+            .find(|(n, _)| *n == "quorum")
+            .map_or(0, |(_, t)| t.open);
+    }
+    assert!(open > 50, "too few overlapped network episodes ({open})");
+}
+
+#[test]
 fn global_heartbeat_with_several_regions_breaks_no_rule() {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut judged = 0;
@@ -151,6 +177,7 @@ fn a_255_node_cluster_forms_sees_a_crash_and_a_reboot() {
             node: Some(200),
             groups: Vec::new(),
             regions: Vec::new(),
+            overlapped: false,
             cut: Vec::new(),
         }],
     });

@@ -132,6 +132,17 @@ pub fn before(at: SimTime, d: std::time::Duration) -> SimTime {
     )
 }
 
+/// With overlapping faults, whether `at` is still within some episode's
+/// consequences (its repair plus the time to settle).
+pub fn aftermath(world: &World<'_>, at: SimTime) -> bool {
+    world.config.overlap
+        && world
+            .plan
+            .episodes
+            .iter()
+            .any(|e| e.start <= at && at <= e.recover + crate::faults::settle(&world.config.timing))
+}
+
 /// How much a checker could judge in one run, for the summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {

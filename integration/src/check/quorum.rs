@@ -43,6 +43,7 @@ pub fn quorum_fences(heartbeating: usize, lowest: NodeId, connected: &BTreeSet<N
 #[derive(Debug)]
 struct Judgement {
     episode: usize,
+    overlapped: bool,
     start: SimTime,
     kind: FaultKind,
     /// Nodes that must fence, and nodes that may (a superset).
@@ -107,12 +108,13 @@ impl QuorumFences {
         };
         let mut j = Judgement {
             episode: index,
+            overlapped: ep.overlapped,
             start: ep.start,
             kind: ep.kind,
             must: BTreeSet::new(),
             may: BTreeSet::new(),
             fenced: BTreeSet::new(),
-            decided: formed && (decided_len || harmless_len),
+            decided: formed && (decided_len || harmless_len) && !ep.overlapped,
             length,
             groups: if ep.groups.is_empty() {
                 format!("{:?}", ep.cut)
@@ -222,7 +224,9 @@ impl Checker for QuorumFences {
                         let latest =
                             j.start + idle + t.keepalive_delay * 2 + t.quorum_delay() + slack;
                         let judged_partition = j.decided && j.kind != FaultKind::Drop;
-                        if rec.at < earliest || (judged_partition && rec.at > latest) {
+                        if !j.overlapped
+                            && (rec.at < earliest || (judged_partition && rec.at > latest))
+                        {
                             out.push(Violation {
                                 checker: "quorum",
                                 at: rec.at,
@@ -238,6 +242,8 @@ impl Checker for QuorumFences {
                             });
                         }
                     }
+                    // Compound failures may have consequences after their episodes.
+                    None if super::aftermath(world, rec.at) => {}
                     None => out.push(Violation {
                         checker: "quorum",
                         at: rec.at,

@@ -27,6 +27,7 @@ use std::time::Duration;
 struct Watch {
     episode: usize,
     node: NodeId,
+    overlapped: bool,
     /// Whether enough regions stall for a long stall to fence, and someone
     /// else is live (otherwise negotiation approves the timeout).
     enough_regions: bool,
@@ -58,6 +59,10 @@ impl StallFence {
 
     fn judge(&mut self, at: SimTime, out: &mut Vec<Violation>) {
         let Some(w) = self.watch.take() else { return };
+        if w.overlapped {
+            self.tally.open += 1;
+            return;
+        }
         let t = &self.timing;
         let long = w.length > t.write_timeout() + Duration::from_secs(1);
         let short = w.length + t.hb_period * 2 < t.write_timeout();
@@ -112,6 +117,7 @@ impl StallFence {
         self.watch = Some(Watch {
             episode: index,
             node,
+            overlapped: ep.overlapped,
             alone,
             enough_regions: 2 * ep.regions.len() >= total_regions,
             regions: ep.regions.len(),
@@ -162,7 +168,7 @@ impl Checker for StallFence {
                     let slack = Duration::from_secs(1);
                     let earliest = before(w.start + t.write_timeout(), t.hb_period + slack);
                     let latest = w.start + t.write_timeout() + slack;
-                    if rec.at < earliest || rec.at > latest {
+                    if !w.overlapped && (rec.at < earliest || rec.at > latest) {
                         out.push(Violation {
                             checker: "stall-fence",
                             at: rec.at,
@@ -183,6 +189,7 @@ impl Checker for StallFence {
                 if self
                     .excused
                     .is_some_and(|(n, until)| n == node && rec.at <= until)
+                    || super::aftermath(world, rec.at)
                 {
                     return;
                 }
@@ -198,7 +205,7 @@ impl Checker for StallFence {
                 let (Some(observer), Some(w)) = (rec.node, self.watch.as_ref()) else {
                     return;
                 };
-                if *dead != w.node || observer == w.node || w.fenced_at.is_some() {
+                if *dead != w.node || observer == w.node || w.fenced_at.is_some() || w.overlapped {
                     return;
                 }
                 out.push(Violation {
