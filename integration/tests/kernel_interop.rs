@@ -11,7 +11,8 @@
 //! (`scripts/install-deps.sh` installs what it needs).
 //!
 //! Checked now: heartbeat both ways on one global-heartbeat volume made by mkfs.ocfs2 (1), the
-//! o2net connection and keepalives for longer than the idle timeout (2), and membership-level
+//! o2net connection and keepalives for longer than the idle timeout (2), the request/status
+//! exchange of the kernel's DLM_QUERY_JOIN when a dlmfs domain is made in the guest, and membership-level
 //! failure both ways (part of 6): our node killed and restarted, then the kernel killed and
 //! rebooted. DLM, dlmfs locks, mastery and lock recovery (3-6) wait for the DLM domain and dlmfs
 //! in the node daemon; see kernel-guest/README.md.
@@ -345,6 +346,9 @@ struct PeerView {
     state: String,
     bytes_sent: u64,
     bytes_received: u64,
+    /// Requests and status replies (keepalives apart), each way.
+    msgs_sent: u64,
+    msgs_received: u64,
 }
 
 impl Peer {
@@ -429,15 +433,18 @@ impl Peer {
                 .map(|l| l.split_whitespace().collect::<Vec<_>>())
                 .find(|w| w.first() == Some(&kernel.as_str()))
             {
-                let bytes = |i: usize| {
+                // "BYTES/MSGS" columns.
+                let count = |i: usize, part: usize| {
                     row.get(i)
-                        .and_then(|w| w.split('/').next())
+                        .and_then(|w| w.split('/').nth(part))
                         .and_then(|b| b.parse().ok())
                         .unwrap_or(0)
                 };
                 view.state = row.get(3).unwrap_or(&"").to_string();
-                view.bytes_sent = bytes(5);
-                view.bytes_received = bytes(6);
+                view.bytes_sent = count(5, 0);
+                view.msgs_sent = count(5, 1);
+                view.bytes_received = count(6, 0);
+                view.msgs_received = count(6, 1);
             }
         }
         view
@@ -704,6 +711,36 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     assert!(g
         .node_list("/sys/kernel/debug/o2net/connected_nodes")
         .contains(&OUR_NODE.1));
+
+    // o2net messages: a dlmfs domain made on the kernel side sends us DLM_QUERY_JOIN and
+    // waits for our status reply; mkdir returns once the kernel has it, with the kernel in its
+    // own domain map. (Our node in that map too is check 3, once the daemon hosts the DLM.)
+    let before = peer.view();
+    let (rc, out) = g.run("timeout 60 mkdir /dlm/kidom");
+    assert_eq!(rc, 0, "mkdir /dlm/kidom in the guest: {out}");
+    let state = g.sh("cat /sys/kernel/debug/o2dlm/kidom/dlm_state");
+    let domain_map: BTreeSet<u8> = state
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Domain Map:"))
+        .map(|m| {
+            m.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        domain_map.contains(&KERNEL_NODE.1),
+        "the kernel's dlm_state for kidom:\n{state}"
+    );
+    let after = peer.view();
+    assert!(
+        after.msgs_received > before.msgs_received && after.msgs_sent > before.msgs_sent,
+        "our node saw no request/reply for the kernel's domain join: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        (after.state.as_str(), after.connected.as_str()),
+        ("connected", "yes")
+    );
 
     // 6 (membership): our node dies; the kernel declares it dead and carries on without
     // fencing (it is the only live node); ours restarts and rejoins.
