@@ -31,6 +31,9 @@ mod error;
 pub mod join;
 pub mod lockres;
 pub mod mastery;
+pub mod recovery;
+pub mod recovery_cluster;
+pub mod recovery_store;
 pub mod secondary;
 pub mod wire;
 

@@ -1,0 +1,630 @@
+//! A deterministic, virtual-time cluster of [`Recovery`] machines over [`MemStore`]s, with the
+//! faults recovery must survive (a node killed, a node paused, a link cut shorter than the
+//! idle timeout, a node restarted and joining again) and a checker of the end state: the harness of the recovery
+//! tests, the seeded fault runs and the recovery benchmark.
+//!
+//! Messages go through their codecs (encoded and decoded on delivery) with a per-link delay
+//! and o2net's per-connection order. A killed node's connections drop at once: its in-flight
+//! messages are lost and sends to it fail with a host-down errno; each survivor's heartbeat
+//! declares it dead after its own delay. The `$RECOVERY` lock is a grant-to-first oracle
+//! released on unlock or when its holder is killed, which is what the election needs of it.
+//!
+//! [`RecoCluster::check`] judges what users would notice: every surviving lock on exactly one
+//! master that every survivor agrees on, no dead node's lock left, granted modes compatible,
+//! value blocks kept or zeroed by the kernel's rules, no recovery left running, and exactly
+//! one recovery master finishing each death.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::BytesMut;
+
+use crate::lockres::{Delivery, LockResource};
+use crate::recovery::{RecoEvent, RecoInput, RecoOutput, Recovery};
+use crate::recovery_store::{MemRes, MemStore};
+use crate::wire::{
+    errno, DlmMessage, DlmStatus, DomainName, LockMode, LockName, Lvb, MigratableLock, NodeMap,
+    QueueKind, LVB_LEN, MRES_MIGRATION, NODE_UNKNOWN,
+};
+
+/// One live node of the cluster.
+#[derive(Debug)]
+pub struct RecoNode {
+    pub reco: Recovery,
+    pub store: MemStore,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Deliver {
+        from: u8,
+        to: u8,
+        token: u64,
+        msg_type: u16,
+        payload: Vec<u8>,
+    },
+    Reply {
+        to: u8,
+        token: u64,
+        result: Result<i32, i32>,
+    },
+    NodeDown {
+        at: u8,
+        dead: u8,
+    },
+    LockAnswer {
+        at: u8,
+        status: DlmStatus,
+    },
+    Tick(u8),
+}
+
+impl Event {
+    /// The node that handles the event (paused nodes hold theirs back).
+    fn target(&self) -> u8 {
+        match *self {
+            Event::Deliver { to, .. } => to,
+            Event::Reply { to, .. } => to,
+            Event::NodeDown { at, .. } | Event::LockAnswer { at, .. } => at,
+            Event::Tick(n) => n,
+        }
+    }
+}
+
+/// What a resource looked like before faults, for the checker's value-block rule.
+#[derive(Debug, Clone)]
+struct Original {
+    master: u8,
+    lvb: Lvb,
+    /// Nodes holding EX (granted, or converting from EX).
+    ex_holders: BTreeSet<u8>,
+}
+
+/// The cluster. See the module documentation.
+#[derive(Debug)]
+pub struct RecoCluster {
+    now: u64,
+    domain: DomainName,
+    nodes: BTreeMap<u8, RecoNode>,
+    killed: BTreeSet<u8>,
+    events: BTreeMap<(u64, u64), Event>,
+    seq: u64,
+    latency_ms: u64,
+    /// Last delivery time per (from, to): o2net keeps a connection's order.
+    link_last: BTreeMap<(u8, u8), u64>,
+    cut: BTreeMap<(u8, u8), u64>,
+    paused_until: BTreeMap<u8, u64>,
+    tick_at: BTreeMap<u8, u64>,
+    lock_holder: Option<u8>,
+    originals: BTreeMap<LockName, Original>,
+    /// Every recovery step, with its time and node.
+    pub log: Vec<(u64, u8, RecoEvent)>,
+    /// Handled events (the benchmark's and the seed runs' measure of work).
+    pub steps: u64,
+}
+
+impl RecoCluster {
+    /// Nodes `nodes` all members of domain `domain`, each message taking `latency_ms`.
+    pub fn new(domain: DomainName, nodes: &[u8], latency_ms: u64) -> RecoCluster {
+        let mut map = NodeMap::new();
+        for &n in nodes {
+            map.insert(n);
+        }
+        let nodes = nodes
+            .iter()
+            .map(|&n| {
+                (
+                    n,
+                    RecoNode {
+                        reco: Recovery::new(n, domain, map),
+                        store: MemStore::new(n),
+                    },
+                )
+            })
+            .collect();
+        RecoCluster {
+            now: 0,
+            domain,
+            nodes,
+            killed: BTreeSet::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            latency_ms,
+            link_last: BTreeMap::new(),
+            cut: BTreeMap::new(),
+            paused_until: BTreeMap::new(),
+            tick_at: BTreeMap::new(),
+            lock_holder: None,
+            originals: BTreeMap::new(),
+            log: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Virtual time in milliseconds.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The live nodes.
+    pub fn nodes(&self) -> &BTreeMap<u8, RecoNode> {
+        &self.nodes
+    }
+
+    /// Adds a resource mastered by `master` with `locks` (node, mode, queue, conversion
+    /// target) in queue order and value block `lvb`; `refs` are nodes holding only a
+    /// reference. Cookies are `node << 56 | seq` with a per-resource sequence.
+    pub fn add_resource(
+        &mut self,
+        name: LockName,
+        master: u8,
+        locks: &[(u8, LockMode, QueueKind, Option<LockMode>)],
+        lvb: Lvb,
+        refs: &[u8],
+    ) {
+        let mut engine = LockResource::new(name);
+        let mut refmap = NodeMap::new();
+        let mut own: BTreeMap<u8, Vec<(MigratableLock, Lvb)>> = BTreeMap::new();
+        let mut ex_holders = BTreeSet::new();
+        let zero = [0; LVB_LEN];
+        for (i, &(node, mode, list, convert_type)) in locks.iter().enumerate() {
+            let ml = MigratableLock {
+                cookie: (u64::from(node) << 56) | (i as u64 + 1),
+                list,
+                flags: 0,
+                type_: Some(mode),
+                convert_type,
+                highest_blocked: None,
+                node,
+            };
+            // NODE_UNKNOWN as receiver: every record is created, the master's own included.
+            if engine
+                .add_migrated_lock(NODE_UNKNOWN, MRES_MIGRATION, &zero, &ml)
+                .is_err()
+            {
+                continue;
+            }
+            if node != master {
+                refmap.insert(node);
+            }
+            if mode == LockMode::Ex && list != QueueKind::Blocked {
+                ex_holders.insert(node);
+            }
+            let holds = list != QueueKind::Blocked && mode >= LockMode::Pr;
+            own.entry(node)
+                .or_default()
+                .push((ml, if holds { lvb } else { zero }));
+        }
+        engine.set_lvb(lvb);
+        for &r in refs {
+            if r != master {
+                refmap.insert(r);
+                own.entry(r).or_default();
+            }
+        }
+        self.originals.insert(
+            name,
+            Original {
+                master,
+                lvb,
+                ex_holders,
+            },
+        );
+        if let Some(n) = self.nodes.get_mut(&master) {
+            n.store
+                .insert(name, MemRes::mastered(master, engine, refmap));
+        }
+        for (node, locks) in own {
+            if node == master {
+                continue;
+            }
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.store.insert(name, MemRes::remote(master, locks));
+            }
+        }
+    }
+
+    fn push(&mut self, at: u64, e: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), e);
+    }
+
+    /// Kills `node` now; survivor `s` hears of it from heartbeat after `detect(s)` ms.
+    pub fn kill(&mut self, node: u8, detect: impl Fn(u8) -> u64) {
+        if self.nodes.remove(&node).is_none() {
+            return;
+        }
+        self.killed.insert(node);
+        if self.lock_holder == Some(node) {
+            self.lock_holder = None;
+        }
+        // Its connections drop: what it sent and had not arrived is lost.
+        self.events
+            .retain(|_, e| !matches!(e, Event::Deliver { from, .. } if *from == node));
+        let survivors: Vec<u8> = self.nodes.keys().copied().collect();
+        for s in survivors {
+            let at = self.now + detect(s);
+            self.push(at, Event::NodeDown { at: s, dead: node });
+        }
+    }
+
+    /// Holds back everything `node` would handle until `until` (a stalled process).
+    pub fn pause(&mut self, node: u8, until: u64) {
+        self.paused_until.insert(node, until);
+    }
+
+    /// Cuts the link between `a` and `b` until `until`, shorter than o2net's idle timeout:
+    /// messages either way are held back until it heals, as TCP retransmits them. (A longer
+    /// partition ends with o2net quorum fencing one side: kill those nodes instead.)
+    pub fn cut(&mut self, a: u8, b: u8, until: u64) {
+        self.cut.insert((a.min(b), a.max(b)), until);
+    }
+
+    /// A killed node comes back and joins once no survivor is recovering (joins are refused
+    /// while recovery runs). Returns whether it joined.
+    pub fn try_rejoin(&mut self, node: u8) -> bool {
+        if !self.killed.contains(&node) || self.nodes.values().any(|n| n.reco.is_active()) {
+            return false;
+        }
+        // Its death must be known everywhere first (a new generation).
+        if self
+            .events
+            .values()
+            .any(|e| matches!(e, Event::NodeDown { dead, .. } if *dead == node))
+        {
+            return false;
+        }
+        self.killed.remove(&node);
+        let mut map = NodeMap::new();
+        map.insert(node);
+        for (&n, rn) in self.nodes.iter_mut() {
+            map.insert(n);
+            rn.reco
+                .handle(self.now, RecoInput::NodeJoined(node), &mut rn.store);
+        }
+        self.nodes.insert(
+            node,
+            RecoNode {
+                reco: Recovery::new(node, self.domain, map),
+                store: MemStore::new(node),
+            },
+        );
+        true
+    }
+
+    fn link_cut_until(&self, a: u8, b: u8) -> Option<u64> {
+        self.cut
+            .get(&(a.min(b), a.max(b)))
+            .copied()
+            .filter(|&until| self.now < until)
+    }
+
+    /// Runs events until virtual time `until` or until nothing is left.
+    pub fn run_until(&mut self, until: u64) {
+        while let Some(entry) = self.events.first_entry() {
+            let (at, _) = *entry.key();
+            if at > until {
+                break;
+            }
+            let e = entry.remove();
+            self.now = self.now.max(at);
+            let target = e.target();
+            if let Some(&p) = self.paused_until.get(&target) {
+                if self.now < p {
+                    self.push(p, e);
+                    continue;
+                }
+            }
+            self.steps += 1;
+            self.dispatch(e);
+        }
+        self.now = self.now.max(until.min(self.next_event().unwrap_or(until)));
+    }
+
+    fn next_event(&self) -> Option<u64> {
+        self.events.keys().next().map(|&(t, _)| t)
+    }
+
+    /// Runs until no event is left or `limit` ms of virtual time passed; returns whether the
+    /// cluster went quiet.
+    pub fn run_until_quiet(&mut self, limit: u64) -> bool {
+        let end = self.now + limit;
+        self.run_until(end);
+        self.events.is_empty()
+    }
+
+    fn dispatch(&mut self, e: Event) {
+        let now = self.now;
+        let target = e.target();
+        let Some(node) = self.nodes.get_mut(&target) else {
+            // The connection to a killed node dropped under this message.
+            if let Event::Deliver { from, token, .. } = e {
+                self.push(
+                    now + self.latency_ms,
+                    Event::Reply {
+                        to: from,
+                        token,
+                        result: Err(errno::ENOTCONN),
+                    },
+                );
+            }
+            return;
+        };
+        let input = match e {
+            Event::Deliver {
+                from,
+                to,
+                token,
+                msg_type,
+                payload,
+            } => {
+                let status = match DlmMessage::decode(msg_type, &payload) {
+                    Ok(msg) => {
+                        node.reco
+                            .handle(now, RecoInput::Message { from, msg }, &mut node.store)
+                    }
+                    Err(_) => errno::EINVAL,
+                };
+                self.after(to);
+                let at = now + self.latency_ms;
+                self.push(
+                    at,
+                    Event::Reply {
+                        to: from,
+                        token,
+                        result: Ok(status),
+                    },
+                );
+                return;
+            }
+            Event::Reply { token, result, .. } => RecoInput::SendDone { token, result },
+            Event::NodeDown { dead, .. } => RecoInput::NodeDown(dead),
+            Event::LockAnswer { status, .. } => RecoInput::RecoveryLock(status),
+            Event::Tick(_) => {
+                self.tick_at.remove(&target);
+                RecoInput::Tick
+            }
+        };
+        node.reco.handle(now, input, &mut node.store);
+        self.after(target);
+    }
+
+    /// Carries out what node `n` asked for after an input.
+    fn after(&mut self, n: u8) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        let outs: Vec<RecoOutput> = node.reco.drain_outputs().collect();
+        let deadline = node.reco.next_deadline();
+        let deliveries = node.store.take_deliveries();
+        for (name, d) in deliveries {
+            self.deliver_ast(name, d);
+        }
+        for o in outs {
+            match o {
+                RecoOutput::Send { token, to, msg } => self.send(n, to, token, msg),
+                RecoOutput::LockRecoveryLock => {
+                    let status = match self.lock_holder {
+                        None => {
+                            self.lock_holder = Some(n);
+                            DlmStatus::Normal
+                        }
+                        Some(h) if h == n => DlmStatus::Normal,
+                        Some(_) => DlmStatus::Notqueued,
+                    };
+                    self.push(now + self.latency_ms, Event::LockAnswer { at: n, status });
+                }
+                RecoOutput::UnlockRecoveryLock => {
+                    if self.lock_holder == Some(n) {
+                        self.lock_holder = None;
+                    }
+                }
+                RecoOutput::Log(e) => self.log.push((now, n, e)),
+            }
+        }
+        if let Some(t) = deadline {
+            if self.tick_at.get(&n).is_none_or(|&at| t < at) {
+                self.tick_at.insert(n, t);
+                self.push(t, Event::Tick(n));
+            }
+        }
+    }
+
+    /// A grant released by the end of recovery reaches its owner (the proxy AST).
+    fn deliver_ast(&mut self, name: LockName, d: Delivery) {
+        let Delivery::Ast { lock, mode, lvb } = d else {
+            return;
+        };
+        let Some(owner) = self.nodes.get_mut(&lock.node) else {
+            return;
+        };
+        owner.store.apply_ast(&name, lock.cookie, mode, lvb);
+    }
+
+    fn send(&mut self, from: u8, to: u8, token: u64, msg: DlmMessage) {
+        let now = self.now;
+        if !self.nodes.contains_key(&to) {
+            self.push(
+                now + self.latency_ms,
+                Event::Reply {
+                    to: from,
+                    token,
+                    result: Err(errno::ENOTCONN),
+                },
+            );
+            return;
+        }
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf);
+        // A cut link holds messages back (TCP retransmits) until it heals.
+        let held = self.link_cut_until(from, to).unwrap_or(0);
+        let at = (now + self.latency_ms)
+            .max(held)
+            .max(self.link_last.get(&(from, to)).copied().unwrap_or(0));
+        self.link_last.insert((from, to), at);
+        self.push(
+            at,
+            Event::Deliver {
+                from,
+                to,
+                token,
+                msg_type: msg.msg_type() as u16,
+                payload: buf.to_vec(),
+            },
+        );
+    }
+
+    /// Judges the end state; each string is one violation.
+    pub fn check(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (&n, node) in &self.nodes {
+            if node.reco.is_active() {
+                bad.push(format!(
+                    "node {n}: recovery still running: {:?}",
+                    node.reco.state()
+                ));
+            }
+        }
+        let mut names: BTreeSet<LockName> = BTreeSet::new();
+        for node in self.nodes.values() {
+            names.extend(node.store.resources().map(|(k, _)| *k));
+        }
+        for name in &names {
+            self.check_resource(name, &mut bad);
+        }
+        // One recovery master finishing each death.
+        let mut finished: BTreeMap<u8, BTreeSet<u8>> = BTreeMap::new();
+        for (_, n, e) in &self.log {
+            if let RecoEvent::Finished { dead, master, .. } = *e {
+                if master == *n {
+                    finished.entry(dead).or_default().insert(master);
+                }
+            }
+        }
+        for (dead, masters) in &finished {
+            let alive_masters: Vec<u8> = masters
+                .iter()
+                .copied()
+                .filter(|m| self.nodes.contains_key(m))
+                .collect();
+            if alive_masters.len() > 1 {
+                bad.push(format!(
+                    "dead node {dead}: several recovery masters finished: {alive_masters:?}"
+                ));
+            }
+        }
+        bad
+    }
+
+    fn check_resource(&self, name: &LockName, bad: &mut Vec<String>) {
+        // Who each survivor thinks is the owner.
+        let mut owners: BTreeMap<u8, Option<u8>> = BTreeMap::new();
+        let mut masters = Vec::new();
+        for (&n, node) in &self.nodes {
+            if let Some(r) = node.store.get(name) {
+                owners.insert(n, r.owner);
+                if r.owner == Some(n) && r.engine.is_some() {
+                    masters.push(n);
+                }
+                if r.recovering {
+                    bad.push(format!("{name}: still RECOVERING on node {n}"));
+                }
+            }
+        }
+        if masters.len() > 1 {
+            bad.push(format!("{name}: mastered by several nodes {masters:?}"));
+        }
+        let Some(&master) = masters.first() else {
+            // Nobody masters it: then nobody may hold a lock on it.
+            for (&n, node) in &self.nodes {
+                if let Some(r) = node.store.get(name) {
+                    if !r.own.is_empty() {
+                        bad.push(format!(
+                            "{name}: node {n} holds {} locks but no live node masters it (owner {:?})",
+                            r.own.len(),
+                            r.owner
+                        ));
+                    }
+                }
+            }
+            return;
+        };
+        for (&n, owner) in &owners {
+            if *owner != Some(master) {
+                bad.push(format!(
+                    "{name}: node {n} thinks the owner is {owner:?}, node {master} masters it"
+                ));
+            }
+        }
+        let Some(engine) = self
+            .nodes
+            .get(&master)
+            .and_then(|m| m.store.get(name))
+            .and_then(|r| r.engine.as_ref())
+        else {
+            return;
+        };
+        let mut on_master: BTreeSet<u64> = BTreeSet::new();
+        for (list, l) in engine.locks() {
+            if !self.nodes.contains_key(&l.id.node) {
+                bad.push(format!(
+                    "{name}: lock {} of dead node {} still on master {master}",
+                    l.id, l.id.node
+                ));
+            }
+            if !on_master.insert(l.id.cookie) {
+                bad.push(format!("{name}: lock {} twice on master {master}", l.id));
+            }
+            let _ = list;
+        }
+        // Every survivor's lock is on the master, once.
+        for (&n, node) in &self.nodes {
+            if n == master {
+                continue;
+            }
+            if let Some(r) = node.store.get(name) {
+                for (ml, _) in &r.own {
+                    if !on_master.contains(&ml.cookie) {
+                        bad.push(format!(
+                            "{name}: lock {:#x} of node {n} lost (not on master {master})",
+                            ml.cookie
+                        ));
+                    }
+                }
+            }
+        }
+        let granted = engine.queue(QueueKind::Granted);
+        for (i, a) in granted.iter().enumerate() {
+            for b in granted.iter().skip(i + 1) {
+                if !LockMode::compatible(a.mode, b.mode) {
+                    bad.push(format!(
+                        "{name}: incompatible grants {} {:?} and {} {:?}",
+                        a.id, a.mode, b.id, b.mode
+                    ));
+                }
+            }
+        }
+        // Value block: zeroed if a dead node held EX, else what it was.
+        if let Some(orig) = self.originals.get(name) {
+            let ex_died = orig.ex_holders.iter().any(|h| !self.nodes.contains_key(h));
+            let master_died = !self.nodes.contains_key(&orig.master);
+            let expect_zero = ex_died;
+            let lvb = engine.lvb();
+            if expect_zero && lvb.iter().any(|&b| b != 0) {
+                bad.push(format!(
+                    "{name}: EX holder died but the value block survived on master {master}"
+                ));
+            }
+            // A master's death loses the value block unless a survivor held PR/EX on it.
+            let survivor_read = engine
+                .locks()
+                .any(|(q, l)| q != QueueKind::Blocked && l.mode >= LockMode::Pr);
+            let keep_expected = !expect_zero && (!master_died || survivor_read);
+            if keep_expected && *lvb != orig.lvb {
+                bad.push(format!(
+                    "{name}: value block changed on master {master} though no EX holder died"
+                ));
+            }
+        }
+    }
+}
