@@ -27,7 +27,7 @@ const THRESHOLD: u32 = 7;
 #[derive(Parser, Debug)]
 #[command(
     name = "o2cb demo",
-    about = "Run a 3-node cluster on 127.0.0.1-3 and show heartbeat, connections and a node's death"
+    about = "Run a 3-node cluster on 127.0.0.1-3: heartbeat, connections, a node's death"
 )]
 struct Cli {
     /// o2net port of the three nodes.
@@ -131,6 +131,27 @@ impl Demo {
             if start.elapsed() > timeout {
                 bail!(
                     "node {node}: {what} did not happen within {} s; the daemons' logs are in {}",
+                    timeout.as_secs(),
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until node `node`'s start-up is over (its heartbeat region is steady).
+    fn wait_online(&self, node: u8, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            self.check_interrupt()?;
+            if let Ok(ping) = self.call(node, &["ping"]) {
+                if ping.lines().any(|l| l == "state online") {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "node {node} did not come online within {} s; the daemons' logs are in {}",
                     timeout.as_secs(),
                     self.dir.display()
                 );
@@ -288,13 +309,21 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     for n in 0..NODES {
         demo.start_node(n)?;
     }
-    let up = demo.wait_nodes(0, "all nodes up", Duration::from_secs(60), |t| {
+    let all_up = |t: &str| {
         (0..NODES).all(|n| {
             let r = row(t, n);
             r.get(3).map(String::as_str) == Some("live")
                 && matches!(r.get(4).map(String::as_str), Some("yes" | "self"))
         })
-    })?;
+    };
+    for n in 0..NODES {
+        demo.wait_online(n, Duration::from_secs(60))?;
+    }
+    let up = demo.wait_nodes(0, "all nodes up", Duration::from_secs(60), all_up)?;
+    // Every daemon answers once its own start-up is over.
+    for n in 1..NODES {
+        demo.wait_nodes(n, "all nodes up", Duration::from_secs(60), all_up)?;
+    }
     println!(
         "node 0 sees every node heartbeating and connected ({:.1} s)",
         up.as_secs_f64()

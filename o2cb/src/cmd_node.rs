@@ -194,7 +194,7 @@ pub fn online(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     loop {
         if let Some(mut c) = at.connect() {
             if let Ok(r) = c.call(&["ping"]) {
-                if r.status == proto::Status::Ok {
+                if r.status == proto::Status::Ok && r.body.lines().any(|l| l == "state online") {
                     break;
                 }
             }

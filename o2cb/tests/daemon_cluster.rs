@@ -366,3 +366,28 @@ fn the_control_socket_answers_bad_requests_with_errors_and_keeps_serving() {
     );
     assert!(c.ok(0, &["status"]).contains("Online"));
 }
+
+#[test]
+fn the_control_socket_serves_during_start_up_and_offline_aborts_it() {
+    // The kernel's 2000 ms period: global heartbeat takes several seconds to be steady.
+    let mut c = TestCluster::new(108, 2, false, 2000, 7);
+    c.start(0);
+    let status = c.wait_for(0, &["status"], UP, |s| s.contains("Online"));
+    assert!(
+        status.ends_with("Checking O2CB heartbeat: Not active\n"),
+        "{status}"
+    );
+    let t = Instant::now();
+    let out = c.ok(0, &["offline"]);
+    assert!(
+        out.ends_with("Unregistering O2CB cluster \"test108\": OK\n"),
+        "{out}"
+    );
+    let st = c.wait_exit(0, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}\n{}", c.log(0));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!c.run.join("test108.n0.sock").exists());
+    // It never said it started.
+    let said = std::fs::read_to_string(c.dir.path().join("n0.out")).unwrap();
+    assert!(!said.contains("Starting global heartbeat"), "{said}");
+}

@@ -1,4 +1,5 @@
-//! `o2cb demo` runs to completion with no configuration, and leaves no process or file
+//! `o2cb demo` runs to completion with no configuration (a killed node declared dead), and
+//! leaves no process or file
 //! behind, also when interrupted with Ctrl-C (SIGINT).
 
 use std::io::{BufRead, BufReader};

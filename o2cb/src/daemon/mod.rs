@@ -130,6 +130,8 @@ pub(crate) struct Daemon {
     pub started: Instant,
     /// Set once the node starts going offline; later requests to do it are no-ops.
     offline: AtomicBool,
+    /// Start-up is over (global heartbeat steady): what `o2cb online` waits for.
+    pub online: AtomicBool,
     /// The offline report, for whoever asked second.
     offline_lines: Mutex<Option<String>>,
     /// Wakes the main task once the node is offline and the requester answered.
@@ -256,6 +258,7 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         pid: std::process::id(),
         started: Instant::now(),
         offline: AtomicBool::new(false),
+        online: AtomicBool::new(false),
         offline_lines: Mutex::new(None),
         exit: Notify::new(),
     });
@@ -266,38 +269,9 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
     // still ends in a clean stop.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    if daemon.cluster.heartbeat_mode() == HeartbeatMode::Global {
-        let started = tokio::select! {
-            r = start_global_regions(&daemon, &opts.region_paths) => Some(r),
-            _ = term.recv() => None,
-            _ = int.recv() => None,
-        };
-        match started {
-            Some(Ok(())) => say(&format!(
-                "Starting global heartbeat for cluster \"{name}\": OK"
-            )),
-            Some(Err(e)) => {
-                say(&format!(
-                    "Starting global heartbeat for cluster \"{name}\": Failed"
-                ));
-                daemon.go_offline().await;
-                return Err(e);
-            }
-            None => {
-                daemon.go_offline().await;
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
-    }
-
+    // Served from now on, so that `status` and `offline` work during a long start-up.
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("control socket {}", crate::path_text(&socket)))?;
-    tracing::info!(
-        node = local,
-        "node {local} ({}) online in cluster {name}; control socket {}",
-        local_node.name,
-        socket.display()
-    );
     let d = daemon.clone();
     tokio::spawn(async move {
         loop {
@@ -313,6 +287,42 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         }
     });
 
+    if daemon.cluster.heartbeat_mode() == HeartbeatMode::Global {
+        let started = tokio::select! {
+            r = start_global_regions(&daemon, &opts.region_paths) => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        match started {
+            Some(Ok(())) => say(&format!(
+                "Starting global heartbeat for cluster \"{name}\": OK"
+            )),
+            Some(Err(_)) if daemon.is_offline() => {
+                // `o2cb offline` during start-up: its requester reports, then we end.
+                daemon.exit.notified().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(Err(e)) => {
+                say(&format!(
+                    "Starting global heartbeat for cluster \"{name}\": Failed"
+                ));
+                daemon.go_offline().await;
+                return Err(e);
+            }
+            None => {
+                daemon.go_offline().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+
+    daemon.online.store(true, Ordering::Release);
+    tracing::info!(
+        node = local,
+        "node {local} ({}) online in cluster {name}; control socket {}",
+        local_node.name,
+        socket.display()
+    );
     tokio::select! {
         _ = term.recv() => { daemon.go_offline().await; }
         _ = int.recv() => { daemon.go_offline().await; }

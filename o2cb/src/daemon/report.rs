@@ -63,10 +63,10 @@ pub(crate) fn status(d: &Daemon) -> String {
     let regions = d.regions.guard().clone();
     if regions.is_empty() {
         s.push_str("Checking O2CB heartbeat: Not active\n");
-        return s;
+    } else {
+        s.push_str("Checking O2CB heartbeat: Active\n");
     }
-    s.push_str("Checking O2CB heartbeat: Active\n");
-    if c.heartbeat_mode() == HeartbeatMode::Global {
+    if !regions.is_empty() && c.heartbeat_mode() == HeartbeatMode::Global {
         for r in &regions {
             let _ = writeln!(s, "  {} {}", r.name, crate::path_text(&r.path));
         }
@@ -123,12 +123,17 @@ pub(crate) fn nodes(d: &Daemon) -> String {
 pub(crate) fn ping(d: &Daemon) -> String {
     let local = d.cluster.local_node();
     format!(
-        "pid {}\ncluster {}\nnode {} {}\nmode {}\nuptime_ms {}\n",
+        "pid {}\ncluster {}\nnode {} {}\nmode {}\nstate {}\nuptime_ms {}\n",
         d.pid,
         d.cluster.name(),
         d.local,
         local.map(|n| n.name.as_str()).unwrap_or(""),
         mode_name(d.cluster.heartbeat_mode()),
+        if d.online.load(std::sync::atomic::Ordering::Acquire) {
+            "online"
+        } else {
+            "starting"
+        },
         d.started.elapsed().as_millis()
     )
 }

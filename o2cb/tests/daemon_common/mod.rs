@@ -248,8 +248,12 @@ impl TestCluster {
         r.get(3).map(String::as_str) == Some(hb) && r.get(4).map(String::as_str) == Some(conn)
     }
 
-    /// Waits until node `i` sees every node in `live` live and connected (itself: self).
+    /// Waits until node `i` heartbeats (its start-up is over) and sees every node in `live`
+    /// live and connected (itself: self).
     pub fn wait_all_up(&self, i: usize, live: &[u8]) -> String {
+        self.wait_for(i, &["status"], Duration::from_secs(30), |s| {
+            s.contains("Checking O2CB heartbeat: Active\n")
+        });
         self.wait_for(i, &["nodes"], Duration::from_secs(30), |out| {
             live.iter().all(|&n| {
                 let conn = if usize::from(n) == i { "self" } else { "yes" };
