@@ -81,6 +81,12 @@ pub struct SimArgs {
     /// Random extra latency per segment, up to this many microseconds.
     #[arg(long, default_value_t = 300)]
     pub spread_us: u64,
+    /// Service time of one heartbeat I/O on a healthy path, in microseconds.
+    #[arg(long, default_value_t = 500)]
+    pub disk_latency_us: u64,
+    /// Random extra service time per I/O, up to this many microseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub disk_spread_us: u64,
     /// Break a rule on purpose to see the checkers catch it: wrong-side-survives or ignore-write-timeout.
     #[arg(long)]
     pub sabotage: Option<String>,
@@ -106,6 +112,8 @@ impl SimArgs {
         };
         cfg.net.latency = Duration::from_micros(self.latency_us);
         cfg.net.spread = Duration::from_micros(self.spread_us);
+        cfg.disk.latency = Duration::from_micros(self.disk_latency_us);
+        cfg.disk.spread = Duration::from_micros(self.disk_spread_us);
         cfg.workload = match self.workload.as_str() {
             "idle" => Workload::Idle,
             "ping" => Workload::Ping {
@@ -153,6 +161,8 @@ impl SimArgs {
         flag("reconnect-ms", self.reconnect_ms, d.reconnect_ms);
         flag("latency-us", self.latency_us, d.latency_us);
         flag("spread-us", self.spread_us, d.spread_us);
+        flag("disk-latency-us", self.disk_latency_us, d.disk_latency_us);
+        flag("disk-spread-us", self.disk_spread_us, d.disk_spread_us);
         if self.workload != d.workload {
             let _ = write!(s, " --workload {}", self.workload);
         }
@@ -225,6 +235,8 @@ impl SimArgs {
             reconnect_ms: 2000,
             latency_us: 200,
             spread_us: 300,
+            disk_latency_us: 500,
+            disk_spread_us: 2000,
             sabotage: None,
         }
     }
@@ -593,6 +605,10 @@ mod tests {
             "50",
             "--spread-us",
             "9",
+            "--disk-latency-us",
+            "70",
+            "--disk-spread-us",
+            "80",
             "--workload",
             "idle",
             "--sabotage",

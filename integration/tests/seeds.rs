@@ -28,6 +28,8 @@ fn args(nodes: u16) -> SimArgs {
         reconnect_ms: 2000,
         latency_us: 200,
         spread_us: 300,
+        disk_latency_us: 500,
+        disk_spread_us: 2000,
         sabotage: None,
     }
 }
