@@ -463,11 +463,67 @@ fn build_guest() -> (PathBuf, String) {
     (out, version.trim().to_string())
 }
 
-/// Builds our `o2cb` (its own target directory: the one of this `cargo test` is locked while
-/// it runs), unless `$O2CB_INTEROP_BIN` names one to use.
+/// Newest modification time of the files under `dir`.
+fn newest_mtime(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::UNIX_EPOCH;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The `o2cb` that `cargo test --workspace --release` linked beside this test, if no source of
+/// the library crates or manifest is newer than it.
+fn fresh_workspace_o2cb() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("o2cb");
+    let built = bin.metadata().and_then(|m| m.modified()).ok()?;
+    let root = workspace_root();
+    let mut newest = root
+        .join("Cargo.lock")
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()?;
+    for entry in std::fs::read_dir(&root).ok()?.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name();
+        let skip = ["integration", "fuzz", "kernel-guest", "target"]
+            .iter()
+            .any(|n| name == *n);
+        if !skip && dir.join("Cargo.toml").is_file() {
+            newest = newest.max(newest_mtime(&dir.join("src")));
+            newest = newest.max(
+                dir.join("Cargo.toml")
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()?,
+            );
+        }
+    }
+    (built >= newest).then_some(bin)
+}
+
+/// Our `o2cb`: `$O2CB_INTEROP_BIN` if set, else the one `cargo test --workspace` built if it is
+/// current, else one built here into a target directory of its own (the one of this `cargo
+/// test` is locked while it runs).
 fn build_o2cb() -> PathBuf {
     if let Some(bin) = std::env::var_os("O2CB_INTEROP_BIN") {
         return PathBuf::from(bin);
+    }
+    if let Some(bin) = fresh_workspace_o2cb() {
+        return bin;
     }
     let root = workspace_root();
     let target = root.join("target/kernel-guest/o2cb-target");
@@ -587,7 +643,10 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     let o2cb_tool = require_tool("o2cb");
     let (guest_dir, kernel_version) = build_guest();
     let o2cb = build_o2cb();
-    eprintln!("kernel guest: {kernel_version}");
+    eprintln!(
+        "kernel guest: {kernel_version}; our node: {}",
+        o2cb.display()
+    );
 
     let mut h = Harness::new();
     let volume = h.path("hb.img");
