@@ -21,6 +21,7 @@ use std::io::{self, Write};
 use crate::join::DomainState;
 use crate::lockres::LockResource;
 use crate::mastery::MleKind;
+use crate::secondary::{OwnLocks, PendingOp};
 use crate::wire::{cookie_node, cookie_seq, mode_to_wire, LockName, NodeMap, ProtocolVersion};
 
 /// The per-resource fields of the `LRES:` and `RMAP:` lines that belong to the domain holding
@@ -70,29 +71,7 @@ pub fn write_locking_state<W: Write>(
     res: &LockResource,
     info: &LockresDebug,
 ) -> io::Result<()> {
-    w.write_all(b"NAME:")?;
-    write_lock_name(w, res.name())?;
-    writeln!(
-        w,
-        "\nLRES:1,{},{},{},{},{},{},{},{},{},{}",
-        info.owner,
-        info.state,
-        info.last_used,
-        u8::from(info.on_purge_list),
-        u8::from(info.on_dirty_list),
-        u8::from(info.on_recovery_list),
-        info.inflight_locks,
-        u8::from(info.migration_pending),
-        info.asts_reserved,
-        info.refs
-    )?;
-    w.write_all(b"RMAP:")?;
-    write_nodemap(w, &info.refmap)?;
-    w.write_all(b"\nLVBX:")?;
-    for b in res.lvb() {
-        write!(w, "{b:02x}")?;
-    }
-    w.write_all(b"\n")?;
+    write_lockres_header(w, res.name(), res.lvb(), info)?;
     for (queue, l) in res.locks() {
         // The master's copy of a lock carries no requester-side pending flags; its references
         // are the creator's and the queue's, plus one per delivery list it is on.
@@ -112,6 +91,67 @@ pub fn write_locking_state<W: Write>(
             u8::from(l.bast_pending),
             refs
         )?;
+    }
+    w.write_all(b"\n")
+}
+
+/// Writes the `locking_state` record of a resource mastered elsewhere: this node's own locks
+/// (the kernel's non-master copy), with their pending-operation flags. A non-master's value
+/// block is not kept with the resource, so `LVBX` is zero, as the kernel's usually is there.
+pub fn write_locking_state_secondary<W: Write>(
+    w: &mut W,
+    name: &LockName,
+    own: &OwnLocks,
+    info: &LockresDebug,
+) -> io::Result<()> {
+    write_lockres_header(w, name, &[0; crate::wire::LVB_LEN], info)?;
+    for l in own.locks() {
+        let p = |op: PendingOp| u8::from(l.pending == Some(op));
+        writeln!(
+            w,
+            "LOCK:1,{},{},{},{},{}:{},0,0,0,0,{},{},{},{},2",
+            l.queue as u8,
+            mode_to_wire(Some(l.mode)),
+            mode_to_wire(l.convert_type),
+            own.lock_id(l.cookie).node,
+            cookie_node(l.cookie),
+            cookie_seq(l.cookie),
+            p(PendingOp::Convert),
+            p(PendingOp::Lock),
+            p(PendingOp::Cancel),
+            p(PendingOp::Unlock),
+        )?;
+    }
+    w.write_all(b"\n")
+}
+
+fn write_lockres_header<W: Write>(
+    w: &mut W,
+    name: &LockName,
+    lvb: &crate::wire::Lvb,
+    info: &LockresDebug,
+) -> io::Result<()> {
+    w.write_all(b"NAME:")?;
+    write_lock_name(w, name)?;
+    writeln!(
+        w,
+        "\nLRES:1,{},{},{},{},{},{},{},{},{},{}",
+        info.owner,
+        info.state,
+        info.last_used,
+        u8::from(info.on_purge_list),
+        u8::from(info.on_dirty_list),
+        u8::from(info.on_recovery_list),
+        info.inflight_locks,
+        u8::from(info.migration_pending),
+        info.asts_reserved,
+        info.refs
+    )?;
+    w.write_all(b"RMAP:")?;
+    write_nodemap(w, &info.refmap)?;
+    w.write_all(b"\nLVBX:")?;
+    for b in lvb {
+        write!(w, "{b:02x}")?;
     }
     w.write_all(b"\n")
 }

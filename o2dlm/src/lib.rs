@@ -27,6 +27,8 @@
 //! which answers mastery messages with [`mastery`].
 
 pub mod debug;
+pub mod domain;
+pub mod driver;
 mod error;
 pub mod join;
 pub mod lockres;
@@ -37,4 +39,5 @@ pub mod recovery_store;
 pub mod secondary;
 pub mod wire;
 
-pub use error::Error;
+pub use driver::{Dlm, DlmConfig, Domain, LockHandle};
+pub use error::{DlmError, Error};

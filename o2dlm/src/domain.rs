@@ -1,0 +1,2256 @@
+//! The sans-I/O core of one lock domain on one node: join and leave, the domain map, lock
+//! mastery (both sides), local and remote lock/convert/unlock, proxy ASTs and BASTs, refmaps
+//! and the deref of idle resources, node up/down.
+//!
+//! It composes the crate's pieces as `lib.rs` describes: a resource this node masters is a
+//! [`LockResource`] whose queue changes are shuffled and flushed at the end of every call (the
+//! dlm thread's pass, run at once so every run is reproducible), a resource mastered elsewhere
+//! is an [`OwnLocks`], mastery messages are answered with [`crate::mastery`] and join queries
+//! with [`crate::join`].
+//!
+//! Like the o2hb and o2net cores it does no I/O and reads no clock. The driver (or the
+//! simulator) calls [`DomainCore::handle`] with the time in milliseconds and an [`Input`]: an
+//! API call, a decoded message (whose reply status `handle` returns, as an o2net handler
+//! does), a send's completion, a timer tick, a node coming or going. The core queues
+//! [`Output`]s: messages to send (each with a token its completion comes back with), and what
+//! the API caller is told (grants, failures, BASTs, unlock completions, join and leave). Work
+//! the kernel defers to its dlm worker (asserts after a master request, proxy ASTs) is just
+//! another queued send, so a handler never waits for the network.
+//!
+//! Not here yet (the migration and recovery issue): a leaving node does not migrate the
+//! resources it masters. Instead [`Input::Leave`] waits, re-checking every 500 ms as the
+//! kernel's migrate loop does, until no other node uses a resource mastered here (their locks
+//! are gone and they have dropped their references); it never drops another node's lock. A
+//! resource whose master dies is marked RECOVERING: its requests finish with
+//! `DLM_RECOVERING` instead of waiting for a recovery that does not exist yet, and a dead
+//! node's locks on resources mastered here are removed (LVB zeroed if it held EX), as the
+//! kernel's local recovery cleanup does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::join::{self, DomainState, JoinReply, JoinState};
+use crate::lockres::{Delivery, LockId, LockResource, Unlocked};
+use crate::mastery::{self, Mle, MleKind, ResourceMastery};
+use crate::secondary::{Notice, OwnLocks, PendingOp};
+use crate::wire::{
+    errno, is_host_down, AssertMaster, ConvertLock, CreateLock, DerefLockres, DlmMessage,
+    DlmStatus, DomainName, ExitDomain, JoinCode, JoinNotice, LkmFlags, LockMode, LockName, Lvb,
+    MasterRequest, MasterResponse, NodeInfo, NodeMap, ProtocolVersion, QueryJoinRequest,
+    QueryNodeinfo, QueryRegion, UnlockLock, ASSERT_MASTER_MLE_CLEANUP, ASSERT_RESPONSE_MASTERY_REF,
+    ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, REGION_NAME_LEN,
+};
+
+/// Lock and convert retry after RECOVERING/MIGRATING/FORWARD or a lost connection (`dlmlock`).
+const LOCK_RETRY_MS: u64 = 100;
+/// Unlock retry (`dlmunlock`).
+const UNLOCK_RETRY_MS: u64 = 50;
+/// Master request resend after DLM_MASTER_RESP_ERROR or ENOMEM.
+const MASTER_REQUEST_RETRY_MS: u64 = 50;
+/// `DLM_DOMAIN_BACKOFF_MS`: join back-off unit, assert-joined and exit retry.
+const DOMAIN_BACKOFF_MS: u64 = 200;
+/// `DLM_JOIN_TIMEOUT_MSECS`.
+const JOIN_TIMEOUT_MS: u64 = 90_000;
+/// The leave loop's period (`dlm_unregister_domain`'s migrate loop).
+const LEAVE_LOOP_MS: u64 = 500;
+
+/// How a domain core is set up.
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    /// This node's number.
+    pub node: u8,
+    pub name: DomainName,
+    /// The fs locking protocol the domain's users speak (ocfs2 and dlmfs: 1.0).
+    pub fs_proto: ProtocolVersion,
+    /// `DLM_PURGE_INTERVAL_MS` (8000): how long an unused resource is kept.
+    pub purge_interval_ms: u64,
+    /// `DLM_MASTERY_TIMEOUT_MS` (5000): how long to wait for an assert before asking again.
+    pub mastery_timeout_ms: u64,
+    /// Global heartbeat region names (`None`: local heartbeat mode), for QUERY_REGION.
+    pub regions: Option<Vec<[u8; REGION_NAME_LEN]>>,
+    /// The configured nodes, for QUERY_NODEINFO.
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl DomainConfig {
+    /// The kernel's timings, local heartbeat mode, no node table.
+    pub fn new(node: u8, name: DomainName) -> DomainConfig {
+        DomainConfig {
+            node,
+            name,
+            fs_proto: crate::wire::FS_PROTOCOL,
+            purge_interval_ms: 8000,
+            mastery_timeout_ms: 5000,
+            regions: None,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// What the world tells a domain core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start joining the domain (`dlm_register_domain`).
+    Join,
+    /// Leave the domain once nothing here is in use (`dlm_unregister_domain`).
+    Leave,
+    /// `dlmlock` of a new lock with a fresh `cookie` (see [`crate::secondary::CookieSource`]).
+    Lock {
+        cookie: u64,
+        name: LockName,
+        mode: LockMode,
+        flags: LkmFlags,
+    },
+    /// `dlmlock` with `LKM_CONVERT`; `lvb` is written back when the lock is EX and `flags` has
+    /// VALBLK.
+    Convert {
+        cookie: u64,
+        mode: LockMode,
+        flags: LkmFlags,
+        lvb: Lvb,
+    },
+    /// `dlmunlock`, or a cancel with `LKM_CANCEL`; `lvb` is written back from an EX lock with
+    /// VALBLK.
+    Unlock {
+        cookie: u64,
+        flags: LkmFlags,
+        lvb: Lvb,
+    },
+    /// A request from `from`. [`DomainCore::handle`] returns the reply status.
+    Message { from: u8, msg: DlmMessage },
+    /// A send finished: the peer handler's status, or a negative errno.
+    SendDone {
+        token: u64,
+        result: Result<i32, i32>,
+    },
+    /// Time passed: run what is due (see [`DomainCore::next_deadline`]).
+    Tick,
+    /// Heartbeat: `node` is live (this node included).
+    NodeUp(u8),
+    /// Heartbeat: `node` is dead.
+    NodeDown(u8),
+}
+
+/// A granted lock as the API caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub mode: LockMode,
+    /// The resource's value block, when the request asked for it (VALBLK on PR/EX).
+    pub lvb: Option<Lvb>,
+}
+
+/// What a domain core asks the world to do, or tells the API caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `msg` to node `to` with the key [`DlmMessage::key`] gives; report the result with
+    /// [`Input::SendDone`] and `token`.
+    Send { token: u64, to: u8, msg: DlmMessage },
+    /// A lock request or conversion finished: granted (the AST), or failed with a status (a
+    /// failed request's lock is gone; a failed conversion's lock keeps its old mode).
+    Done {
+        cookie: u64,
+        result: Result<Grant, DlmStatus>,
+    },
+    /// The lock blocks a request for `blocked` (the BAST).
+    Bast { cookie: u64, blocked: LockMode },
+    /// An unlock or cancel (`cancel`) finished (the unlock AST). `removed`: the lock no
+    /// longer exists.
+    Unlocked {
+        cookie: u64,
+        status: DlmStatus,
+        removed: bool,
+        cancel: bool,
+    },
+    /// The join finished.
+    Joined,
+    /// The join failed with a negative errno.
+    JoinFailed(i32),
+    /// The domain has been left.
+    Left,
+}
+
+/// What a reply to one of our sends means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    QueryJoin(u8),
+    QueryNodeinfo(u8),
+    QueryRegion(u8),
+    AssertJoined(u8),
+    MasterRequest(LockName, u8),
+    AssertMaster(LockName, u8),
+    Create(u64),
+    Convert(u64),
+    Unlock(u64),
+    Deref(LockName),
+    /// Replies that change nothing here (proxy ASTs, cancel join, begin exit, deref done).
+    Notice,
+    Exit(u8),
+}
+
+/// Work for later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Deferred {
+    Retry(u64),
+    ResendMasterRequest(LockName, u8),
+    MasteryTimeout(LockName),
+    Purge(LockName),
+    JoinRetry,
+    AssertJoinedRetry(u8),
+    LeaveLoop,
+    ExitRetry(u8),
+}
+
+/// An API operation waiting for mastery or a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Lock {
+        cookie: u64,
+        mode: LockMode,
+        flags: LkmFlags,
+    },
+    Convert {
+        cookie: u64,
+        mode: LockMode,
+        flags: LkmFlags,
+        lvb: Lvb,
+    },
+    Unlock {
+        cookie: u64,
+        flags: LkmFlags,
+        lvb: Lvb,
+    },
+}
+
+impl Op {
+    fn cookie(&self) -> u64 {
+        match self {
+            Op::Lock { cookie, .. } | Op::Convert { cookie, .. } | Op::Unlock { cookie, .. } => {
+                *cookie
+            }
+        }
+    }
+}
+
+/// Who holds the queues of a resource here.
+#[derive(Debug)]
+enum Role {
+    /// Mastery in progress (or owner dead, recovering).
+    Unknown,
+    Master(LockResource),
+    Remote(OwnLocks),
+}
+
+#[derive(Debug)]
+struct Res {
+    owner: Option<u8>,
+    role: Role,
+    /// Nodes holding a reference (master only).
+    refmap: NodeMap,
+    in_progress: bool,
+    recovering: bool,
+    dropping_ref: bool,
+    /// Operations waiting for mastery, a deref, or recovery.
+    waiting: Vec<Op>,
+    /// When the resource became unused.
+    unused_since: Option<u64>,
+}
+
+impl Res {
+    fn new() -> Res {
+        Res {
+            owner: None,
+            role: Role::Unknown,
+            refmap: NodeMap::new(),
+            in_progress: false,
+            recovering: false,
+            dropping_ref: false,
+            waiting: Vec::new(),
+            unused_since: None,
+        }
+    }
+
+    fn mastery(&self) -> ResourceMastery {
+        ResourceMastery {
+            owner: self.owner,
+            recovering: self.recovering,
+            migrating: false,
+            in_progress: self.in_progress,
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        let no_locks = match &self.role {
+            Role::Unknown => true,
+            Role::Master(r) => r.has_no_locks() && !r.has_pending_deliveries(),
+            Role::Remote(o) => o.is_empty(),
+        };
+        no_locks && self.waiting.is_empty() && !self.in_progress && self.refmap.is_empty()
+    }
+
+    /// `DLM_LOCK_RES_*` bits for the dumps.
+    fn state_bits(&self) -> u32 {
+        let mut s = 0;
+        if self.recovering {
+            s |= 0x0002;
+        }
+        if self.in_progress {
+            s |= 0x0010;
+        }
+        if self.dropping_ref {
+            s |= 0x0040;
+        }
+        s
+    }
+}
+
+/// One of this node's locks, beyond what the queues record.
+#[derive(Debug, Clone)]
+struct OwnMeta {
+    name: LockName,
+    /// The request's mode and flags, for a retry.
+    mode: LockMode,
+    flags: LkmFlags,
+    /// An AST that came before the create/convert reply; told once the reply is in.
+    stashed: Option<Grant>,
+    /// A cancel asked for while a create/convert reply was outstanding.
+    cancel_wanted: bool,
+}
+
+/// A join in progress (`dlm_try_to_join_domain`).
+#[derive(Debug, Clone)]
+struct JoinRun {
+    phase: JoinPhase,
+    started: u64,
+    live_snapshot: NodeMap,
+    /// Nodes whose reply is awaited in this phase.
+    waiting: NodeMap,
+    /// Nodes that said JOIN_OK.
+    yes: NodeMap,
+    retry: bool,
+    failed: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JoinPhase {
+    Query,
+    Nodeinfo,
+    Region,
+    AssertJoined,
+    BackOff,
+}
+
+/// Counts for `dlm_state`: current and total.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    resources_total: u32,
+    mles_total: [u32; 3],
+    purged: u32,
+}
+
+/// One domain on one node. See the module documentation.
+#[derive(Debug)]
+pub struct DomainCore {
+    cfg: DomainConfig,
+    key: u32,
+    state: DomainState,
+    joining_node: Option<u8>,
+    live: NodeMap,
+    domain_map: NodeMap,
+    exit_map: NodeMap,
+    dlm_proto: ProtocolVersion,
+    fs_proto: ProtocolVersion,
+    num_joins: u32,
+    join: Option<JoinRun>,
+    leaving: bool,
+    exits_waiting: NodeMap,
+    res: HashMap<LockName, Res>,
+    mles: HashMap<LockName, Mle>,
+    /// The node a master request is outstanding with, per name: requests go out one at a
+    /// time in ascending node order, as `dlm_do_master_request` sends them, so a node that
+    /// answered has its BLOCK entry before the eventual master's assert can reach it.
+    asking: HashMap<LockName, u8>,
+    own: HashMap<u64, OwnMeta>,
+    sends: HashMap<u64, Sent>,
+    next_token: u64,
+    agenda: BTreeMap<(u64, u64), Deferred>,
+    agenda_seq: u64,
+    out: Vec<Output>,
+    deliveries: Vec<Delivery>,
+    counts: Counts,
+}
+
+impl DomainCore {
+    /// A domain that has not joined yet.
+    pub fn new(cfg: DomainConfig) -> DomainCore {
+        let key = cfg.name.key();
+        let fs_proto = cfg.fs_proto;
+        DomainCore {
+            cfg,
+            key,
+            state: DomainState::New,
+            joining_node: None,
+            live: NodeMap::new(),
+            domain_map: NodeMap::new(),
+            exit_map: NodeMap::new(),
+            dlm_proto: DLM_PROTOCOL,
+            fs_proto,
+            num_joins: 0,
+            join: None,
+            leaving: false,
+            exits_waiting: NodeMap::new(),
+            res: HashMap::new(),
+            mles: HashMap::new(),
+            asking: HashMap::new(),
+            own: HashMap::new(),
+            sends: HashMap::new(),
+            next_token: 1,
+            agenda: BTreeMap::new(),
+            agenda_seq: 0,
+            out: Vec::new(),
+            deliveries: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// This node's number.
+    pub fn node(&self) -> u8 {
+        self.cfg.node
+    }
+
+    /// The domain's name.
+    pub fn name(&self) -> &DomainName {
+        &self.cfg.name
+    }
+
+    /// The o2net key of the domain's messages.
+    pub fn key(&self) -> u32 {
+        self.key
+    }
+
+    /// The domain state.
+    pub fn state(&self) -> DomainState {
+        self.state
+    }
+
+    /// The domain map (members, this node included once joined).
+    pub fn domain_map(&self) -> NodeMap {
+        self.domain_map
+    }
+
+    /// The negotiated dlm and fs protocols.
+    pub fn protocols(&self) -> (ProtocolVersion, ProtocolVersion) {
+        (self.dlm_proto, self.fs_proto)
+    }
+
+    /// The master of a resource, if this node knows it.
+    pub fn owner_of(&self, name: &LockName) -> Option<u8> {
+        self.res.get(name).and_then(|r| r.owner)
+    }
+
+    /// How many resources this node holds (mastered or referenced).
+    pub fn resource_count(&self) -> usize {
+        self.res.len()
+    }
+
+    /// What the join handlers consult.
+    pub fn join_state(&self) -> JoinState {
+        JoinState {
+            state: self.state,
+            joining_node: self.joining_node,
+            domain_map: self.domain_map,
+            recovery_map: NodeMap::new(),
+            recovery_active: false,
+            dlm_proto: self.dlm_proto,
+            fs_proto: self.fs_proto,
+        }
+    }
+
+    /// The earliest time [`Input::Tick`] has work to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.agenda.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Takes the queued outputs.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// Moves the queued outputs into `into` (keeps both allocations).
+    pub fn take_outputs(&mut self, into: &mut Vec<Output>) {
+        into.append(&mut self.out);
+    }
+
+    /// Handles one input at `now` (ms). For [`Input::Message`] the result is the reply status
+    /// to send back; for every other input it is 0. API calls that fail at once report it as
+    /// an [`Output`] like any later failure.
+    pub fn handle(&mut self, now: u64, input: Input) -> i32 {
+        match input {
+            Input::Join => {
+                self.start_join(now);
+                0
+            }
+            Input::Leave => {
+                self.start_leave(now);
+                0
+            }
+            Input::Lock {
+                cookie,
+                name,
+                mode,
+                flags,
+            } => {
+                self.lock(now, cookie, name, mode, flags);
+                0
+            }
+            Input::Convert {
+                cookie,
+                mode,
+                flags,
+                lvb,
+            } => {
+                self.run_op(
+                    now,
+                    Op::Convert {
+                        cookie,
+                        mode,
+                        flags,
+                        lvb,
+                    },
+                );
+                0
+            }
+            Input::Unlock { cookie, flags, lvb } => {
+                self.unlock(now, cookie, flags, lvb);
+                0
+            }
+            Input::Message { from, msg } => self.receive(now, from, msg),
+            Input::SendDone { token, result } => {
+                self.send_done(now, token, result);
+                0
+            }
+            Input::Tick => {
+                self.tick(now);
+                0
+            }
+            Input::NodeUp(n) => {
+                self.live.insert(n);
+                0
+            }
+            Input::NodeDown(n) => {
+                self.node_down(now, n);
+                0
+            }
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn send(&mut self, to: u8, msg: DlmMessage, what: Sent) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.sends.insert(token, what);
+        self.out.push(Output::Send { token, to, msg });
+    }
+
+    fn defer(&mut self, at: u64, what: Deferred) {
+        self.agenda_seq += 1;
+        self.agenda.insert((at, self.agenda_seq), what);
+    }
+
+    fn others(&self) -> impl Iterator<Item = u8> + '_ {
+        let me = self.cfg.node;
+        self.domain_map.iter().filter(move |&n| n != me)
+    }
+
+    fn tick(&mut self, now: u64) {
+        while let Some(entry) = self.agenda.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let what = entry.remove();
+            match what {
+                Deferred::Retry(cookie) => self.retry(now, cookie),
+                Deferred::ResendMasterRequest(name, node) => {
+                    if self
+                        .mles
+                        .get(&name)
+                        .is_some_and(|m| m.kind == MleKind::Master && m.node.contains(node))
+                    {
+                        self.send_master_request(name, node);
+                    } else if self.asking.get(&name) == Some(&node) {
+                        self.asking.remove(&name);
+                        self.ask_next(name);
+                        self.check_mastery(now, name);
+                    }
+                }
+                Deferred::MasteryTimeout(name) => self.mastery_timeout(now, name),
+                Deferred::Purge(name) => self.purge(now, name),
+                Deferred::JoinRetry => self.join_try(now),
+                Deferred::AssertJoinedRetry(n) => {
+                    if self.join.is_some() && self.live.contains(n) {
+                        self.send_assert_joined(n);
+                    } else if let Some(j) = self.join.as_mut() {
+                        j.waiting.remove(n);
+                        self.join_advance(now);
+                    }
+                }
+                Deferred::LeaveLoop => self.leave_loop(now),
+                Deferred::ExitRetry(n) => {
+                    if self.exits_waiting.contains(n) {
+                        self.send_exit(n);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- join -----
+
+    fn start_join(&mut self, now: u64) {
+        if self.state != DomainState::New || self.join.is_some() {
+            return;
+        }
+        self.join = Some(JoinRun {
+            phase: JoinPhase::BackOff,
+            started: now,
+            live_snapshot: NodeMap::new(),
+            waiting: NodeMap::new(),
+            yes: NodeMap::new(),
+            retry: false,
+            failed: None,
+        });
+        self.join_try(now);
+    }
+
+    /// One attempt (`dlm_try_to_join_domain`): ask every live node.
+    fn join_try(&mut self, now: u64) {
+        let me = self.cfg.node;
+        let live = self.live;
+        let Some(j) = self.join.as_mut() else { return };
+        self.dlm_proto = DLM_PROTOCOL;
+        self.fs_proto = self.cfg.fs_proto;
+        j.phase = JoinPhase::Query;
+        j.live_snapshot = live;
+        j.yes = NodeMap::new();
+        j.retry = false;
+        j.failed = None;
+        j.waiting = live.iter().filter(|&n| n != me).collect();
+        self.joining_node = Some(me);
+        let req = QueryJoinRequest {
+            node_idx: me,
+            domain: self.cfg.name,
+            dlm_proto: DLM_PROTOCOL,
+            fs_proto: self.cfg.fs_proto,
+            node_map: live,
+        };
+        for n in j.waiting.iter().collect::<Vec<_>>() {
+            self.send(n, DlmMessage::QueryJoin(req), Sent::QueryJoin(n));
+        }
+        self.join_advance(now);
+    }
+
+    fn join_reply(&mut self, now: u64, what: Sent, result: Result<i32, i32>) {
+        let Some(j) = self.join.as_mut() else { return };
+        match what {
+            Sent::QueryJoin(n) if j.phase == JoinPhase::Query => {
+                j.waiting.remove(n);
+                match join::read_query_join_reply(result) {
+                    Ok(JoinReply::Ok {
+                        dlm_minor,
+                        fs_minor,
+                    }) => {
+                        j.yes.insert(n);
+                        self.dlm_proto.minor = dlm_minor;
+                        self.fs_proto.minor = fs_minor;
+                    }
+                    Ok(JoinReply::OkNoMap) => {}
+                    Ok(JoinReply::Disallow) => j.retry = true,
+                    // A node that died meanwhile changes the live map: try again.
+                    Err(e) if is_host_down(e) && e != errno::EINVAL => j.retry = true,
+                    Err(e) => j.failed = Some(e),
+                }
+            }
+            Sent::QueryNodeinfo(n) if j.phase == JoinPhase::Nodeinfo => {
+                j.waiting.remove(n);
+                if result != Ok(0) {
+                    j.failed = Some(result.unwrap_or_else(|e| e).min(-1));
+                }
+            }
+            Sent::QueryRegion(n) if j.phase == JoinPhase::Region => {
+                j.waiting.remove(n);
+                if result != Ok(0) {
+                    j.failed = Some(result.unwrap_or_else(|e| e).min(-1));
+                }
+            }
+            Sent::AssertJoined(n) if j.phase == JoinPhase::AssertJoined => match result {
+                Ok(0) => j.waiting.remove(n),
+                Err(e) if is_host_down(e) => j.waiting.remove(n),
+                _ => self.defer(now + DOMAIN_BACKOFF_MS, Deferred::AssertJoinedRetry(n)),
+            },
+            _ => {}
+        }
+        self.join_advance(now);
+    }
+
+    fn join_advance(&mut self, now: u64) {
+        let me = self.cfg.node;
+        let live = self.live;
+        let Some(j) = self.join.as_mut() else { return };
+        if !j.waiting.is_empty() || j.phase == JoinPhase::BackOff {
+            return;
+        }
+        if let Some(e) = j.failed {
+            let yes = j.yes;
+            self.join = None;
+            self.joining_node = None;
+            self.cancel_join_to(yes);
+            tracing::warn!(node = me, domain = %self.cfg.name, "o2dlm: join failed with {e}");
+            self.out.push(Output::JoinFailed(e));
+            return;
+        }
+        if j.retry || (j.phase == JoinPhase::Query && j.live_snapshot != live) {
+            let yes = j.yes;
+            if now.saturating_sub(j.started) >= JOIN_TIMEOUT_MS {
+                self.join = None;
+                self.joining_node = None;
+                self.cancel_join_to(yes);
+                self.out.push(Output::JoinFailed(errno::ERESTARTSYS));
+                return;
+            }
+            j.phase = JoinPhase::BackOff;
+            self.joining_node = None;
+            self.cancel_join_to(yes);
+            // The kernel's back-off is (jiffies & 3) × 200 ms; the time stands in for jiffies.
+            let wait = (now & 3) * DOMAIN_BACKOFF_MS + DOMAIN_BACKOFF_MS / 4;
+            self.defer(now + wait, Deferred::JoinRetry);
+            return;
+        }
+        let yes = j.yes;
+        let next = match j.phase {
+            JoinPhase::Query => {
+                self.domain_map = yes;
+                self.domain_map.insert(me);
+                if self.dlm_proto.minor >= 1 {
+                    JoinPhase::Nodeinfo
+                } else {
+                    JoinPhase::AssertJoined
+                }
+            }
+            JoinPhase::Nodeinfo => JoinPhase::Region,
+            JoinPhase::Region => JoinPhase::AssertJoined,
+            JoinPhase::AssertJoined | JoinPhase::BackOff => {
+                self.join = None;
+                self.joining_node = None;
+                self.state = DomainState::Joined;
+                self.num_joins += 1;
+                tracing::info!(node = me, domain = %self.cfg.name, map = ?self.domain_map, "o2dlm: joined domain");
+                self.out.push(Output::Joined);
+                return;
+            }
+        };
+        if let Some(j) = self.join.as_mut() {
+            j.phase = next;
+            j.waiting = yes;
+        }
+        for n in yes.iter() {
+            match next {
+                JoinPhase::Nodeinfo => {
+                    let msg = QueryNodeinfo {
+                        nodenum: me,
+                        domain: self.cfg.name,
+                        nodes: self.cfg.nodes.clone(),
+                    };
+                    self.send(n, DlmMessage::QueryNodeinfo(msg), Sent::QueryNodeinfo(n));
+                }
+                JoinPhase::Region => {
+                    let msg = QueryRegion {
+                        node: me,
+                        domain: self.cfg.name,
+                        regions: self.cfg.regions.clone().unwrap_or_default(),
+                    };
+                    self.send(n, DlmMessage::QueryRegion(msg), Sent::QueryRegion(n));
+                }
+                _ => self.send_assert_joined(n),
+            }
+        }
+        self.join_advance(now);
+    }
+
+    fn send_assert_joined(&mut self, n: u8) {
+        let msg = JoinNotice {
+            node_idx: self.cfg.node,
+            domain: self.cfg.name,
+        };
+        self.send(n, DlmMessage::AssertJoined(msg), Sent::AssertJoined(n));
+    }
+
+    fn cancel_join_to(&mut self, nodes: NodeMap) {
+        for n in nodes.iter() {
+            let msg = JoinNotice {
+                node_idx: self.cfg.node,
+                domain: self.cfg.name,
+            };
+            self.send(n, DlmMessage::CancelJoin(msg), Sent::Notice);
+        }
+    }
+
+    /// `dlm_query_join_handler` for this domain (a node-wide handler finds the domain by name;
+    /// for a domain that does not exist here it answers with [`join::answer_query_join`] and
+    /// no domain).
+    pub fn answer_query_join(&mut self, req: &QueryJoinRequest) -> i32 {
+        let heartbeating = self.live.contains(req.node_idx);
+        let answer = join::answer_query_join(req, heartbeating, Some(&self.join_state()));
+        if answer.code == JoinCode::Ok {
+            self.joining_node = Some(req.node_idx);
+        }
+        answer.to_status()
+    }
+
+    // ----- leave -----
+
+    fn start_leave(&mut self, now: u64) {
+        if self.leaving {
+            return;
+        }
+        if self.state == DomainState::New {
+            self.join = None;
+            self.joining_node = None;
+            self.state = DomainState::Leaving;
+            self.out.push(Output::Left);
+            return;
+        }
+        self.leaving = true;
+        self.state = DomainState::InShutdown;
+        if self.dlm_proto.minor >= 2 {
+            let msg = ExitDomain {
+                node_idx: self.cfg.node,
+            };
+            for n in self.others().collect::<Vec<_>>() {
+                self.send(n, DlmMessage::BeginExitDomain(msg), Sent::Notice);
+            }
+        }
+        self.leave_loop(now);
+    }
+
+    /// Drops every unused resource at once (references go back to their masters) and waits
+    /// for the rest; once the table is empty and nobody is joining, says goodbye.
+    fn leave_loop(&mut self, now: u64) {
+        let names: Vec<LockName> = self.res.keys().copied().collect();
+        for name in names {
+            if self.res.get(&name).is_some_and(|r| r.is_unused()) {
+                self.drop_resource(now, name);
+            }
+        }
+        if !self.res.is_empty() || self.joining_node.is_some() {
+            let busy = self.res.len();
+            tracing::debug!(node = self.cfg.node, domain = %self.cfg.name, busy, "o2dlm: leave waits for resources in use");
+            self.defer(now + LEAVE_LOOP_MS, Deferred::LeaveLoop);
+            return;
+        }
+        self.state = DomainState::Leaving;
+        self.exits_waiting = self.others().collect();
+        for n in self.exits_waiting.iter().collect::<Vec<_>>() {
+            self.send_exit(n);
+        }
+        self.finish_leave();
+    }
+
+    fn send_exit(&mut self, n: u8) {
+        let msg = ExitDomain {
+            node_idx: self.cfg.node,
+        };
+        self.send(n, DlmMessage::ExitDomain(msg), Sent::Exit(n));
+    }
+
+    fn finish_leave(&mut self) {
+        if self.state == DomainState::Leaving && self.exits_waiting.is_empty() && self.leaving {
+            self.leaving = false;
+            self.domain_map = NodeMap::new();
+            tracing::info!(node = self.cfg.node, domain = %self.cfg.name, "o2dlm: left domain");
+            self.out.push(Output::Left);
+        }
+    }
+
+    // ----- API operations -----
+
+    fn lock(&mut self, now: u64, cookie: u64, name: LockName, mode: LockMode, flags: LkmFlags) {
+        let fail = |s: &mut Self, status| {
+            s.out.push(Output::Done {
+                cookie,
+                result: Err(status),
+            })
+        };
+        if self.state != DomainState::Joined || self.leaving {
+            return fail(self, DlmStatus::Rejected);
+        }
+        if !LkmFlags::VALID_LOCK.contains(flags) || flags.contains(LkmFlags::CONVERT) {
+            return fail(self, DlmStatus::Badparam);
+        }
+        if flags.contains(LkmFlags::RECOVERY) && !name.is_recovery_lock() {
+            return fail(self, DlmStatus::Badparam);
+        }
+        if self.own.contains_key(&cookie) {
+            return fail(self, DlmStatus::Badargs);
+        }
+        self.own.insert(
+            cookie,
+            OwnMeta {
+                name,
+                mode,
+                flags,
+                stashed: None,
+                cancel_wanted: false,
+            },
+        );
+        let res = self.res.entry(name).or_insert_with(|| {
+            self.counts.resources_total += 1;
+            Res::new()
+        });
+        res.unused_since = None;
+        if res.owner.is_none() && !res.in_progress && !res.recovering && !res.dropping_ref {
+            if flags.contains(LkmFlags::LOCAL) {
+                res.owner = Some(self.cfg.node);
+                res.role = Role::Master(LockResource::new(name));
+            } else {
+                res.in_progress = true;
+                res.waiting.push(Op::Lock {
+                    cookie,
+                    mode,
+                    flags,
+                });
+                self.start_mastery(now, name);
+                return;
+            }
+        }
+        self.run_op(
+            now,
+            Op::Lock {
+                cookie,
+                mode,
+                flags,
+            },
+        );
+    }
+
+    fn unlock(&mut self, now: u64, cookie: u64, flags: LkmFlags, lvb: Lvb) {
+        if !LkmFlags::VALID_UNLOCK.contains(flags) {
+            self.out.push(Output::Unlocked {
+                cookie,
+                status: DlmStatus::Badparam,
+                removed: false,
+                cancel: flags.contains(LkmFlags::CANCEL),
+            });
+            return;
+        }
+        // A cancel of a request still waiting for mastery never reached any queue.
+        if flags.contains(LkmFlags::CANCEL) {
+            if let Some(meta) = self.own.get(&cookie) {
+                let name = meta.name;
+                if let Some(res) = self.res.get_mut(&name) {
+                    let before = res.waiting.len();
+                    res.waiting
+                        .retain(|op| !matches!(op, Op::Lock { cookie: c, .. } if *c == cookie));
+                    if res.waiting.len() != before {
+                        self.own.remove(&cookie);
+                        self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Cancel),
+                        });
+                        self.out.push(Output::Unlocked {
+                            cookie,
+                            status: DlmStatus::Normal,
+                            removed: true,
+                            cancel: true,
+                        });
+                        self.note_if_unused(now, name);
+                        return;
+                    }
+                }
+            }
+        }
+        self.run_op(now, Op::Unlock { cookie, flags, lvb });
+    }
+
+    fn op_failed(&mut self, now: u64, op: &Op, status: DlmStatus) {
+        let cookie = op.cookie();
+        match op {
+            Op::Lock { .. } => {
+                if let Some(meta) = self.own.remove(&cookie) {
+                    self.note_if_unused(now, meta.name);
+                }
+                self.out.push(Output::Done {
+                    cookie,
+                    result: Err(status),
+                });
+            }
+            Op::Convert { .. } => self.out.push(Output::Done {
+                cookie,
+                result: Err(status),
+            }),
+            Op::Unlock { flags, .. } => self.out.push(Output::Unlocked {
+                cookie,
+                status,
+                removed: false,
+                cancel: flags.contains(LkmFlags::CANCEL),
+            }),
+        }
+    }
+
+    /// Runs an operation against a resource whose owner is known, or parks it.
+    fn run_op(&mut self, now: u64, op: Op) {
+        let me = self.cfg.node;
+        let cookie = op.cookie();
+        let Some(name) = self.own.get(&cookie).map(|m| m.name) else {
+            return self.op_failed(now, &op, DlmStatus::Ivlockid);
+        };
+        let Some(res) = self.res.get_mut(&name) else {
+            return self.op_failed(now, &op, DlmStatus::Ivlockid);
+        };
+        if res.recovering {
+            return self.op_failed(now, &op, DlmStatus::Recovering);
+        }
+        if res.in_progress || res.dropping_ref {
+            res.waiting.push(op);
+            return;
+        }
+        match &mut res.role {
+            Role::Unknown => {
+                // The resource was dropped and is being looked up again.
+                res.waiting.push(op);
+                res.in_progress = true;
+                self.start_mastery(now, name);
+            }
+            Role::Master(engine) => {
+                let id = LockId { node: me, cookie };
+                match op {
+                    Op::Lock { mode, flags, .. } => {
+                        if let Err(s) = engine.request(id, mode, flags) {
+                            self.op_failed(now, &op, s);
+                        }
+                    }
+                    Op::Convert {
+                        mode, flags, lvb, ..
+                    } => {
+                        if let Err(s) = engine.convert(id, mode, flags, Some(&lvb)) {
+                            self.op_failed(now, &op, s);
+                        }
+                    }
+                    Op::Unlock { flags, lvb, .. } => {
+                        let r = engine.unlock(id, flags, Some(&lvb));
+                        self.local_unlocked(now, cookie, flags.contains(LkmFlags::CANCEL), r);
+                    }
+                }
+                self.kick(now, name);
+            }
+            Role::Remote(own) => {
+                let owner = res.owner.unwrap_or(me);
+                // One network operation per lock at a time: anything else waits for the
+                // reply (a cancel of a request waiting for its reply is remembered below).
+                let busy = own.get(cookie).and_then(|l| l.pending);
+                let early_cancel = matches!(op, Op::Unlock { flags, .. } if flags.contains(LkmFlags::CANCEL))
+                    && matches!(busy, Some(PendingOp::Lock | PendingOp::Convert));
+                if busy.is_some() && !early_cancel {
+                    res.waiting.push(op);
+                    return;
+                }
+                match op {
+                    Op::Lock { mode, flags, .. } => {
+                        let msg = own.begin_lock(cookie, mode, flags);
+                        self.send(owner, DlmMessage::CreateLock(msg), Sent::Create(cookie));
+                    }
+                    Op::Convert {
+                        mode, flags, lvb, ..
+                    } => match own.begin_convert(cookie, mode, flags, &lvb) {
+                        Ok(Some(msg)) => {
+                            self.send(owner, DlmMessage::ConvertLock(msg), Sent::Convert(cookie))
+                        }
+                        Ok(None) => self.out.push(Output::Done {
+                            cookie,
+                            result: Ok(Grant { mode, lvb: None }),
+                        }),
+                        Err(s) => self.op_failed(now, &op, s),
+                    },
+                    Op::Unlock { flags, lvb, .. } => {
+                        let waiting_reply = own.get(cookie).is_some_and(|l| {
+                            matches!(l.pending, Some(PendingOp::Lock | PendingOp::Convert))
+                        });
+                        if flags.contains(LkmFlags::CANCEL) && waiting_reply {
+                            if let Some(m) = self.own.get_mut(&cookie) {
+                                m.cancel_wanted = true;
+                            }
+                            return;
+                        }
+                        match own.begin_unlock(cookie, flags, &lvb) {
+                            Ok(msg) => {
+                                self.send(owner, DlmMessage::UnlockLock(msg), Sent::Unlock(cookie))
+                            }
+                            Err(s) => self.out.push(Output::Unlocked {
+                                cookie,
+                                status: s,
+                                removed: false,
+                                cancel: flags.contains(LkmFlags::CANCEL),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_unlocked(
+        &mut self,
+        now: u64,
+        cookie: u64,
+        cancel: bool,
+        r: Result<Unlocked, DlmStatus>,
+    ) {
+        match r {
+            Ok(u) => {
+                let status = u.status();
+                let removed = matches!(u, Unlocked::Unlocked(_) | Unlocked::CancelledRequest(_));
+                match u {
+                    Unlocked::CancelledRequest(_) | Unlocked::CancelledConvert => {
+                        self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Cancel),
+                        })
+                    }
+                    _ => {}
+                }
+                if removed {
+                    if let Some(meta) = self.own.remove(&cookie) {
+                        self.note_if_unused(now, meta.name);
+                    }
+                }
+                self.out.push(Output::Unlocked {
+                    cookie,
+                    status,
+                    removed,
+                    cancel,
+                });
+            }
+            Err(s) => self.out.push(Output::Unlocked {
+                cookie,
+                status: s,
+                removed: false,
+                cancel,
+            }),
+        }
+    }
+
+    /// The dlm thread's pass over a resource we master: shuffle, then hand out ASTs and BASTs.
+    fn kick(&mut self, now: u64, name: LockName) {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        let Role::Master(engine) = &mut res.role else {
+            return;
+        };
+        if engine.is_dirty() {
+            engine.shuffle();
+        }
+        if !engine.has_pending_deliveries() {
+            self.note_if_unused(now, name);
+            return;
+        }
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        engine.flush(&mut deliveries);
+        for d in deliveries.drain(..) {
+            let lock = d.lock();
+            if lock.node == me {
+                match d {
+                    Delivery::Ast { mode, lvb, .. } => self.out.push(Output::Done {
+                        cookie: lock.cookie,
+                        result: Ok(Grant { mode, lvb }),
+                    }),
+                    Delivery::Bast { blocked, .. } => self.out.push(Output::Bast {
+                        cookie: lock.cookie,
+                        blocked,
+                    }),
+                }
+            } else {
+                let msg = d.to_proxy_ast(me, name);
+                self.send(lock.node, DlmMessage::ProxyAst(msg), Sent::Notice);
+            }
+        }
+        self.deliveries = deliveries;
+        self.note_if_unused(now, name);
+    }
+
+    fn note_if_unused(&mut self, now: u64, name: LockName) {
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        if res.unused_since.is_none() && res.is_unused() {
+            res.unused_since = Some(now);
+            if let Role::Master(e) = &mut res.role {
+                e.shrink_if_idle();
+            }
+            let wait = if self.leaving {
+                0
+            } else {
+                self.cfg.purge_interval_ms
+            };
+            self.defer(now + wait, Deferred::Purge(name));
+        }
+    }
+
+    fn retry(&mut self, now: u64, cookie: u64) {
+        let Some(name) = self.own.get(&cookie).map(|m| m.name) else {
+            return;
+        };
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        let mut retry_ops = Vec::new();
+        res.waiting.retain(|op| {
+            if op.cookie() == cookie {
+                retry_ops.push(op.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for op in retry_ops {
+            self.run_op(now, op);
+        }
+    }
+
+    /// Parks `op` and runs it again after the kernel's retry delay.
+    fn retry_later(&mut self, now: u64, name: LockName, op: Op) {
+        let delay = if matches!(op, Op::Unlock { .. }) {
+            UNLOCK_RETRY_MS
+        } else {
+            LOCK_RETRY_MS
+        };
+        let cookie = op.cookie();
+        if let Some(res) = self.res.get_mut(&name) {
+            res.waiting.push(op);
+        }
+        // A parked op must not keep `run_op` from running it: it is taken out by `retry`.
+        self.defer(now + delay, Deferred::Retry(cookie));
+    }
+
+    // ----- mastery, requesting side -----
+
+    fn start_mastery(&mut self, now: u64, name: LockName) {
+        let me = self.cfg.node;
+        if let Some(mle) = self.mles.get(&name) {
+            // Another node is mastering it (BLOCK) or we already are: wait for the assert.
+            if mle.kind == MleKind::Block {
+                self.defer(
+                    now + self.cfg.mastery_timeout_ms,
+                    Deferred::MasteryTimeout(name),
+                );
+            }
+            return;
+        }
+        let mut mle = Mle::new(MleKind::Master, name, me, &self.domain_map);
+        mle.maybe.insert(me);
+        self.mles.insert(name, mle);
+        self.counts.mles_total[1] += 1;
+        self.asking.remove(&name);
+        self.ask_next(name);
+        self.defer(
+            now + self.cfg.mastery_timeout_ms,
+            Deferred::MasteryTimeout(name),
+        );
+        self.check_mastery(now, name);
+    }
+
+    /// Asks the lowest node that has not answered yet, unless one is being asked or the
+    /// master is known.
+    fn ask_next(&mut self, name: LockName) {
+        if self.asking.contains_key(&name) {
+            return;
+        }
+        let Some(mle) = self.mles.get(&name) else {
+            return;
+        };
+        if mle.kind != MleKind::Master || mle.master.is_some() {
+            return;
+        }
+        let next = mle.vote.iter().find(|&n| !mle.response.contains(n));
+        if let Some(n) = next {
+            self.asking.insert(name, n);
+            self.send_master_request(name, n);
+        }
+    }
+
+    fn send_master_request(&mut self, name: LockName, n: u8) {
+        let msg = MasterRequest {
+            node_idx: self.cfg.node,
+            flags: 0,
+            name,
+        };
+        self.send(
+            n,
+            DlmMessage::MasterRequest(msg),
+            Sent::MasterRequest(name, n),
+        );
+    }
+
+    fn master_request_reply(
+        &mut self,
+        now: u64,
+        name: LockName,
+        node: u8,
+        result: Result<i32, i32>,
+    ) {
+        if self.asking.get(&name) == Some(&node) {
+            self.asking.remove(&name);
+        }
+        let Some(mle) = self.mles.get_mut(&name) else {
+            return;
+        };
+        if mle.kind != MleKind::Master || !mle.node.contains(node) {
+            self.ask_next(name);
+            return;
+        }
+        match result {
+            Ok(v) => match MasterResponse::from_wire(v) {
+                Some(MasterResponse::Yes) => {
+                    mle.response.insert(node);
+                    mle.master = Some(node);
+                }
+                Some(MasterResponse::Maybe) => {
+                    mle.response.insert(node);
+                    mle.maybe.insert(node);
+                }
+                Some(MasterResponse::Error) => {
+                    self.asking.insert(name, node);
+                    self.defer(
+                        now + MASTER_REQUEST_RETRY_MS,
+                        Deferred::ResendMasterRequest(name, node),
+                    );
+                    return;
+                }
+                Some(MasterResponse::No) | None => mle.response.insert(node),
+            },
+            // A node going down is left out; heartbeat will say so.
+            Err(e) if is_host_down(e) => mle.response.insert(node),
+            Err(_) => {
+                self.asking.insert(name, node);
+                self.defer(
+                    now + MASTER_REQUEST_RETRY_MS,
+                    Deferred::ResendMasterRequest(name, node),
+                );
+                return;
+            }
+        }
+        self.ask_next(name);
+        self.check_mastery(now, name);
+    }
+
+    /// `dlm_wait_for_lock_mastery`'s decision once the votes are in: a node that said YES is
+    /// master; else the lowest node of the maybe map is, and if that is us we assert.
+    fn check_mastery(&mut self, now: u64, name: LockName) {
+        let me = self.cfg.node;
+        let Some(mle) = self.mles.get(&name) else {
+            return;
+        };
+        if mle.kind != MleKind::Master {
+            return;
+        }
+        // Told who the master is: done, whoever has not been asked yet.
+        if let Some(m) = mle.master {
+            self.mles.remove(&name);
+            self.asking.remove(&name);
+            self.set_owner(now, name, m);
+            return;
+        }
+        if mle.node.iter().any(|n| !mle.response.contains(n)) {
+            return;
+        }
+        let lowest = mle.maybe.iter().next().unwrap_or(me);
+        if lowest < me {
+            // A lower node is mastering too: its assert will come.
+            return;
+        }
+        let nodes = mle.node;
+        self.mles.remove(&name);
+        self.asking.remove(&name);
+        tracing::debug!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm: mastered resource");
+        self.set_owner(now, name, me);
+        for n in nodes.iter() {
+            self.send_assert(name, n, 0);
+        }
+    }
+
+    fn send_assert(&mut self, name: LockName, n: u8, flags: u32) {
+        let msg = AssertMaster {
+            node_idx: self.cfg.node,
+            flags,
+            name,
+        };
+        self.send(
+            n,
+            DlmMessage::AssertMaster(msg),
+            Sent::AssertMaster(name, n),
+        );
+    }
+
+    fn set_owner(&mut self, now: u64, name: LockName, owner: u8) {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        res.owner = Some(owner);
+        res.in_progress = false;
+        res.role = if owner == me {
+            Role::Master(LockResource::new(name))
+        } else {
+            Role::Remote(OwnLocks::new(me, name))
+        };
+        let ops = std::mem::take(&mut res.waiting);
+        for op in ops {
+            self.run_op(now, op);
+        }
+        self.note_if_unused(now, name);
+    }
+
+    fn mastery_timeout(&mut self, now: u64, name: LockName) {
+        let me = self.cfg.node;
+        let waiting = self
+            .res
+            .get(&name)
+            .is_some_and(|r| r.in_progress && r.owner.is_none());
+        if !waiting {
+            return;
+        }
+        // No assert came: ask everyone again, as a master (a BLOCK entry whose master
+        // never asserted turns into a MASTER one, as on the node's death).
+        let mut mle = Mle::new(MleKind::Master, name, me, &self.domain_map);
+        mle.maybe.insert(me);
+        self.mles.insert(name, mle);
+        self.asking.remove(&name);
+        self.ask_next(name);
+        self.defer(
+            now + self.cfg.mastery_timeout_ms,
+            Deferred::MasteryTimeout(name),
+        );
+        self.check_mastery(now, name);
+    }
+
+    // ----- purge and deref -----
+
+    fn purge(&mut self, now: u64, name: LockName) {
+        let interval = if self.leaving {
+            0
+        } else {
+            self.cfg.purge_interval_ms
+        };
+        let due = self
+            .res
+            .get(&name)
+            .is_some_and(|r| r.is_unused() && r.unused_since.is_some_and(|t| t + interval <= now));
+        if due {
+            self.drop_resource(now, name);
+        }
+    }
+
+    /// Frees an unused resource; a remote master is told first (`dlm_purge_lockres`).
+    fn drop_resource(&mut self, now: u64, name: LockName) {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        if res.dropping_ref {
+            return;
+        }
+        match res.owner {
+            Some(o) if o != me && !res.recovering && self.domain_map.contains(o) => {
+                res.dropping_ref = true;
+                let msg = DerefLockres { node_idx: me, name };
+                self.send(o, DlmMessage::DerefLockres(msg), Sent::Deref(name));
+            }
+            _ => {
+                self.res.remove(&name);
+                self.counts.purged += 1;
+            }
+        }
+        let _ = now;
+    }
+
+    fn deref_done(&mut self, now: u64, name: LockName) {
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        if !res.dropping_ref {
+            return;
+        }
+        let waiting = std::mem::take(&mut res.waiting);
+        self.res.remove(&name);
+        self.counts.purged += 1;
+        if !waiting.is_empty() {
+            // Requests made while the reference was being dropped look the resource up anew.
+            let mut res = Res::new();
+            res.in_progress = true;
+            res.waiting = waiting;
+            self.res.insert(name, res);
+            self.start_mastery(now, name);
+        }
+    }
+
+    // ----- send completions -----
+
+    fn send_done(&mut self, now: u64, token: u64, result: Result<i32, i32>) {
+        let Some(what) = self.sends.remove(&token) else {
+            return;
+        };
+        match what {
+            Sent::QueryJoin(_)
+            | Sent::QueryNodeinfo(_)
+            | Sent::QueryRegion(_)
+            | Sent::AssertJoined(_) => self.join_reply(now, what, result),
+            Sent::MasterRequest(name, n) => self.master_request_reply(now, name, n, result),
+            Sent::AssertMaster(name, n) => match result {
+                Ok(v) if v >= 0 => {
+                    if v & ASSERT_RESPONSE_MASTERY_REF != 0 {
+                        if let Some(r) = self.res.get_mut(&name) {
+                            if r.owner == Some(self.cfg.node) {
+                                r.refmap.insert(n);
+                                r.unused_since = None;
+                            }
+                        }
+                    }
+                    if v & ASSERT_RESPONSE_REASSERT != 0 {
+                        for m in self.others().collect::<Vec<_>>() {
+                            self.send_assert(name, m, 0);
+                        }
+                    }
+                }
+                Ok(v) => {
+                    tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, peer = n, "o2dlm: node {n} refused our assert of {name} with {v}");
+                }
+                Err(_) => {}
+            },
+            Sent::Create(cookie) => self.create_reply(now, cookie, result),
+            Sent::Convert(cookie) => self.convert_reply(now, cookie, result),
+            Sent::Unlock(cookie) => self.unlock_reply(now, cookie, result),
+            Sent::Deref(name) => match result {
+                Ok(1) => {} // DEREF_DONE follows
+                _ => self.deref_done(now, name),
+            },
+            Sent::Exit(n) => match result {
+                Err(e)
+                    if e != errno::ENOPROTOOPT && e != errno::ENOTCONN && self.live.contains(n) =>
+                {
+                    self.defer(now + DOMAIN_BACKOFF_MS, Deferred::ExitRetry(n));
+                }
+                _ => {
+                    self.exits_waiting.remove(n);
+                    self.finish_leave();
+                }
+            },
+            Sent::Notice => {}
+        }
+    }
+
+    /// The status a lock operation's send maps to: a node going down reads as
+    /// `DLM_RECOVERING` (retried) while it is still a member, else as the kernel's net-error
+    /// mapping.
+    fn reply_status(&self, owner: Option<u8>, result: Result<i32, i32>) -> DlmStatus {
+        match result {
+            Ok(v) => DlmStatus::from_wire(v).unwrap_or(DlmStatus::Badargs),
+            Err(e) if is_host_down(e) => {
+                if owner.is_some_and(|o| self.domain_map.contains(o)) {
+                    DlmStatus::Nolockmgr
+                } else {
+                    DlmStatus::Recovering
+                }
+            }
+            Err(e) => DlmStatus::from_send_error(e),
+        }
+    }
+
+    fn remote_parts(&mut self, cookie: u64) -> Option<(LockName, Option<u8>, &mut OwnLocks)> {
+        let name = self.own.get(&cookie)?.name;
+        let res = self.res.get_mut(&name)?;
+        let owner = res.owner;
+        match &mut res.role {
+            Role::Remote(own) => Some((name, owner, own)),
+            _ => None,
+        }
+    }
+
+    fn create_reply(&mut self, now: u64, cookie: u64, result: Result<i32, i32>) {
+        let owner = self.remote_parts(cookie).and_then(|p| p.1);
+        let status = self.reply_status(owner, result);
+        let Some((mode, flags)) = self.own.get(&cookie).map(|m| (m.mode, m.flags)) else {
+            return;
+        };
+        let Some((name, _, own)) = self.remote_parts(cookie) else {
+            return;
+        };
+        own.lock_reply(cookie, status);
+        let op = Op::Lock {
+            cookie,
+            mode,
+            flags,
+        };
+        match status {
+            DlmStatus::Normal => {
+                self.after_reply(now, cookie);
+                self.retry(now, cookie);
+            }
+            DlmStatus::Recovering
+            | DlmStatus::Migrating
+            | DlmStatus::Forward
+            | DlmStatus::Nolockmgr
+                if owner.is_some_and(|o| self.domain_map.contains(o)) =>
+            {
+                if self.own.get(&cookie).is_some_and(|m| m.cancel_wanted) {
+                    self.op_failed(now, &op, DlmStatus::Cancel);
+                    self.out.push(Output::Unlocked {
+                        cookie,
+                        status: DlmStatus::Normal,
+                        removed: true,
+                        cancel: true,
+                    });
+                } else {
+                    self.retry_later(now, name, op);
+                }
+            }
+            s => self.op_failed(now, &op, s),
+        }
+    }
+
+    fn convert_reply(&mut self, now: u64, cookie: u64, result: Result<i32, i32>) {
+        let owner = self.remote_parts(cookie).and_then(|p| p.1);
+        let status = self.reply_status(owner, result);
+        let Some((_, _, own)) = self.remote_parts(cookie) else {
+            return;
+        };
+        own.convert_reply(cookie, status);
+        if status == DlmStatus::Normal {
+            self.after_reply(now, cookie);
+            self.retry(now, cookie);
+        } else {
+            if let Some(m) = self.own.get_mut(&cookie) {
+                m.cancel_wanted = false;
+            }
+            self.out.push(Output::Done {
+                cookie,
+                result: Err(status),
+            });
+            self.retry(now, cookie);
+        }
+    }
+
+    /// The create/convert reply is in: tell an AST that came first, or send a cancel that
+    /// waited for the reply.
+    fn after_reply(&mut self, now: u64, cookie: u64) {
+        let Some(meta) = self.own.get_mut(&cookie) else {
+            return;
+        };
+        if let Some(g) = meta.stashed.take() {
+            meta.cancel_wanted = false;
+            self.out.push(Output::Done {
+                cookie,
+                result: Ok(g),
+            });
+        } else if meta.cancel_wanted {
+            meta.cancel_wanted = false;
+            self.run_op(
+                now,
+                Op::Unlock {
+                    cookie,
+                    flags: LkmFlags::CANCEL,
+                    lvb: [0; LVB_LEN],
+                },
+            );
+        }
+    }
+
+    fn unlock_reply(&mut self, now: u64, cookie: u64, result: Result<i32, i32>) {
+        let owner = self.remote_parts(cookie).and_then(|p| p.1);
+        let mut status = self.reply_status(owner, result);
+        // An unlock sent to a master that has left the domain is done (`dlmunlock_remote`).
+        if result.is_err() && status == DlmStatus::Recovering {
+            status = DlmStatus::Normal;
+        }
+        let Some((name, _, own)) = self.remote_parts(cookie) else {
+            return;
+        };
+        let Some(l) = own.get(cookie) else { return };
+        let was_cancel = l.pending == Some(PendingOp::Cancel);
+        let queue = l.queue;
+        let done = own.unlock_reply(cookie, status);
+        if matches!(
+            status,
+            DlmStatus::Recovering
+                | DlmStatus::Migrating
+                | DlmStatus::Forward
+                | DlmStatus::Nolockmgr
+        ) {
+            let flags = if was_cancel {
+                LkmFlags::CANCEL
+            } else {
+                LkmFlags::empty()
+            };
+            // The LVB write-back of a retried unlock is lost; the kernel keeps it in the lksb.
+            self.retry_later(
+                now,
+                name,
+                Op::Unlock {
+                    cookie,
+                    flags,
+                    lvb: [0; LVB_LEN],
+                },
+            );
+            return;
+        }
+        if was_cancel && status == DlmStatus::Normal && queue != crate::wire::QueueKind::Granted {
+            self.out.push(Output::Done {
+                cookie,
+                result: Err(DlmStatus::Cancel),
+            });
+        }
+        if done.removed {
+            self.own.remove(&cookie);
+            self.note_if_unused(now, name);
+        }
+        self.out.push(Output::Unlocked {
+            cookie,
+            status: done.status,
+            removed: done.removed,
+            cancel: was_cancel,
+        });
+        if !done.removed {
+            self.retry(now, cookie);
+        }
+    }
+
+    // ----- handlers -----
+
+    fn receive(&mut self, now: u64, from: u8, msg: DlmMessage) -> i32 {
+        let me = self.cfg.node;
+        match msg {
+            DlmMessage::QueryJoin(req) => self.answer_query_join(&req),
+            DlmMessage::AssertJoined(n) => {
+                let node = n.node_idx;
+                self.domain_map.insert(node);
+                self.exit_map.remove(node);
+                if self.joining_node == Some(node) {
+                    self.joining_node = None;
+                }
+                // Mastery in progress asks the newcomer too (`dlm_restart_lock_mastery`).
+                let names: Vec<LockName> = self
+                    .mles
+                    .iter()
+                    .filter(|(_, m)| m.kind == MleKind::Master && !m.node.contains(node))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for name in names {
+                    if let Some(m) = self.mles.get_mut(&name) {
+                        m.node.insert(node);
+                        m.vote.insert(node);
+                    }
+                    self.ask_next(name);
+                }
+                tracing::info!(node = me, domain = %self.cfg.name, peer = node, "o2dlm: node {node} joins domain {}", self.cfg.name);
+                0
+            }
+            DlmMessage::CancelJoin(n) => {
+                if self.joining_node == Some(n.node_idx) {
+                    self.joining_node = None;
+                }
+                0
+            }
+            DlmMessage::QueryRegion(qr) => {
+                let regions = self.cfg.regions.clone().unwrap_or_default();
+                join::check_query_region(
+                    Some(&self.join_state()),
+                    &qr,
+                    self.cfg.regions.is_some(),
+                    &regions,
+                )
+            }
+            DlmMessage::QueryNodeinfo(qn) => {
+                join::check_query_nodeinfo(Some(&self.join_state()), &qn, &self.cfg.nodes)
+            }
+            DlmMessage::BeginExitDomain(e) => {
+                self.exit_map.insert(e.node_idx);
+                0
+            }
+            DlmMessage::ExitDomain(e) => {
+                self.member_gone(now, e.node_idx, false);
+                0
+            }
+            DlmMessage::MasterRequest(req) => self.handle_master_request(now, req),
+            DlmMessage::AssertMaster(a) => self.handle_assert(now, a),
+            DlmMessage::CreateLock(c) => self.handle_create(now, c),
+            DlmMessage::ConvertLock(c) => self.handle_convert(now, c),
+            DlmMessage::UnlockLock(u) => self.handle_unlock(now, u),
+            DlmMessage::ProxyAst(p) => self.handle_proxy_ast(now, p),
+            DlmMessage::DerefLockres(d) => {
+                let Some(res) = self.res.get_mut(&d.name) else {
+                    return errno::EINVAL;
+                };
+                if res.owner != Some(me) || !res.refmap.contains(d.node_idx) {
+                    return errno::EINVAL;
+                }
+                res.refmap.remove(d.node_idx);
+                self.note_if_unused(now, d.name);
+                0
+            }
+            DlmMessage::DerefLockresDone(d) => {
+                self.deref_done(now, d.name);
+                0
+            }
+            // Migration and recovery messages belong to the next issue.
+            other => {
+                tracing::warn!(node = me, domain = %self.cfg.name, peer = from, "o2dlm: {} from node {from} not handled yet", other.msg_type());
+                errno::EINVAL
+            }
+        }
+    }
+
+    fn handle_master_request(&mut self, now: u64, req: MasterRequest) -> i32 {
+        let me = self.cfg.node;
+        let joined = self.state == DomainState::Joined || self.state == DomainState::InShutdown;
+        // A resource whose reference is being dropped counts as absent here.
+        let res = self
+            .res
+            .get(&req.name)
+            .filter(|r| !r.dropping_ref)
+            .map(Res::mastery);
+        let answer = match mastery::answer_master_request(
+            me,
+            joined,
+            &self.domain_map,
+            req.node_idx,
+            req.name,
+            res.as_ref(),
+            self.mles.get_mut(&req.name),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(node = me, domain = %self.cfg.name, "o2dlm: {e}");
+                return MasterResponse::Error as i32;
+            }
+        };
+        if answer.set_refmap {
+            if let Some(r) = self.res.get_mut(&req.name) {
+                r.refmap.insert(req.node_idx);
+                r.unused_since = None;
+            }
+        }
+        if let Some(mle) = answer.new_mle {
+            self.mles.insert(req.name, mle);
+            self.counts.mles_total[0] += 1;
+        }
+        if answer.dispatch_assert {
+            for n in self.others().collect::<Vec<_>>() {
+                self.send_assert(req.name, n, ASSERT_MASTER_MLE_CLEANUP);
+            }
+        }
+        let _ = now;
+        answer.response as i32
+    }
+
+    fn handle_assert(&mut self, now: u64, a: AssertMaster) -> i32 {
+        let me = self.cfg.node;
+        let res = self
+            .res
+            .get(&a.name)
+            .filter(|r| !r.dropping_ref)
+            .map(Res::mastery);
+        let answer =
+            match mastery::answer_assert_master(me, &a, res.as_ref(), self.mles.get(&a.name)) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(node = me, domain = %self.cfg.name, "o2dlm: {e}");
+                    return errno::EINVAL;
+                }
+            };
+        if answer.finish_mle {
+            self.mles.remove(&a.name);
+            self.asking.remove(&a.name);
+        }
+        if let Some(owner) = answer.set_owner {
+            let unresolved = self
+                .res
+                .get(&a.name)
+                .is_some_and(|r| r.owner.is_none() && r.in_progress);
+            if unresolved {
+                self.set_owner(now, a.name, owner);
+            }
+        }
+        answer.reply
+    }
+
+    /// The master's lookup for create/convert/unlock: the resource must be ours and settled.
+    fn master_engine(&mut self, name: &LockName) -> Result<&mut LockResource, DlmStatus> {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(name) else {
+            return Err(DlmStatus::Ivlockid);
+        };
+        if res.recovering {
+            return Err(DlmStatus::Recovering);
+        }
+        if res.in_progress {
+            return Err(DlmStatus::Forward);
+        }
+        if res.owner != Some(me) {
+            return Err(DlmStatus::Forward);
+        }
+        match &mut res.role {
+            Role::Master(e) => {
+                res.unused_since = None;
+                Ok(e)
+            }
+            _ => Err(DlmStatus::Forward),
+        }
+    }
+
+    fn handle_create(&mut self, now: u64, c: CreateLock) -> i32 {
+        if self.state != DomainState::Joined && self.state != DomainState::InShutdown {
+            return DlmStatus::Rejected.to_wire();
+        }
+        let engine = match self.master_engine(&c.name) {
+            Ok(e) => e,
+            Err(DlmStatus::Ivlockid) => return DlmStatus::Ivlockid.to_wire(),
+            Err(s) => return s.to_wire(),
+        };
+        let id = LockId {
+            node: c.node_idx,
+            cookie: c.cookie,
+        };
+        let status = match engine.request(id, c.requested_type, c.flags) {
+            Ok(_) => DlmStatus::Normal,
+            Err(s) => s,
+        };
+        self.kick(now, c.name);
+        status.to_wire()
+    }
+
+    fn handle_convert(&mut self, now: u64, c: ConvertLock) -> i32 {
+        let engine = match self.master_engine(&c.name) {
+            Ok(e) => e,
+            Err(s) => return s.to_wire(),
+        };
+        let id = LockId {
+            node: c.node_idx,
+            cookie: c.cookie,
+        };
+        if engine
+            .find(id)
+            .is_none_or(|(q, _)| q != crate::wire::QueueKind::Granted)
+        {
+            return DlmStatus::Ivlockid.to_wire();
+        }
+        let status = match engine.convert(id, c.requested_type, c.flags, c.lvb.as_ref()) {
+            Ok(_) => DlmStatus::Normal,
+            Err(s) => s,
+        };
+        self.kick(now, c.name);
+        status.to_wire()
+    }
+
+    fn handle_unlock(&mut self, now: u64, u: UnlockLock) -> i32 {
+        if u.flags.contains(LkmFlags::GET_LVB)
+            || u.flags.contains(LkmFlags::PUT_LVB | LkmFlags::CANCEL)
+        {
+            return DlmStatus::Badargs.to_wire();
+        }
+        let engine = match self.master_engine(&u.name) {
+            Ok(e) => e,
+            Err(DlmStatus::Ivlockid) => return DlmStatus::Forward.to_wire(),
+            Err(s) => return s.to_wire(),
+        };
+        let id = LockId {
+            node: u.node_idx,
+            cookie: u.cookie,
+        };
+        // The requester's PUT_LVB is the VALBLK of its unlock.
+        let mut flags = u.flags;
+        if flags.contains(LkmFlags::PUT_LVB) {
+            flags |= LkmFlags::VALBLK;
+        }
+        let status = match engine.unlock(id, flags, u.lvb.as_ref()) {
+            Ok(x) => x.status(),
+            Err(s) => s,
+        };
+        self.kick(now, u.name);
+        status.to_wire()
+    }
+
+    fn handle_proxy_ast(&mut self, now: u64, p: crate::wire::ProxyAst) -> i32 {
+        let Some(res) = self.res.get_mut(&p.name) else {
+            return DlmStatus::Ivlockid.to_wire();
+        };
+        if res.recovering {
+            return DlmStatus::Recovering.to_wire();
+        }
+        let Role::Remote(own) = &mut res.role else {
+            return DlmStatus::Normal.to_wire();
+        };
+        let pending = own.get(p.cookie).and_then(|l| l.pending);
+        let (status, notice) = own.proxy_ast(&p);
+        match notice {
+            Some(Notice::Ast { cookie, mode, lvb }) => {
+                let g = Grant { mode, lvb };
+                if matches!(pending, Some(PendingOp::Lock | PendingOp::Convert)) {
+                    if let Some(m) = self.own.get_mut(&cookie) {
+                        m.stashed = Some(g);
+                    }
+                } else {
+                    self.out.push(Output::Done {
+                        cookie,
+                        result: Ok(g),
+                    });
+                }
+            }
+            Some(Notice::Bast { cookie, blocked }) => {
+                self.out.push(Output::Bast { cookie, blocked })
+            }
+            None => {}
+        }
+        let _ = now;
+        status.to_wire()
+    }
+
+    // ----- node death and exit -----
+
+    fn node_down(&mut self, now: u64, node: u8) {
+        self.live.remove(node);
+        if let Some(j) = self.join.as_mut() {
+            if j.waiting.contains(node) {
+                j.waiting.remove(node);
+                j.retry = j.phase == JoinPhase::Query || j.retry;
+                self.join_advance(now);
+            }
+        }
+        if self.domain_map.contains(node) {
+            self.member_gone(now, node, true);
+        }
+        if self.exits_waiting.contains(node) {
+            self.exits_waiting.remove(node);
+            self.finish_leave();
+        }
+    }
+
+    /// A member left (cleanly, or by dying): its locks on resources we master go, resources
+    /// it mastered are marked RECOVERING, mastery in progress stops waiting for it.
+    fn member_gone(&mut self, now: u64, node: u8, died: bool) {
+        let me = self.cfg.node;
+        self.domain_map.remove(node);
+        self.exit_map.remove(node);
+        if self.joining_node == Some(node) {
+            self.joining_node = None;
+        }
+        let names: Vec<LockName> = self.res.keys().copied().collect();
+        for name in names {
+            let Some(res) = self.res.get_mut(&name) else {
+                continue;
+            };
+            res.refmap.remove(node);
+            match res.owner {
+                Some(o) if o == me => {
+                    if let Role::Master(engine) = &mut res.role {
+                        let removed = engine.remove_node_locks(node);
+                        if removed.held_ex {
+                            engine.invalidate_lvb();
+                        }
+                    }
+                    self.kick(now, name);
+                }
+                Some(o) if o == node => {
+                    if res.dropping_ref {
+                        self.deref_done(now, name);
+                        continue;
+                    }
+                    if died {
+                        tracing::warn!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm: master {node} of {name} died; resource awaits recovery");
+                        res.recovering = true;
+                        let ops = std::mem::take(&mut res.waiting);
+                        for op in ops {
+                            self.op_failed(now, &op, DlmStatus::Recovering);
+                        }
+                        self.fail_pending_remote(now, name);
+                    } else {
+                        // A node that left cleanly had no one's reference left.
+                        self.res.remove(&name);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Mastery in progress no longer waits for the node.
+        let names: Vec<LockName> = self.mles.keys().copied().collect();
+        for name in names {
+            let Some(mle) = self.mles.get_mut(&name) else {
+                continue;
+            };
+            mle.node.remove(node);
+            mle.vote.remove(node);
+            mle.response.remove(node);
+            mle.maybe.remove(node);
+            if mle.master == Some(node) {
+                mle.master = None;
+            }
+            if self.asking.get(&name) == Some(&node) {
+                self.asking.remove(&name);
+            }
+            match mle.kind {
+                MleKind::Master => {
+                    self.ask_next(name);
+                    self.check_mastery(now, name);
+                }
+                MleKind::Block | MleKind::Migration => {
+                    let waiting = self.res.get(&name).is_some_and(|r| r.in_progress);
+                    let blocked_on_dead = self.mles.get(&name).is_some_and(|m| m.maybe.is_empty());
+                    if blocked_on_dead {
+                        self.mles.remove(&name);
+                        if waiting {
+                            self.mastery_timeout(now, name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remote operations waiting for a reply from a dead master end with DLM_RECOVERING.
+    fn fail_pending_remote(&mut self, now: u64, name: LockName) {
+        let Some(Role::Remote(own)) = self.res.get(&name).map(|r| &r.role) else {
+            return;
+        };
+        let pending: Vec<(u64, PendingOp)> = own
+            .locks()
+            .filter_map(|l| l.pending.map(|p| (l.cookie, p)))
+            .collect();
+        for (cookie, p) in pending {
+            let op = match p {
+                PendingOp::Lock => Op::Lock {
+                    cookie,
+                    mode: LockMode::Nl,
+                    flags: LkmFlags::empty(),
+                },
+                PendingOp::Convert => Op::Convert {
+                    cookie,
+                    mode: LockMode::Nl,
+                    flags: LkmFlags::empty(),
+                    lvb: [0; LVB_LEN],
+                },
+                PendingOp::Unlock | PendingOp::Cancel => Op::Unlock {
+                    cookie,
+                    flags: LkmFlags::empty(),
+                    lvb: [0; LVB_LEN],
+                },
+            };
+            if let Some(Role::Remote(own)) = self.res.get_mut(&name).map(|r| &mut r.role) {
+                match p {
+                    PendingOp::Lock => {
+                        own.lock_reply(cookie, DlmStatus::Recovering);
+                    }
+                    PendingOp::Convert => {
+                        own.convert_reply(cookie, DlmStatus::Recovering);
+                    }
+                    _ => {}
+                }
+            }
+            self.op_failed(now, &op, DlmStatus::Recovering);
+        }
+    }
+
+    // ----- dumps -----
+
+    /// The domain's `locking_state` (one record per resource, the kernel's debugfs format).
+    pub fn write_locking_state<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut names: Vec<&LockName> = self.res.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(res) = self.res.get(name) else {
+                continue;
+            };
+            let info = crate::debug::LockresDebug {
+                owner: res.owner.unwrap_or(crate::wire::NODE_UNKNOWN),
+                state: res.state_bits(),
+                last_used: res.unused_since.map_or(0, |t| t as i64),
+                on_purge_list: res.unused_since.is_some(),
+                refs: 1,
+                refmap: res.refmap,
+                ..Default::default()
+            };
+            match &res.role {
+                Role::Master(e) => crate::debug::write_locking_state(w, e, &info)?,
+                Role::Remote(own) => {
+                    crate::debug::write_locking_state_secondary(w, name, own, &info)?
+                }
+                Role::Unknown => {
+                    let empty = OwnLocks::new(self.cfg.node, *name);
+                    crate::debug::write_locking_state_secondary(w, name, &empty, &info)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The domain's `mle_state`.
+    pub fn write_mle_state<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut names: Vec<&LockName> = self.mles.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(m) = self.mles.get(name) else {
+                continue;
+            };
+            let d = crate::debug::MleDebug {
+                name: m.name,
+                kind: m.kind,
+                master: m.master.unwrap_or(crate::wire::NODE_UNKNOWN),
+                new_master: m.new_master.unwrap_or(crate::wire::NODE_UNKNOWN),
+                hb_events: true,
+                in_use: true,
+                refs: 1,
+                maybe: m.maybe,
+                vote: m.vote,
+                response: m.response,
+                node: m.node,
+            };
+            crate::debug::write_mle_state(w, &d)?;
+        }
+        Ok(())
+    }
+
+    /// The domain's `dlm_state`.
+    pub fn write_dlm_state<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let count = |k: MleKind| self.mles.values().filter(|m| m.kind == k).count() as u32;
+        let d = crate::debug::DomainDebug {
+            name: self.cfg.name.to_string(),
+            key: self.key,
+            dlm_proto: self.dlm_proto,
+            thread_pid: 0,
+            node: self.cfg.node,
+            state: self.state,
+            num_joins: self.num_joins,
+            joining_node: self.joining_node.unwrap_or(crate::wire::NODE_UNKNOWN),
+            domain_map: self.domain_map,
+            exit_domain_map: self.exit_map,
+            live_map: self.live,
+            resources: (self.res.len() as u32, self.counts.resources_total),
+            blocking_mles: (count(MleKind::Block), self.counts.mles_total[0]),
+            mastery_mles: (count(MleKind::Master), self.counts.mles_total[1]),
+            migration_mles: (count(MleKind::Migration), self.counts.mles_total[2]),
+            dirty_list_used: false,
+            purge_list_used: self.res.values().any(|r| r.unused_since.is_some()),
+            pending_asts: false,
+            pending_basts: false,
+            purge_count: self
+                .res
+                .values()
+                .filter(|r| r.unused_since.is_some())
+                .count() as u32,
+            refs: 1,
+            dead_node: crate::wire::NODE_UNKNOWN,
+            recovery_pid: 0,
+            recovery_master: crate::wire::NODE_UNKNOWN,
+            recovery_active: false,
+            recovery_map: NodeMap::new(),
+            recovery_nodes: Vec::new(),
+        };
+        crate::debug::write_dlm_state(w, &d)
+    }
+}
