@@ -47,8 +47,11 @@ fi
 work=$(mktemp -d "$out/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-# apt's download sandbox user cannot write here; the warning about it is harmless.
-apt-get download "${pkgs[@]}" 2>&1 | grep -v "unsandboxed" >&2 || true
+# apt's download sandbox user cannot write here; the warning about it is harmless. Package
+# lists older than the archive name versions it no longer has: refresh them once and retry.
+download() { apt-get download "${pkgs[@]}" 2>&1 | grep -v "unsandboxed" >&2 || true; }
+download
+if ! ls ./*.deb 2>/dev/null | grep -q .; then apt-get update -qq; download; fi
 for p in "${pkgs[@]}"; do
     ls ./"${p}"_*.deb >/dev/null 2>&1 || { echo "build.sh: download of $p failed" >&2; exit 1; }
 done
