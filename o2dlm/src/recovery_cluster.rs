@@ -77,6 +77,10 @@ struct Original {
     lvb: Lvb,
     /// Nodes holding EX (granted, or converting from EX).
     ex_holders: BTreeSet<u8>,
+    /// Nodes holding PR or EX (granted or converting): their status blocks have the LVB.
+    readers: BTreeSet<u8>,
+    /// Nodes holding or waiting for EX: a grant during the run makes them EX holders.
+    ex_wanters: BTreeSet<u8>,
 }
 
 /// The cluster. See the module documentation.
@@ -86,6 +90,10 @@ pub struct RecoCluster {
     domain: DomainName,
     nodes: BTreeMap<u8, RecoNode>,
     killed: BTreeSet<u8>,
+    /// Every node killed at some point, rejoined or not.
+    ever_killed: BTreeSet<u8>,
+    /// When each restarted node joined again: each death is its own recovery.
+    rejoined: Vec<(u64, u8)>,
     events: BTreeMap<(u64, u64), Event>,
     seq: u64,
     latency_ms: u64,
@@ -126,6 +134,8 @@ impl RecoCluster {
             domain,
             nodes,
             killed: BTreeSet::new(),
+            ever_killed: BTreeSet::new(),
+            rejoined: Vec::new(),
             events: BTreeMap::new(),
             seq: 0,
             latency_ms,
@@ -165,6 +175,8 @@ impl RecoCluster {
         let mut refmap = NodeMap::new();
         let mut own: BTreeMap<u8, Vec<(MigratableLock, Lvb)>> = BTreeMap::new();
         let mut ex_holders = BTreeSet::new();
+        let mut readers = BTreeSet::new();
+        let mut ex_wanters = BTreeSet::new();
         let zero = [0; LVB_LEN];
         for (i, &(node, mode, list, convert_type)) in locks.iter().enumerate() {
             let ml = MigratableLock {
@@ -190,6 +202,12 @@ impl RecoCluster {
                 ex_holders.insert(node);
             }
             let holds = list != QueueKind::Blocked && mode >= LockMode::Pr;
+            if holds {
+                readers.insert(node);
+            }
+            if mode == LockMode::Ex || convert_type == Some(LockMode::Ex) {
+                ex_wanters.insert(node);
+            }
             own.entry(node)
                 .or_default()
                 .push((ml, if holds { lvb } else { zero }));
@@ -207,6 +225,8 @@ impl RecoCluster {
                 master,
                 lvb,
                 ex_holders,
+                readers,
+                ex_wanters,
             },
         );
         if let Some(n) = self.nodes.get_mut(&master) {
@@ -234,6 +254,7 @@ impl RecoCluster {
             return;
         }
         self.killed.insert(node);
+        self.ever_killed.insert(node);
         if self.lock_holder == Some(node) {
             self.lock_holder = None;
         }
@@ -274,6 +295,7 @@ impl RecoCluster {
             return false;
         }
         self.killed.remove(&node);
+        self.rejoined.push((self.now, node));
         let mut map = NodeMap::new();
         map.insert(node);
         for (&n, rn) in self.nodes.iter_mut() {
@@ -474,6 +496,40 @@ impl RecoCluster {
         );
     }
 
+    /// What each live node holds of resource `name`, for failure reports.
+    pub fn describe(&self, name: &LockName) -> String {
+        let mut s = String::new();
+        if let Some(o) = self.originals.get(name) {
+            s += &format!(
+                "{name}: first master {}, lvb[0] {}, EX holders {:?}\n",
+                o.master, o.lvb[0], o.ex_holders
+            );
+        }
+        for (n, node) in &self.nodes {
+            if let Some(r) = node.store.get(name) {
+                s += &format!(
+                    "  node {n}: owner {:?} recovering {} own {:?}\n",
+                    r.owner,
+                    r.recovering,
+                    r.own
+                        .iter()
+                        .map(|(m, l)| (m.node, m.type_, m.list, l[0]))
+                        .collect::<Vec<_>>()
+                );
+                if let Some(e) = &r.engine {
+                    s += &format!(
+                        "    queues {:?} lvb[0] {}\n",
+                        e.locks()
+                            .map(|(q, l)| (l.id.node, l.mode, q))
+                            .collect::<Vec<_>>(),
+                        e.lvb()[0]
+                    );
+                }
+            }
+        }
+        s
+    }
+
     /// Judges the end state; each string is one violation.
     pub fn check(&self) -> Vec<String> {
         let mut bad = Vec::new();
@@ -492,16 +548,21 @@ impl RecoCluster {
         for name in &names {
             self.check_resource(name, &mut bad);
         }
-        // One recovery master finishing each death.
-        let mut finished: BTreeMap<u8, BTreeSet<u8>> = BTreeMap::new();
-        for (_, n, e) in &self.log {
-            if let RecoEvent::Finished { dead, master, .. } = *e {
-                if master == *n {
-                    finished.entry(dead).or_default().insert(master);
+        // One recovery master finishing each death (a restarted node dies anew).
+        let mut finished: BTreeMap<(u8, usize), BTreeSet<u8>> = BTreeMap::new();
+        for &(t, n, e) in &self.log {
+            if let RecoEvent::Finished { dead, master, .. } = e {
+                if master == n {
+                    let life = self
+                        .rejoined
+                        .iter()
+                        .filter(|&&(at, r)| r == dead && at <= t)
+                        .count();
+                    finished.entry((dead, life)).or_default().insert(master);
                 }
             }
         }
-        for (dead, masters) in &finished {
+        for ((dead, _), masters) in &finished {
             let alive_masters: Vec<u8> = masters
                 .iter()
                 .copied()
@@ -606,8 +667,8 @@ impl RecoCluster {
         }
         // Value block: zeroed if a dead node held EX, else what it was.
         if let Some(orig) = self.originals.get(name) {
-            let ex_died = orig.ex_holders.iter().any(|h| !self.nodes.contains_key(h));
-            let master_died = !self.nodes.contains_key(&orig.master);
+            let ex_died = orig.ex_holders.iter().any(|h| self.ever_killed.contains(h));
+            let master_died = self.ever_killed.contains(&orig.master);
             let expect_zero = ex_died;
             let lvb = engine.lvb();
             if expect_zero && lvb.iter().any(|&b| b != 0) {
@@ -616,10 +677,9 @@ impl RecoCluster {
                 ));
             }
             // A master's death loses the value block unless a survivor held PR/EX on it.
-            let survivor_read = engine
-                .locks()
-                .any(|(q, l)| q != QueueKind::Blocked && l.mode >= LockMode::Pr);
-            let keep_expected = !expect_zero && (!master_died || survivor_read);
+            let survivor_read = orig.readers.iter().any(|r| !self.ever_killed.contains(r));
+            let ex_may_have_died = orig.ex_wanters.iter().any(|h| self.ever_killed.contains(h));
+            let keep_expected = !ex_may_have_died && (!master_died || survivor_read);
             if keep_expected && *lvb != orig.lvb {
                 bad.push(format!(
                     "{name}: value block changed on master {master} though no EX holder died"
