@@ -23,6 +23,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod disk;
+pub mod dlm_check;
+pub mod dlm_sim;
 pub mod error;
 pub mod events;
 pub mod faults;

@@ -1,0 +1,141 @@
+//! The lock checkers of the DLM simulation, judged from what the API callers see:
+//!
+//! - mutual exclusion: no two locks on one name are held in incompatible modes at the same
+//!   time (a holder holds from its grant until it asks to release or down-convert);
+//! - value blocks: a grant that reads the value block under PR or EX sees the value the last
+//!   EX holder wrote back (no node dies here, so nothing is ever invalidated), or zeros if
+//!   the master has purged the idle resource since: as in the kernel, the value block lives
+//!   in the master's resource and goes with it;
+//! - progress is judged by the run itself (every request finishes after faults heal).
+
+use std::collections::BTreeMap;
+
+use o2dlm::wire::{LockMode, LockName, Lvb, LVB_LEN};
+
+/// What the checker is shown.
+#[derive(Debug, Clone)]
+pub enum LockEvent {
+    Requested {
+        at: u64,
+        node: u8,
+        cookie: u64,
+    },
+    /// A grant (new lock or conversion); `lvb` if the grant read the value block.
+    Granted {
+        at: u64,
+        node: u8,
+        cookie: u64,
+        name: LockName,
+        mode: LockMode,
+        lvb: Option<Lvb>,
+    },
+    /// The holder lets go (`now_mode: None`) or down-converts; `wrote` is the value block an
+    /// EX holder writes back.
+    Released {
+        at: u64,
+        node: u8,
+        cookie: u64,
+        name: LockName,
+        now_mode: Option<LockMode>,
+        wrote: Option<Lvb>,
+    },
+    /// The master freed the idle resource, and its value block with it.
+    Purged {
+        at: u64,
+        name: LockName,
+    },
+}
+
+#[derive(Debug, Default)]
+struct NameState {
+    holders: BTreeMap<(u8, u64), LockMode>,
+    last_written: Option<Lvb>,
+}
+
+/// Mutual exclusion and value-block checker. See the module documentation.
+#[derive(Debug, Default)]
+pub struct LockChecker {
+    names: BTreeMap<LockName, NameState>,
+    violations: Vec<String>,
+}
+
+impl LockChecker {
+    /// Judges one event.
+    pub fn see(&mut self, ev: LockEvent) {
+        match ev {
+            LockEvent::Requested { .. } => {}
+            LockEvent::Purged { at, name } => {
+                let st = self.names.entry(name).or_default();
+                if let Some((&(n, k), m)) = st.holders.iter().next() {
+                    self.violations.push(format!(
+                        "purge: at {at} ms the master freed {name} while node {n} holds {m} ({k:#x})"
+                    ));
+                }
+                st.last_written = None;
+            }
+            LockEvent::Granted {
+                at,
+                node,
+                cookie,
+                name,
+                mode,
+                lvb,
+            } => {
+                let st = self.names.entry(name).or_default();
+                for (&(n, k), &m) in &st.holders {
+                    if (n, k) != (node, cookie) && !LockMode::compatible(m, mode) {
+                        self.violations.push(format!(
+                            "mutual exclusion: at {at} ms node {node} was granted {mode} on {name} ({cookie:#x}) while node {n} holds {m} ({k:#x})"
+                        ));
+                    }
+                }
+                st.holders.insert((node, cookie), mode);
+                if let Some(v) = lvb {
+                    if mode != LockMode::Nl {
+                        let want = st.last_written.unwrap_or([0; LVB_LEN]);
+                        if v != want {
+                            self.violations.push(format!(
+                                "value block: at {at} ms node {node} read {} on {name} under {mode}; the last EX holder wrote {}",
+                                value_of(&v),
+                                value_of(&want)
+                            ));
+                        }
+                    }
+                }
+            }
+            LockEvent::Released {
+                node,
+                cookie,
+                name,
+                now_mode,
+                wrote,
+                ..
+            } => {
+                let st = self.names.entry(name).or_default();
+                match now_mode {
+                    Some(m) => {
+                        st.holders.insert((node, cookie), m);
+                    }
+                    None => {
+                        st.holders.remove(&(node, cookie));
+                    }
+                }
+                if let Some(v) = wrote {
+                    st.last_written = Some(v);
+                }
+            }
+        }
+    }
+
+    /// Everything found so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.clone()
+    }
+}
+
+/// The value the simulation's writers put in the first 8 bytes.
+fn value_of(lvb: &Lvb) -> String {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&lvb[..8]);
+    format!("value {}", u64::from_be_bytes(b))
+}
