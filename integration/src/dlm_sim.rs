@@ -241,13 +241,20 @@ impl DlmSim {
         if self.cfg.faults {
             self.draw_faults();
         }
-        let stop = 1000 + self.cfg.duration_ms;
-        let end = stop + self.cfg.settle_bound_ms;
+        // The workload runs for `duration_ms` once every node has joined (joins that collide
+        // back off and retry, longer under delay spikes); a join must finish within a minute.
+        const JOIN_BOUND_MS: u64 = 60_000;
+        let mut stop = u64::MAX;
+        let mut end = JOIN_BOUND_MS;
         while let Some(Reverse((at, _, slot))) = self.agenda.pop() {
             if at > end || !self.out.violations.is_empty() {
                 break;
             }
             self.now = at;
+            if stop == u64::MAX && self.nodes.iter().all(|n| n.joined) {
+                stop = at + self.cfg.duration_ms;
+                end = stop + self.cfg.settle_bound_ms;
+            }
             if !self.stopping && at >= stop {
                 self.stopping = true;
                 self.spikes.clear();
@@ -258,6 +265,14 @@ impl DlmSim {
             };
             self.free.push(slot);
             self.step(ev);
+        }
+        if stop == u64::MAX {
+            let missing: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes.get(i).is_some_and(|n| !n.joined))
+                .collect();
+            self.out.violations.push(format!(
+                "progress: nodes {missing:?} had not joined after {JOIN_BOUND_MS} ms"
+            ));
         }
         // Every request finished; every client is idle or holding (and was told to let go).
         for (i, node) in self.nodes.iter().enumerate() {
@@ -281,6 +296,7 @@ impl DlmSim {
 
     fn draw_faults(&mut self) {
         let n = self.cfg.nodes;
+        // Joins take about a second; faults strike during joins and the workload alike.
         let horizon = 1000 + self.cfg.duration_ms;
         for _ in 0..(self.cfg.duration_ms / 400).max(1) {
             let from = self.rng.gen_range(0..n);
@@ -465,7 +481,7 @@ impl DlmSim {
                     nd.joined = true;
                 }
                 for c in 0..self.cfg.clients_per_node {
-                    let at = self.now + 1000u64.saturating_sub(self.now).min(1000) + c as u64;
+                    let at = self.now + c as u64;
                     self.wake(n, c, at);
                 }
             }
