@@ -18,6 +18,9 @@ use std::time::Duration;
 /// Linux errno for an I/O error.
 pub const EIO: i32 = 5;
 
+/// Where in a written block corruption strikes.
+const CORRUPT_AT: usize = 40;
+
 /// Service time of one I/O on a healthy path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskParams {
@@ -75,6 +78,8 @@ struct Io {
     region: RegionId,
     tag: u64,
     kind: IoKind,
+    /// A write that lands with one byte flipped (decided when it is scheduled).
+    corrupt: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +87,8 @@ struct Path {
     last_done: SimTime,
     stalled: bool,
     slow: u32,
+    /// Chance, in thousandths, that a write lands corrupted.
+    corrupt_permille: u32,
     held: VecDeque<u64>,
 }
 
@@ -167,6 +174,7 @@ impl SimDisk {
             region: req.region,
             tag: req.tag,
             kind: req.kind,
+            corrupt: false,
         };
         self.enqueue(now, io, agenda, rng);
     }
@@ -198,6 +206,15 @@ impl SimDisk {
         let Some(p) = self.paths.get_mut(pi) else {
             return;
         };
+        if p.corrupt_permille > 0 {
+            if let Some(io) = self
+                .ios
+                .get_mut(&id)
+                .filter(|io| matches!(io.kind, IoKind::Write { .. }))
+            {
+                io.corrupt = rng.below(1000) < u64::from(p.corrupt_permille);
+            }
+        }
         let at = (now + service * p.slow).max(p.last_done);
         p.last_done = at;
         agenda.push(at, Event::DiskDone { io: id });
@@ -223,6 +240,15 @@ impl SimDisk {
             for id in held {
                 self.schedule(now, pi, id, agenda, rng);
             }
+        }
+    }
+
+    /// Makes `permille` thousandths of `node`'s writes on `region` land with a
+    /// flipped byte, as a torn or rotten sector would (0 = healthy).
+    pub fn set_corrupt(&mut self, node: NodeId, region: RegionId, permille: u32) {
+        let pi = self.path_index(node, region);
+        if let Some(p) = self.paths.get_mut(pi) {
+            p.corrupt_permille = permille.min(1000);
         }
     }
 
@@ -277,7 +303,15 @@ impl SimDisk {
                 let landed = match region_data {
                     Some(d) => match range(offset, data.len(), d.len()) {
                         Some(r) => {
+                            let start = r.start;
                             d[r].copy_from_slice(&data);
+                            if io.corrupt {
+                                // A byte past the block's fields: the checksum no longer matches.
+                                let at = start + CORRUPT_AT.min(data.len().saturating_sub(1));
+                                if let Some(b) = d.get_mut(at) {
+                                    *b ^= 0x5a;
+                                }
+                            }
                             true
                         }
                         None => false,
@@ -445,6 +479,21 @@ mod tests {
             done[1].0 >= SimTime::from_millis(500),
             "x1000 of at least 0.5 ms"
         );
+    }
+
+    #[test]
+    fn corrupted_writes_land_with_one_byte_flipped() {
+        let mut r = Rig::new(1);
+        r.d.set_corrupt(0, 0, 1000);
+        r.write(SimTime::ZERO, 0, 512, 7);
+        r.drain();
+        let block = &r.d.contents(0)[512..1024];
+        assert_eq!(block.iter().filter(|b| **b != 7).count(), 1);
+        assert_eq!(block[CORRUPT_AT], 7 ^ 0x5a);
+        r.d.set_corrupt(0, 0, 0);
+        r.write(SimTime::from_secs(1), 0, 512, 7);
+        r.drain();
+        assert!(r.d.contents(0)[512..1024].iter().all(|b| *b == 7));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum FaultKind {
     Stall,
     /// One node's heartbeat I/O becomes slow.
     Slow,
+    /// Some of one node's heartbeat writes land with a flipped byte (bad checksum).
+    Corrupt,
     /// One node's machine dies and later reboots.
     Crash,
     /// One node's process stops handling anything for a while.
@@ -35,12 +37,13 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Drop,
         FaultKind::Stall,
         FaultKind::Slow,
+        FaultKind::Corrupt,
         FaultKind::Crash,
         FaultKind::Pause,
     ];
@@ -52,6 +55,7 @@ impl FaultKind {
             FaultKind::Drop => "drop",
             FaultKind::Stall => "stall",
             FaultKind::Slow => "slow",
+            FaultKind::Corrupt => "corrupt",
             FaultKind::Crash => "crash",
             FaultKind::Pause => "pause",
         }
@@ -152,6 +156,12 @@ pub enum Action {
         regions: Vec<RegionId>,
         stalled: bool,
     },
+    /// Corrupt `permille` thousandths of `node`'s heartbeat writes on `regions` (0 = healthy).
+    Corrupt {
+        node: NodeId,
+        regions: Vec<RegionId>,
+        permille: u32,
+    },
     /// Multiply the service time of `node`'s heartbeat I/O on `regions` (1 = healthy).
     Slow {
         node: NodeId,
@@ -199,6 +209,25 @@ impl fmt::Display for Action {
             } => {
                 write!(f, "release heartbeat I/O of n{node} on regions {regions:?}")
             }
+            Action::Corrupt {
+                node,
+                regions,
+                permille: 0,
+            } => {
+                write!(
+                    f,
+                    "heartbeat writes of n{node} on regions {regions:?} land intact again"
+                )
+            }
+            Action::Corrupt {
+                node,
+                regions,
+                permille,
+            } => write!(
+                f,
+                "{:.1}% of n{node}'s heartbeat writes on regions {regions:?} land corrupted",
+                f64::from(*permille) / 10.0
+            ),
             Action::Slow {
                 node,
                 regions,
@@ -459,7 +488,7 @@ impl FaultPlan {
                 ep.heal = start + length;
                 ep.recover = ep.heal + reboot(rng);
             }
-            FaultKind::Slow => {
+            FaultKind::Slow | FaultKind::Corrupt => {
                 ep.node = Some(all[rng.index(all.len())]);
                 ep.regions = some_regions(rng);
                 ep.heal = start + rng.duration(t.hb_period * 5, t.hb_period * 60);
@@ -531,6 +560,30 @@ impl FaultPlan {
                             node,
                             regions,
                             stalled: false,
+                        },
+                    );
+                }
+            }
+            FaultKind::Corrupt => {
+                if let Some(node) = ep.node {
+                    // At most half the writes: peers count transient misses, and
+                    // dead_threshold misses in a row are out of reach.
+                    let permille = u32::try_from(rng.between(50, 500)).unwrap_or(50);
+                    let regions = ep.regions.clone();
+                    add(
+                        ep.start,
+                        Action::Corrupt {
+                            node,
+                            regions: regions.clone(),
+                            permille,
+                        },
+                    );
+                    add(
+                        ep.heal,
+                        Action::Corrupt {
+                            node,
+                            regions,
+                            permille: 0,
                         },
                     );
                 }

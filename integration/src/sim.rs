@@ -861,6 +861,15 @@ impl Simulation {
                     self.disk.set_slow(*node, region, *factor);
                 }
             }
+            Action::Corrupt {
+                node,
+                regions,
+                permille,
+            } => {
+                for &region in regions {
+                    self.disk.set_corrupt(*node, region, *permille);
+                }
+            }
             Action::Crash { node } => self.take_down(*node, None),
             Action::Pause { node, length } => {
                 let Some(v) = self.views.get_mut(usize::from(*node)) else {

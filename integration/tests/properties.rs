@@ -40,7 +40,7 @@ proptest! {
         nodes in 1u16..=6,
         regions in 1u8..=3,
         seed in any::<u64>(),
-        kinds in proptest::sample::subsequence(FaultKind::ALL.to_vec(), 0..=7),
+        kinds in proptest::sample::subsequence(FaultKind::ALL.to_vec(), 0..=FaultKind::ALL.len()),
         latency_us in 10u64..5_000,
         spread_us in 0u64..20_000,
     ) {

@@ -67,7 +67,11 @@ fn a_thousand_seeds_of_three_to_seven_nodes_break_no_rule() {
     }
     assert_eq!(runs, 1000);
     // Every kind of fault was drawn, and every checker had real work.
-    assert_eq!(kinds.len(), 7, "fault kinds drawn: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        FaultKind::ALL.len(),
+        "fault kinds drawn: {kinds:?}"
+    );
     for name in [
         "hb-rules",
         "quorum",
