@@ -1,6 +1,7 @@
 //! `o2cb demo`: the first run. With no configuration at all it writes a 3-node cluster
 //! (127.0.0.1-3, one heartbeat region file, short timeouts) into a temporary directory,
-//! starts the three node daemons as real processes, shows status, kills one node with
+//! starts the three node daemons as real processes, shows status, hands a DLM lock from one
+//! node to another, kills one node with
 //! SIGKILL and shows the others declare it dead, takes the rest offline cleanly, and removes
 //! every process and file it made, also on Ctrl-C or SIGTERM.
 
@@ -27,7 +28,7 @@ const THRESHOLD: u32 = 7;
 #[derive(Parser, Debug)]
 #[command(
     name = "o2cb demo",
-    about = "Run a 3-node cluster on 127.0.0.1-3: heartbeat, connections, a node's death"
+    about = "Run a 3-node cluster on 127.0.0.1-3: heartbeat, connections, a lock handed over, a node's death"
 )]
 struct Cli {
     /// o2net port of the three nodes.
@@ -193,6 +194,73 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// Node 0 holds an EX lock, node 1 waits for it, gets it when node 0 lets go.
+    fn handoff(&self) -> anyhow::Result<()> {
+        const DOMAIN: &str = "demo";
+        const LOCK: &str = "greeting";
+        let lock = |node: u8| -> anyhow::Result<Client> {
+            let mut c = Client::connect(&self.socket(node))
+                .with_context(|| format!("node {node} does not answer"))?;
+            let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
+            if r.status != Status::Ok {
+                bail!("node {node}: {}", r.word);
+            }
+            Ok(c)
+        };
+        let mut holder = lock(0)?;
+        println!("node 0: EX lock \"{LOCK}\" of domain \"{DOMAIN}\" granted");
+        let asked = Instant::now();
+        let waiter = {
+            let socket = self.socket(1);
+            std::thread::spawn(move || -> anyhow::Result<(Client, Duration)> {
+                let mut c = Client::connect(&socket)
+                    .with_context(|| format!("node 1: {}", socket.display()))?;
+                let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
+                if r.status != Status::Ok {
+                    bail!("node 1: {}", r.word);
+                }
+                Ok((c, asked.elapsed()))
+            })
+        };
+        println!("node 1: asks for the same lock in EX and waits");
+        let mut busy = Client::connect(&self.socket(2)).context("node 2 does not answer")?;
+        let r = busy.call(&["lock", DOMAIN, LOCK, "pr", "trylock"])?;
+        println!(
+            "node 2: a PR trylock is {}",
+            if r.status == Status::Busy {
+                "refused: the lock is held elsewhere"
+            } else {
+                "granted (unexpected)"
+            }
+        );
+        drop(busy);
+        for _ in 0..10 {
+            self.check_interrupt()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("$ o2cb lockdump {DOMAIN}        # on node 0");
+        print!("{}", self.call(0, &["lockdump", DOMAIN])?);
+        holder.call(&["unlock"])?;
+        println!(
+            "node 0: releases the lock after {:.1} s",
+            asked.elapsed().as_secs_f64()
+        );
+        let (mut got, waited) = waiter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the waiting thread panicked"))??;
+        println!(
+            "node 1: granted after waiting {:.1} s",
+            waited.as_secs_f64()
+        );
+        got.call(&["unlock"])?;
+        println!(
+            "node 1: releases it; from a shell: o2cb lock {DOMAIN} {LOCK} --mode ex -- COMMAND"
+        );
+        Ok(())
+    }
+}
+
 /// The columns of node `n`'s row in an `o2cb nodes` table.
 fn row(table: &str, n: u8) -> Vec<String> {
     table
@@ -336,6 +404,9 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     demo.show(0, "nodes", "nodes")?;
     println!();
     demo.show(0, "list-connections", "connections")?;
+
+    step("A lock handed over (o2cb lock)");
+    demo.handoff()?;
 
     step("Killing node 2 with SIGKILL");
     let Some(mut victim) = demo.children.get_mut(2).and_then(Option::take) else {

@@ -31,6 +31,7 @@ mod cmd_demo;
 mod cmd_exec;
 mod cmd_hbctl;
 mod cmd_heartbeat;
+mod cmd_lock;
 mod cmd_node;
 mod cmd_status;
 mod compat;
@@ -74,6 +75,8 @@ fn project_command(name: &str) -> Option<CommandFn> {
         "heartbeat" => Some(cmd_hbctl::run),
         "demo" => Some(cmd_demo::run),
         "exec" => Some(cmd_exec::run),
+        "lock" => Some(cmd_lock::lock),
+        "lockdump" => Some(cmd_lock::lockdump),
         "node" => Some(cmd_node::run),
         "online" => Some(cmd_node::online),
         "offline" => Some(cmd_node::offline),

@@ -72,6 +72,9 @@ fn the_demo_runs_to_completion_and_cleans_up() {
     for want in [
         "Checking O2CB cluster \"demo\": Online\n",
         "Nodes in O2CB cluster: 0 1 2 \n",
+        "node 2: a PR trylock is refused: the lock is held elsewhere\n",
+        "NAME:greeting\n",
+        "node 1: granted after waiting ",
         "node 0 declared node 2 dead after ",
         "   2  node2             127.0.0.3:17801        down       no         -\n",
         "Stopping O2CB cluster demo: Unregistering O2CB cluster \"demo\": OK\n",

@@ -11,11 +11,14 @@
 //!
 //! - [`proto`]: socket path rule and the line protocol.
 //! - [`client`]: how the commands find and call a daemon.
+//! - [`dlm`]: the node's DLM and its table of joined domains; [`session`]: `o2cb lock`.
 //! - [`report`]: the text of `status` and `nodes`.
 
 pub mod client;
+pub(crate) mod dlm;
 pub mod proto;
 pub mod report;
+mod session;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -122,6 +125,7 @@ pub(crate) struct Daemon {
     pub cluster: o2nm::Cluster,
     pub local: u8,
     pub net: o2net::Net,
+    pub domains: dlm::Domains,
     pub hb: Heartbeat,
     pub regions: Mutex<Vec<ActiveRegion>>,
     pub peers: Mutex<BTreeMap<u8, PeerHb>>,
@@ -132,6 +136,8 @@ pub(crate) struct Daemon {
     offline: AtomicBool,
     /// Start-up is over (global heartbeat steady): what `o2cb online` waits for.
     pub online: AtomicBool,
+    /// Becomes true when the node starts going offline: lock sessions release their locks.
+    pub leaving: tokio::sync::watch::Sender<bool>,
     /// The offline report, for whoever asked second.
     offline_lines: Mutex<Option<String>>,
     /// Wakes the main task once the node is offline and the requester answered.
@@ -211,6 +217,8 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         o2net::NetConfig::from_cluster(&cluster)?,
         net_fence(local, opts.fence_command.clone()),
     )?;
+    // The DLM registers its handlers before any heartbeat event reaches o2net.
+    let dlm = o2dlm::Dlm::start(net.clone(), dlm::config(&cluster))?;
     say(&format!("Registering O2CB cluster \"{name}\": OK"));
     say("Setting O2CB cluster timeouts : OK");
 
@@ -251,6 +259,7 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         cluster,
         local,
         net,
+        domains: dlm::Domains::new(dlm),
         hb,
         regions: Mutex::new(Vec::new()),
         peers: Mutex::new(BTreeMap::new()),
@@ -259,6 +268,7 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         started: Instant::now(),
         offline: AtomicBool::new(false),
         online: AtomicBool::new(false),
+        leaving: tokio::sync::watch::channel(false).0,
         offline_lines: Mutex::new(None),
         exit: Notify::new(),
     });
@@ -345,7 +355,9 @@ async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::Unbounded
                         generation,
                     },
                 );
+                // The kernel's order: o2net first, then the DLM.
                 d.net.heartbeat_up(node);
+                d.domains.dlm.node_up(node);
             }
             HbEvent::NodeDown {
                 node, generation, ..
@@ -358,6 +370,7 @@ async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::Unbounded
                     },
                 );
                 d.net.heartbeat_down(node);
+                d.domains.dlm.node_down(node);
             }
             HbEvent::Fenced => {
                 tracing::error!(node = d.local, "o2hb fenced this node: heartbeat stopped");
@@ -469,6 +482,9 @@ impl Daemon {
         }
         let name = self.cluster.name().to_string();
         let mut out = String::new();
+        // Locks first (their sessions release them), then the domains, then heartbeat.
+        self.leaving.send_replace(true);
+        self.domains.leave_all().await;
         let regions: Vec<ActiveRegion> = self.regions.guard().clone();
         let mut failed = Vec::new();
         for r in regions {
@@ -526,6 +542,13 @@ impl Daemon {
             )),
             ("hb-start", [path]) => self.hb_start(path).await,
             ("hb-stop", [region]) => self.hb_stop(region).await,
+            ("lockdump", [domain]) => match self.domains.get(domain) {
+                Some(d) => Reply::ok(d.locking_state()),
+                None => Reply::err(format!(
+                    "domain {domain} is not joined on node {} (nothing holds a lock in it here)",
+                    self.local
+                )),
+            },
             _ => Reply::err(format!(
                 "unknown request '{}' with {} arguments",
                 words.join(" "),
@@ -608,6 +631,10 @@ async fn serve_connection(d: Arc<Daemon>, stream: UnixStream) {
                 continue;
             }
         };
+        if words.first().map(String::as_str) == Some("lock") {
+            session::lock(&d, words.get(1..).unwrap_or_default(), &mut r, &mut w).await;
+            return;
+        }
         if words.first().map(String::as_str) == Some("offline") {
             let lines = d.go_offline().await;
             let _ = w.write_all(&Reply::ok(lines).encode()).await;

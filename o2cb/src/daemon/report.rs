@@ -4,7 +4,8 @@
 //! o2nm.md §7) from the running node, except where a kernel module has no userspace meaning:
 //! the two configfs lines become one line about the node daemon, the debugfs line is left
 //! out (the dumps are `o2cb nodes`, `o2cb list-connections` and `o2cb lockdump`), and a
-//! heartbeat period other than the kernel's 2000 ms gets a line of its own.
+//! heartbeat period other than the kernel's 2000 ms gets a line of its own. The userdlm
+//! domains listed are those joined through this daemon.
 
 use std::fmt::Write;
 
@@ -76,6 +77,11 @@ pub(crate) fn status(d: &Daemon) -> String {
             "{}",
             live_nodes_line((0..=254u8).filter(|n| live.contains(*n)))
         );
+    }
+    let domains = d.domains.names();
+    if !domains.is_empty() {
+        // The init script's `echo "Active userdlm domains: " $(ls /dlm)`: two spaces.
+        let _ = writeln!(s, "Active userdlm domains:  {}", domains.join(" "));
     }
     s
 }

@@ -1,0 +1,131 @@
+//! `o2cb lock DOMAIN NAME [--mode ex|pr] [--trylock] -- COMMAND [ARGS...]`: runs COMMAND
+//! while this node holds the DLM lock NAME of DOMAIN, for shell scripts (as flock(1) does
+//! with a file). The exit status is COMMAND's (128 + N when killed by signal N); a trylock
+//! that is not granted at once prints why and exits with `--conflict-exit-code` (1).
+//!
+//! `o2cb lockdump DOMAIN`: the domain's lock resources in the kernel's debugfs
+//! `locking_state` format.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use crate::cmd_node::parse;
+use crate::daemon::client::{self, Target};
+use crate::daemon::proto::Status;
+use crate::Global;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "o2cb lock",
+    about = "Run a command while holding a DLM lock",
+    trailing_var_arg = true
+)]
+struct LockCli {
+    domain: String,
+    name: String,
+    /// Lock mode: ex (exclusive) or pr (shared).
+    #[arg(long, default_value = "ex", value_parser = ["ex", "pr"])]
+    mode: String,
+    /// Fail at once instead of waiting when the lock is held elsewhere.
+    #[arg(long)]
+    trylock: bool,
+    /// Exit status when --trylock finds the lock busy.
+    #[arg(short = 'E', long, default_value_t = 1)]
+    conflict_exit_code: u8,
+    #[arg(long)]
+    cluster: Option<String>,
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long)]
+    sysconfig: Option<PathBuf>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn target(cluster: Option<String>, node: Option<String>, sysconfig: Option<PathBuf>) -> Target {
+    Target {
+        cluster,
+        node,
+        sysconfig,
+    }
+}
+
+pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
+    let cli = match parse::<LockCli>("o2cb lock", args) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let t = target(cli.cluster, cli.node, cli.sysconfig);
+    let (_, mut c) = client::connect(global, &t)?;
+    let mut words = vec![
+        "lock",
+        cli.domain.as_str(),
+        cli.name.as_str(),
+        cli.mode.as_str(),
+    ];
+    if cli.trylock {
+        words.push("trylock");
+    }
+    let r = c.call(&words)?;
+    match r.status {
+        Status::Ok => {}
+        Status::Busy => {
+            crate::eprint_text(&format!(
+                "{}: lock {} of domain {} is held elsewhere (--trylock)\n",
+                global.progname, cli.name, cli.domain
+            ));
+            return Ok(ExitCode::from(cli.conflict_exit_code));
+        }
+        Status::Err => bail!("{}", r.word),
+    }
+    let (program, rest) = cli.command.split_first().context("no command to run")?;
+    let status = std::process::Command::new(crate::path_of(program))
+        .args(rest.iter().map(|a| crate::path_of(a)))
+        .status();
+    // Release whatever happened to the command.
+    let released = c.call(&["unlock"]);
+    let status = status.with_context(|| format!("running {program}"))?;
+    match released {
+        Ok(r) if r.status == Status::Ok => {}
+        Ok(r) => crate::eprint_text(&format!("{}: {}\n", global.progname, r.word)),
+        Err(e) => crate::eprint_text(&format!("{}: {e:#}\n", global.progname)),
+    }
+    let code = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "o2cb lockdump",
+    about = "A domain's locks (debugfs locking_state format)"
+)]
+struct LockdumpCli {
+    domain: String,
+    #[arg(long)]
+    cluster: Option<String>,
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long)]
+    sysconfig: Option<PathBuf>,
+}
+
+pub fn lockdump(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
+    let cli = match parse::<LockdumpCli>("o2cb lockdump", args) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let t = target(cli.cluster, cli.node, cli.sysconfig);
+    crate::print_text(&client::simple(global, &t, &["lockdump", &cli.domain])?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,214 @@
+//! DLM locks through the node daemons, as shell scripts use them: `o2cb lock` from three
+//! nodes serializes a read-modify-write, a trylock fails while another node holds the lock
+//! and a waiter gets it once released, the command's exit status comes back, a killed
+//! client releases its lock, and `lockdump`/`status` show the domain.
+
+mod daemon_common;
+
+use daemon_common::{TestCluster, BIN};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn up(net: u8) -> TestCluster {
+    let mut c = TestCluster::new(net, 3, false, 200, 7);
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        c.wait_all_up(i, &[0, 1, 2]);
+    }
+    c
+}
+
+/// `o2cb lock DOMAIN NAME [extra] --node n<i> ... -- command...`
+fn lock_cmd(c: &TestCluster, i: usize, extra: &[&str], command: &[&str]) -> Command {
+    let mut cmd = c.cmd();
+    cmd.args(["lock", "dom", "res"])
+        .args(extra)
+        .args(c.node_args(i))
+        .arg("--")
+        .args(command);
+    cmd
+}
+
+fn wait_file(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills a process this test started, directly or through a shell.
+struct Pids(Vec<i32>);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // SAFETY: kill(2) on a process this test started.
+            unsafe {
+                libc::kill(*p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_shell_script_on_three_nodes_counts_under_an_ex_lock() {
+    let c = up(111);
+    let counter = c.dir.path().join("counter");
+    std::fs::write(&counter, "0\n").unwrap();
+    // Read, pause, write: without the lock, concurrent scripts lose updates.
+    let script = |i: usize| {
+        format!(
+            "for k in 1 2 3 4; do \
+               '{BIN}' --config-file '{}' lock dom counter --node n{i} --sysconfig '{}' -- \
+                 sh -c 'v=$(cat \"$0\"); sleep 0.05; echo $((v+1)) > \"$0\"' '{}' || exit 1; \
+             done",
+            c.conf.display(),
+            c.sysconfig.display(),
+            counter.display()
+        )
+    };
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(script(i))
+                .env("O2CB_RUNTIME_DIR", &c.run)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let _guard = Pids(children.iter().map(|ch| ch.id() as i32).collect());
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "12\n");
+}
+
+#[test]
+fn trylock_fails_while_held_elsewhere_and_a_waiter_gets_the_lock_after() {
+    let c = up(112);
+    let d = c.dir.path();
+    let mut holder = lock_cmd(
+        &c,
+        0,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "touch held; while [ ! -e release ]; do sleep 0.05; done",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut pids = Pids(vec![holder.id() as i32]);
+    wait_file(&d.join("held"), Duration::from_secs(20));
+
+    // Another node's trylock: refused at once, with the exit status asked for.
+    let t = Instant::now();
+    let busy = lock_cmd(&c, 1, &["--trylock"], &["touch", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("is held elsewhere (--trylock)"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    let busy = lock_cmd(&c, 2, &["--trylock", "-E", "75"], &["touch", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(75));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(!d.join("wrong").exists());
+    // A shared lock is not compatible with the EX either.
+    let pr = lock_cmd(&c, 1, &["--mode", "pr", "--trylock"], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(pr.status.code(), Some(1));
+
+    // The node holding it shows the resource and the domain.
+    let dump = c.ok(0, &["lockdump", "dom"]);
+    assert!(dump.lines().any(|l| l == "NAME:res"), "{dump}");
+    let status = c.ok(0, &["status"]);
+    assert!(
+        status.ends_with("Active userdlm domains:  dom\n"),
+        "{status}"
+    );
+
+    // A waiter on node 2 gets the lock only once node 0's command ends.
+    let waiter = lock_cmd(&c, 2, &[], &["sh", "-c", "touch got; exit 7"])
+        .spawn()
+        .unwrap();
+    pids.0.push(waiter.id() as i32);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !d.join("got").exists(),
+        "granted while node 0 held the lock"
+    );
+    std::fs::write(d.join("release"), "").unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    // The command's exit status is o2cb lock's.
+    assert_eq!(out.status.code(), Some(7));
+    assert!(d.join("got").exists());
+    assert!(holder.wait().unwrap().success());
+    // Released everywhere: the domain is left once nothing holds a lock in it.
+    let status = c.wait_for(0, &["status"], Duration::from_secs(10), |s| {
+        !s.contains("Active userdlm domains")
+    });
+    assert!(
+        status.ends_with("Nodes in O2CB cluster: 0 1 2 \n"),
+        "{status}"
+    );
+    let gone = c.o2cb(0, &["lockdump", "dom"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is not joined on node 0"));
+}
+
+#[test]
+fn a_killed_lock_client_releases_its_lock() {
+    let c = up(113);
+    let d = c.dir.path();
+    let mut client = lock_cmd(&c, 0, &[], &["sh", "-c", "echo $$ > pid; exec sleep 30"])
+        .spawn()
+        .unwrap();
+    let mut pids = Pids(vec![client.id() as i32]);
+    wait_file(&d.join("pid"), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(50));
+    let sleeper: i32 = std::fs::read_to_string(d.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    pids.0.push(sleeper);
+    let held = lock_cmd(&c, 1, &["--trylock"], &["true"]).output().unwrap();
+    assert_eq!(held.status.code(), Some(1));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // The daemon sees the connection end and unlocks: node 1 gets it without waiting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = lock_cmd(&c, 1, &["--trylock"], &["true"]).output().unwrap();
+        if r.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed client's lock was never released"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
