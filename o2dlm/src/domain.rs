@@ -26,7 +26,9 @@
 //! node's locks on resources mastered here are removed (LVB zeroed if it held EX), as the
 //! kernel's local recovery cleanup does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::fasthash::FastMap;
 
 use crate::join::{self, DomainState, JoinReply, JoinState};
 use crate::lockres::{Delivery, LockId, LockResource, Unlocked};
@@ -252,6 +254,8 @@ struct Res {
     waiting: Vec<Op>,
     /// When the resource became unused.
     unused_since: Option<u64>,
+    /// A purge check is on the agenda.
+    purge_armed: bool,
 }
 
 impl Res {
@@ -265,6 +269,7 @@ impl Res {
             dropping_ref: false,
             waiting: Vec::new(),
             unused_since: None,
+            purge_armed: false,
         }
     }
 
@@ -309,8 +314,6 @@ struct OwnMeta {
     /// The request's mode and flags, for a retry.
     mode: LockMode,
     flags: LkmFlags,
-    /// An AST that came before the create/convert reply; told once the reply is in.
-    stashed: Option<Grant>,
     /// A cancel asked for while a create/convert reply was outstanding.
     cancel_wanted: bool,
 }
@@ -362,14 +365,16 @@ pub struct DomainCore {
     join: Option<JoinRun>,
     leaving: bool,
     exits_waiting: NodeMap,
-    res: HashMap<LockName, Res>,
-    mles: HashMap<LockName, Mle>,
+    /// Boxed: a million idle resources must fit in 512 MiB, and the table's spare buckets
+    /// then cost a pointer each, not a resource.
+    res: FastMap<LockName, Box<Res>>,
+    mles: FastMap<LockName, Mle>,
     /// The node a master request is outstanding with, per name: requests go out one at a
     /// time in ascending node order, as `dlm_do_master_request` sends them, so a node that
     /// answered has its BLOCK entry before the eventual master's assert can reach it.
-    asking: HashMap<LockName, u8>,
-    own: HashMap<u64, OwnMeta>,
-    sends: HashMap<u64, Sent>,
+    asking: FastMap<LockName, u8>,
+    own: FastMap<u64, OwnMeta>,
+    sends: FastMap<u64, Sent>,
     next_token: u64,
     agenda: BTreeMap<(u64, u64), Deferred>,
     agenda_seq: u64,
@@ -397,11 +402,11 @@ impl DomainCore {
             join: None,
             leaving: false,
             exits_waiting: NodeMap::new(),
-            res: HashMap::new(),
-            mles: HashMap::new(),
-            asking: HashMap::new(),
-            own: HashMap::new(),
-            sends: HashMap::new(),
+            res: FastMap::default(),
+            mles: FastMap::default(),
+            asking: FastMap::default(),
+            own: FastMap::default(),
+            sends: FastMap::default(),
             next_token: 1,
             agenda: BTreeMap::new(),
             agenda_seq: 0,
@@ -897,13 +902,12 @@ impl DomainCore {
                 name,
                 mode,
                 flags,
-                stashed: None,
                 cancel_wanted: false,
             },
         );
         let res = self.res.entry(name).or_insert_with(|| {
             self.counts.resources_total += 1;
-            Res::new()
+            Box::new(Res::new())
         });
         res.unused_since = None;
         if res.owner.is_none() && !res.in_progress && !res.recovering && !res.dropping_ref {
@@ -1186,12 +1190,17 @@ impl DomainCore {
             if let Role::Master(e) = &mut res.role {
                 e.shrink_if_idle();
             }
-            let wait = if self.leaving {
-                0
-            } else {
-                self.cfg.purge_interval_ms
-            };
-            self.defer(now + wait, Deferred::Purge(name));
+            // One check on the agenda at a time; it re-arms itself if the resource was used
+            // again meanwhile.
+            if !res.purge_armed {
+                res.purge_armed = true;
+                let wait = if self.leaving {
+                    0
+                } else {
+                    self.cfg.purge_interval_ms
+                };
+                self.defer(now.saturating_add(wait), Deferred::Purge(name));
+            }
         }
     }
 
@@ -1440,12 +1449,19 @@ impl DomainCore {
         } else {
             self.cfg.purge_interval_ms
         };
-        let due = self
-            .res
-            .get(&name)
-            .is_some_and(|r| r.is_unused() && r.unused_since.is_some_and(|t| t + interval <= now));
-        if due {
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        res.purge_armed = false;
+        let Some(since) = res.unused_since.filter(|_| res.is_unused()) else {
+            return;
+        };
+        let due = since.saturating_add(interval);
+        if due <= now {
             self.drop_resource(now, name);
+        } else {
+            res.purge_armed = true;
+            self.defer(due, Deferred::Purge(name));
         }
     }
 
@@ -1484,7 +1500,7 @@ impl DomainCore {
         self.counts.purged += 1;
         if !waiting.is_empty() {
             // Requests made while the reference was being dropped look the resource up anew.
-            let mut res = Res::new();
+            let mut res = Box::new(Res::new());
             res.in_progress = true;
             res.waiting = waiting;
             self.res.insert(name, res);
@@ -1638,19 +1654,12 @@ impl DomainCore {
         }
     }
 
-    /// The create/convert reply is in: tell an AST that came first, or send a cancel that
-    /// waited for the reply.
+    /// The create/convert reply is in: send a cancel that waited for it.
     fn after_reply(&mut self, now: u64, cookie: u64) {
         let Some(meta) = self.own.get_mut(&cookie) else {
             return;
         };
-        if let Some(g) = meta.stashed.take() {
-            meta.cancel_wanted = false;
-            self.out.push(Output::Done {
-                cookie,
-                result: Ok(g),
-            });
-        } else if meta.cancel_wanted {
+        if meta.cancel_wanted {
             meta.cancel_wanted = false;
             self.run_op(
                 now,
@@ -1815,7 +1824,7 @@ impl DomainCore {
             .res
             .get(&req.name)
             .filter(|r| !r.dropping_ref)
-            .map(Res::mastery);
+            .map(|r| r.mastery());
         let answer = match mastery::answer_master_request(
             me,
             joined,
@@ -1856,7 +1865,7 @@ impl DomainCore {
             .res
             .get(&a.name)
             .filter(|r| !r.dropping_ref)
-            .map(Res::mastery);
+            .map(|r| r.mastery());
         let answer =
             match mastery::answer_assert_master(me, &a, res.as_ref(), self.mles.get(&a.name)) {
                 Ok(x) => x,
@@ -1987,21 +1996,16 @@ impl DomainCore {
         let Role::Remote(own) = &mut res.role else {
             return DlmStatus::Normal.to_wire();
         };
-        let pending = own.get(p.cookie).and_then(|l| l.pending);
         let (status, notice) = own.proxy_ast(&p);
+        // The grant is told at once, as the kernel calls the AST, even if the create or
+        // convert reply is still on its way: operations on the lock wait for that reply
+        // (see `run_op`), so telling early is safe and saves the caller half a round trip.
         match notice {
             Some(Notice::Ast { cookie, mode, lvb }) => {
-                let g = Grant { mode, lvb };
-                if matches!(pending, Some(PendingOp::Lock | PendingOp::Convert)) {
-                    if let Some(m) = self.own.get_mut(&cookie) {
-                        m.stashed = Some(g);
-                    }
-                } else {
-                    self.out.push(Output::Done {
-                        cookie,
-                        result: Ok(g),
-                    });
-                }
+                self.out.push(Output::Done {
+                    cookie,
+                    result: Ok(Grant { mode, lvb }),
+                });
             }
             Some(Notice::Bast { cookie, blocked }) => {
                 self.out.push(Output::Bast { cookie, blocked })

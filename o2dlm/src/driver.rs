@@ -24,6 +24,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,6 +150,13 @@ struct Shared {
     timer: Notify,
     /// The deadline the timer task sleeps to (ms since start).
     armed: AtomicU64,
+}
+
+/// What the core produced for the caller's own lock during its call.
+#[derive(Default)]
+struct Mine {
+    done: Option<Result<Grant, DlmStatus>>,
+    unlocked: Option<(DlmStatus, bool)>,
 }
 
 /// A message to put on the wire, taken out of the lock.
@@ -393,13 +401,8 @@ impl Shared {
     /// Hands the core's outputs to their waiters; messages are collected into `sends`. A
     /// grant for `mine` is returned instead of being sent to a waiter (the caller is in the
     /// call that produced it).
-    fn dispatch(
-        &self,
-        st: &mut State,
-        sends: &mut Vec<OutMsg>,
-        mine: Option<u64>,
-    ) -> Option<Result<Grant, DlmStatus>> {
-        let mut found = None;
+    fn dispatch(&self, st: &mut State, sends: &mut Vec<OutMsg>, mine: Option<u64>) -> Mine {
+        let mut found = Mine::default();
         let mut out = std::mem::take(&mut st.out);
         // Abandoned grants are unlocked, which may produce more outputs.
         loop {
@@ -422,7 +425,7 @@ impl Shared {
                     }),
                     Output::Done { cookie, result } => {
                         if Some(cookie) == mine {
-                            found = Some(result);
+                            found.done = Some(result);
                             continue;
                         }
                         match st.waiters.remove(&cookie) {
@@ -466,6 +469,10 @@ impl Shared {
                         if cancel && !removed {
                             continue;
                         }
+                        if Some(cookie) == mine && !cancel {
+                            found.unlocked = Some((status, removed));
+                            continue;
+                        }
                         match st.waiters.remove(&cookie) {
                             Some(Waiter::Unlock(tx)) => {
                                 let _ = tx.send((status, removed));
@@ -499,7 +506,7 @@ impl Shared {
                     }
                 }
             }
-            let now = self.now();
+            let now = if unlock_now.is_empty() { 0 } else { self.now() };
             for cookie in unlock_now {
                 st.core.handle(
                     now,
@@ -521,10 +528,13 @@ impl Shared {
         found
     }
 
+    /// Sends the messages. Each send is polled once here, which puts its bytes on the
+    /// connection at once (no task switch before the write, a third of a round trip on
+    /// loopback); what remains, waiting for the peer's status, runs on its own task.
     fn launch(self: &Arc<Self>, sends: Vec<OutMsg>) {
         for m in sends {
             let me = self.clone();
-            tokio::spawn(async move {
+            let mut send = Box::pin(async move {
                 let r = me
                     .node
                     .net
@@ -536,6 +546,11 @@ impl Shared {
                     result: r,
                 });
             });
+            let waker = noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if send.as_mut().poll(&mut cx).is_pending() {
+                tokio::spawn(send);
+            }
         }
     }
 
@@ -577,6 +592,18 @@ impl Shared {
         self.node.domains.lock().remove(&self.name);
         self.timer.notify_one();
     }
+}
+
+/// A waker that does nothing: the first poll of a send only needs to run, not be woken
+/// (the task it moves to polls it again with its own waker).
+fn noop_waker() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static NOOP: std::sync::OnceLock<std::task::Waker> = std::sync::OnceLock::new();
+    NOOP.get_or_init(|| std::task::Waker::from(Arc::new(Noop)))
+        .clone()
 }
 
 /// A lock name from bytes, with the kernel's limits.
@@ -644,7 +671,7 @@ impl Domain {
                     flags,
                 },
             );
-            let found = self.shared.dispatch(&mut st, &mut sends, Some(cookie));
+            let found = self.shared.dispatch(&mut st, &mut sends, Some(cookie)).done;
             let rx = if found.is_none() {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.insert(cookie, Waiter::Grant(tx));
@@ -738,17 +765,19 @@ impl Domain {
         let mut sends = Vec::new();
         let now = self.shared.now();
         let mut st = self.shared.state.lock();
-        let (tx, rx) = oneshot::channel();
-        st.waiters.insert(cookie, Waiter::Unlock(tx));
         st.core.handle(now, Input::Unlock { cookie, flags, lvb });
-        self.shared.dispatch(&mut st, &mut sends, None);
+        let found = self.shared.dispatch(&mut st, &mut sends, Some(cookie));
+        let r = match found.unlocked {
+            Some(done) => Ok(done),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.insert(cookie, Waiter::Unlock(tx));
+                Err(rx)
+            }
+        };
         drop(st);
         self.shared.launch(sends);
-        let mut rx = rx;
-        match rx.try_recv() {
-            Ok(done) => Ok(done),
-            Err(_) => Err(rx),
-        }
+        r
     }
 }
 
@@ -850,7 +879,7 @@ impl LockHandle {
                     lvb: self.lvb,
                 },
             );
-            let found = shared.dispatch(&mut st, &mut sends, Some(cookie));
+            let found = shared.dispatch(&mut st, &mut sends, Some(cookie)).done;
             let rx = if found.is_none() {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.insert(cookie, Waiter::Grant(tx));

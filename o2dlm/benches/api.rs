@@ -1,0 +1,295 @@
+//! End-to-end benchmarks of the Rust API over the o2net driver on loopback TCP, each with a
+//! baseline measured in the same run: `cargo bench -p o2dlm --bench api`.
+//!
+//! 1. Uncontended lock + unlock through `Domain::lock` / `LockHandle::unlock` on a resource
+//!    this node masters, on a one-thread runtime (target: >= 1M pairs/s on one core);
+//!    baseline: the same pairs driven straight into the domain core (no API, no runtime).
+//! 2. Remote-master acquire latency: node 1 takes PR on a resource node 2 masters
+//!    (CREATE_LOCK, reply, PROXY_AST); baseline: an o2net request round trip between the
+//!    same nodes to a handler that answers at once (target: p50 <= 2x).
+//! 3. EX hand-off between two nodes: one task per node locks EX, holds it until the other's
+//!    request arrives as a BAST, unlocks, and asks again; hand-offs/s, against the o2net
+//!    round trips per second of the same pair.
+//! 4. Memory per idle resource: one million resources created (LKM_LOCAL lock + unlock) and
+//!    left idle in a domain core, resident set size before and after (target: <= 512 MiB).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use o2dlm::domain::{DomainConfig, DomainCore, Input};
+use o2dlm::wire::{DomainName, LkmFlags, LockMode, LockName};
+use o2dlm::{Dlm, DlmConfig};
+use o2net::{Net, NetConfig, NodeInfo};
+
+fn nodes(n: u8, port: u16) -> Vec<NodeInfo> {
+    (1..=n)
+        .map(|i| NodeInfo {
+            num: i,
+            name: format!("n{i}"),
+            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
+        })
+        .collect()
+}
+
+fn start(n: u8, port: u16) -> (Vec<Net>, Vec<Dlm>) {
+    let infos = nodes(n, port);
+    let mut nets = Vec::new();
+    let mut dlms = Vec::new();
+    for i in 1..=n {
+        let net = Net::start(NetConfig::new(i, infos.clone()), Arc::new(|_: &str| {}))
+            .expect("o2net starts");
+        let dlm = Dlm::start(net.clone(), DlmConfig::default()).expect("dlm starts");
+        nets.push(net);
+        dlms.push(dlm);
+    }
+    for net in &nets {
+        for i in 1..=n {
+            net.heartbeat_up(i);
+        }
+    }
+    for d in &dlms {
+        for i in 1..=n {
+            d.node_up(i);
+        }
+    }
+    (nets, dlms)
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p) as usize;
+    v.get(i).copied().unwrap_or_default()
+}
+
+fn local_pairs() {
+    const PAIRS: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let api_rate = rt.block_on(async {
+        let (nets, dlms) = start(1, 27001);
+        let d = dlms[0].join("bench").await.expect("join");
+        let name = LockName::new(b"local").expect("name");
+        // Warm up (mastery, allocations).
+        for _ in 0..10_000 {
+            let l = d
+                .lock(name.as_bytes(), LockMode::Ex, LkmFlags::empty())
+                .await
+                .expect("lock");
+            l.unlock().await.expect("unlock");
+        }
+        let t = Instant::now();
+        for _ in 0..PAIRS {
+            let l = d
+                .lock(name.as_bytes(), LockMode::Ex, LkmFlags::empty())
+                .await
+                .expect("lock");
+            l.unlock().await.expect("unlock");
+        }
+        let rate = PAIRS as f64 / t.elapsed().as_secs_f64();
+        nets[0].shutdown();
+        rate
+    });
+    // Baseline: the domain core alone.
+    let mut core = DomainCore::new(DomainConfig::new(
+        1,
+        DomainName::new(b"bench").expect("name"),
+    ));
+    core.handle(0, Input::NodeUp(1));
+    core.handle(0, Input::Join);
+    let mut out = Vec::new();
+    core.take_outputs(&mut out);
+    let name = LockName::new(b"local").expect("name");
+    let t = Instant::now();
+    for i in 0..PAIRS {
+        let cookie = (1 << 56) | (i + 1);
+        core.handle(
+            0,
+            Input::Lock {
+                cookie,
+                name,
+                mode: LockMode::Ex,
+                flags: LkmFlags::empty(),
+            },
+        );
+        core.handle(
+            0,
+            Input::Unlock {
+                cookie,
+                flags: LkmFlags::empty(),
+                lvb: [0; 64],
+            },
+        );
+        out.clear();
+        core.take_outputs(&mut out);
+    }
+    let core_rate = PAIRS as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "local lock+unlock through the API (1 thread): {:.0} pairs/s; domain core alone: {:.0} pairs/s; ratio {:.2}",
+        api_rate,
+        core_rate,
+        api_rate / core_rate
+    );
+}
+
+fn remote_and_handoff(threads: usize, port: u16) {
+    println!("-- two nodes on a tokio runtime with {threads} worker thread(s)");
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    rt.block_on(async {
+        let (nets, dlms) = start(2, port);
+        // Baseline handler: answers at once.
+        nets[1]
+            .register_handler(0x7f00, 0x1234, 64, |_| 0)
+            .expect("handler");
+        let d1 = dlms[0].join("bench").await.expect("join 1");
+        let d2 = dlms[1].join("bench").await.expect("join 2");
+        // Node 2 masters "remote": it asks first.
+        let l = d2
+            .lock("remote", LockMode::Pr, LkmFlags::empty())
+            .await
+            .expect("master");
+        l.unlock().await.expect("unlock");
+        assert_eq!(d1.owner_of("remote"), None);
+        const N: usize = 20_000;
+        let mut rtt = Vec::with_capacity(N);
+        let mut acq = Vec::with_capacity(N);
+        for _ in 0..500 {
+            nets[0].send(2, 0x7f00, 0x1234, vec![0u8; 16]).await.expect("send");
+        }
+        for _ in 0..N {
+            let t = Instant::now();
+            nets[0]
+                .send(2, 0x7f00, 0x1234, vec![0u8; 16])
+                .await
+                .expect("send");
+            rtt.push(t.elapsed());
+            let t = Instant::now();
+            let l = d1
+                .lock("remote", LockMode::Pr, LkmFlags::empty())
+                .await
+                .expect("remote lock");
+            acq.push(t.elapsed());
+            l.unlock().await.expect("unlock");
+        }
+        assert_eq!(d1.owner_of("remote"), Some(2));
+        let (r50, r99) = (percentile(&mut rtt, 0.5), percentile(&mut rtt, 0.99));
+        let (a50, a99) = (percentile(&mut acq, 0.5), percentile(&mut acq, 0.99));
+        println!(
+            "remote-master PR acquire: p50 {:?} p99 {:?}; o2net round trip p50 {:?} p99 {:?}; p50 ratio {:.2}",
+            a50,
+            a99,
+            r50,
+            r99,
+            a50.as_secs_f64() / r50.as_secs_f64()
+        );
+
+        // EX hand-off between the two nodes: each holder keeps EX until the other node's
+        // request reaches it as a BAST, so every grant is a hand-off across the network.
+        let secs = 3.0;
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_secs_f64(secs);
+        let mut tasks = Vec::new();
+        for d in [d1.clone(), d2.clone()] {
+            let count = count.clone();
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < stop {
+                    let l = d
+                        .lock("handoff", LockMode::Ex, LkmFlags::empty())
+                        .await
+                        .expect("EX");
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let left = stop.saturating_duration_since(Instant::now());
+                    let _ = tokio::time::timeout(left, l.bast()).await;
+                    l.unlock().await.expect("unlock");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let locks = count.load(std::sync::atomic::Ordering::Relaxed) as f64 / secs;
+        println!(
+            "EX hand-off between two nodes (hold until BAST): {:.0} hand-offs/s; o2net round trips/s at p50: {:.0}; {:.2} round trips per hand-off",
+            locks,
+            1.0 / r50.as_secs_f64(),
+            (1.0 / r50.as_secs_f64()) / locks
+        );
+        for n in &nets {
+            n.shutdown();
+        }
+    });
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn memory() {
+    const N: u64 = 1_000_000;
+    let mut cfg = DomainConfig::new(1, DomainName::new(b"mem").expect("name"));
+    cfg.purge_interval_ms = u64::MAX / 4;
+    let mut core = DomainCore::new(cfg);
+    core.handle(0, Input::NodeUp(1));
+    core.handle(0, Input::Join);
+    let mut out = Vec::new();
+    core.take_outputs(&mut out);
+    let before = rss_bytes();
+    for i in 0..N {
+        let name = LockName::new(format!("N{:019}", i).as_bytes()).expect("name");
+        let cookie = (1 << 56) | (i + 1);
+        core.handle(
+            0,
+            Input::Lock {
+                cookie,
+                name,
+                mode: LockMode::Ex,
+                flags: LkmFlags::LOCAL,
+            },
+        );
+        core.handle(
+            0,
+            Input::Unlock {
+                cookie,
+                flags: LkmFlags::empty(),
+                lvb: [0; 64],
+            },
+        );
+        out.clear();
+        core.take_outputs(&mut out);
+    }
+    let after = rss_bytes();
+    assert_eq!(core.resource_count() as u64, N);
+    let per = (after - before) as f64 / N as f64;
+    println!(
+        "memory: {} idle resources (20-byte names) in a domain core: {:.0} MiB resident more, {:.0} bytes each",
+        N,
+        (after - before) as f64 / (1 << 20) as f64,
+        per
+    );
+}
+
+fn main() {
+    local_pairs();
+    remote_and_handoff(2, 27011);
+    remote_and_handoff(1, 27021);
+    memory();
+}
