@@ -39,7 +39,8 @@ pub struct NodeArgs {
     #[arg(long)]
     pub heartbeat_period_ms: Option<u32>,
     /// A file or device that may hold one of the cluster's global heartbeat regions (matched
-    /// by region name, the UUID); repeat for each region.
+    /// by region name, the UUID); repeat for each region. Regions on no such path are looked
+    /// for on the block devices.
     #[arg(long = "region-path")]
     pub region_paths: Vec<PathBuf>,
     /// Fence by running this shell command instead of exiting (status 86).

@@ -391,3 +391,48 @@ fn the_control_socket_serves_during_start_up_and_offline_aborts_it() {
     let said = std::fs::read_to_string(c.dir.path().join("n0.out")).unwrap();
     assert!(!said.contains("Starting global heartbeat"), "{said}");
 }
+
+/// A loop device over a file, detached on drop (lazily, if still open).
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_global_region_on_a_block_device_is_found_by_its_uuid() {
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        eprintln!("no loop devices on this machine: test not run");
+        return;
+    }
+    let mut c = TestCluster::new(109, 2, false, 200, 7);
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&c.region)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    // No --region-path: the daemon looks at the block devices.
+    let mut args = c.node_args(0);
+    args.extend(["--heartbeat-period-ms".to_string(), "200".to_string()]);
+    c.start_args(0, args);
+    let status = c.wait_for(0, &["status"], UP, |s| {
+        s.contains("Checking O2CB heartbeat: Active\n")
+    });
+    assert!(
+        status.contains(&format!("\n  {} {}\n", c.uuid, dev.0)),
+        "{status}"
+    );
+    c.ok(0, &["offline"]);
+    c.wait_exit(0, Duration::from_secs(10));
+    assert_eq!(c.slot(0), (0, 0));
+}

@@ -379,7 +379,26 @@ async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::Unbounded
     }
 }
 
-/// Opens every `--region-path` and starts the cluster's regions on the ones that match.
+/// Where the block devices are listed, partitions included.
+const SYS_BLOCK: &str = "/sys/class/block";
+
+/// The regions found on this machine's block devices (as ocfs2-tools' `start-heartbeat`
+/// finds a volume by its UUID), in device name order; devices that cannot be read or hold
+/// no region are skipped.
+fn scan_block_devices() -> Vec<o2hb::source::RegionSource> {
+    let Ok(entries) = std::fs::read_dir(SYS_BLOCK) else {
+        return Vec::new();
+    };
+    let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|n| o2hb::source::open(&Path::new("/dev").join(n)).ok())
+        .collect()
+}
+
+/// Starts the cluster's regions: each on the `--region-path` that holds it, else on the
+/// block device that does.
 async fn start_global_regions(d: &Arc<Daemon>, paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut sources = Vec::new();
     for p in paths {
@@ -394,10 +413,14 @@ async fn start_global_regions(d: &Arc<Daemon>, paths: &[PathBuf]) -> anyhow::Res
             d.cluster.name()
         );
     }
+    if wanted.iter().any(|w| sources.iter().all(|s| &s.name != w)) {
+        let found = tokio::task::spawn_blocking(scan_block_devices).await?;
+        sources.extend(found);
+    }
     for name in wanted {
         let Some(src) = sources.iter().find(|s| s.name == name) else {
             bail!(
-                "heartbeat region {name} of cluster {}: no --region-path names it ({} given)",
+                "heartbeat region {name} of cluster {}: on no --region-path ({} given) and on no block device",
                 d.cluster.name(),
                 paths.len()
             );

@@ -149,12 +149,18 @@ impl TestCluster {
     /// Starts `o2cb node run` for node `i` in the foreground (our child); logs in the
     /// temporary directory.
     pub fn start(&mut self, i: usize) {
+        let args = self.daemon_args(i);
+        self.start_args(i, args);
+    }
+
+    /// Starts `o2cb node run ARGS` as node `i`.
+    pub fn start_args(&mut self, i: usize, args: Vec<String>) {
         let out = std::fs::File::create(self.dir.path().join(format!("n{i}.out"))).unwrap();
         let err = std::fs::File::create(self.dir.path().join(format!("n{i}.err"))).unwrap();
         let child = self
             .cmd()
             .args(["node", "run"])
-            .args(self.daemon_args(i))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
