@@ -15,8 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlmfs_fuse::userdlm::Request;
-use dlmfs_fuse::{mount, Dlm, LocalDlm, MountOptions};
+use dlmfs_fuse::{mount, Dlm, LocalDlm, LockEvents, MountOptions};
 use o2dlm::wire::LockMode;
+
+/// The API cycle's lock needs no callbacks: nothing else uses its resource.
+struct NoEvents;
+
+impl LockEvents for NoEvents {
+    fn ast(&self, _: Option<o2dlm::wire::Lvb>) {}
+    fn bast(&self, _: LockMode) {}
+}
 
 const RUN: Duration = Duration::from_secs(2);
 
@@ -73,9 +81,9 @@ fn main() {
         noqueue: false,
     };
     let lvb = [0u8; 64];
-    let bast: dlmfs_fuse::BastFn = Arc::new(|_| {});
+    let events: Arc<dyn LockEvents> = Arc::new(NoEvents);
     let api = rate(|| {
-        domain.lock(1, b"api", ex, &lvb, bast.clone()).unwrap();
+        domain.lock(1, b"api", ex, &lvb, events.clone()).unwrap();
         domain.unlock(1, &lvb).unwrap();
     });
     domain.leave();

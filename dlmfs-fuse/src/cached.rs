@@ -11,8 +11,25 @@ use std::sync::Arc;
 use o2dlm::wire::{DlmStatus, LockMode, Lvb};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dlm::{BastFn, DlmDomain};
+use crate::dlm::{DlmDomain, LockEvents};
 use crate::userdlm::{Destroy, Step, UserLock, Work};
+
+/// The DLM's callbacks into a lock file (weak: a removed file ignores late ones).
+struct Events(std::sync::Weak<LockFile>);
+
+impl LockEvents for Events {
+    fn ast(&self, lvb: Option<Lvb>) {
+        if let Some(lock) = self.0.upgrade() {
+            lock.ast(lvb);
+        }
+    }
+
+    fn bast(&self, mode: LockMode) {
+        if let Some(lock) = self.0.upgrade() {
+            lock.bast(mode);
+        }
+    }
+}
 
 /// One lock file's lock.
 pub struct LockFile {
@@ -131,17 +148,16 @@ impl LockFile {
                     drop(st);
                     let r = self
                         .domain
-                        .lock(self.id, &self.name, req, &lvb, self.bast_fn());
+                        .lock(self.id, &self.name, req, &lvb, self.events());
                     st = self.state.lock();
                     match r {
-                        Ok(lvb) => {
-                            st.granted(lvb);
-                            self.changed.notify_all();
-                        }
-                        // The canceller (the downconvert work) settles the state.
-                        Err(DlmStatus::Cancel) => {}
+                        // The AST callback settles the state (and clears BUSY) for a grant,
+                        // the canceller (the downconvert work) for a cancellation.
+                        Ok(()) | Err(DlmStatus::Cancel) => {}
                         Err(status) => {
-                            st.request_failed();
+                            if st.request_failed() {
+                                self.queue_work();
+                            }
                             self.changed.notify_all();
                             if status != DlmStatus::Notqueued {
                                 tracing::warn!(
@@ -158,13 +174,18 @@ impl LockFile {
         }
     }
 
-    fn bast_fn(self: &Arc<Self>) -> BastFn {
-        let weak = Arc::downgrade(self);
-        Arc::new(move |mode| {
-            if let Some(lock) = weak.upgrade() {
-                lock.bast(mode);
-            }
-        })
+    fn events(self: &Arc<Self>) -> Arc<dyn LockEvents> {
+        Arc::new(Events(Arc::downgrade(self)))
+    }
+
+    /// `user_ast`: a grant, applied at once so that a BAST that follows it finds the lock at
+    /// its new level.
+    fn ast(self: &Arc<Self>, lvb: Option<Lvb>) {
+        let queue = self.state.lock().granted(lvb);
+        self.changed.notify_all();
+        if queue {
+            self.queue_work();
+        }
     }
 
     fn bast(self: &Arc<Self>, mode: LockMode) {
@@ -194,7 +215,9 @@ impl LockFile {
     fn unblock(self: &Arc<Self>) {
         let work = self.state.lock().unblock();
         match work {
-            Work::Nothing => {}
+            Work::Nothing => {
+                self.changed.notify_all();
+            }
             Work::Cancel => {
                 let r = self.domain.cancel(self.id);
                 let requeue = {
@@ -226,17 +249,19 @@ impl LockFile {
                 let lvb = self.state.lock().lvb;
                 let r = self
                     .domain
-                    .lock(self.id, &self.name, req, &lvb, self.bast_fn());
+                    .lock(self.id, &self.name, req, &lvb, self.events());
                 let mut st = self.state.lock();
                 match r {
-                    Ok(lvb) => st.granted(lvb),
+                    Ok(()) => {}
                     Err(status) => {
                         tracing::warn!(
                             node = self.node,
                             lock = %self.display_name(),
                             "dlmfs: downconvert to {mode:?} failed with {status}"
                         );
-                        st.request_failed();
+                        if st.request_failed() {
+                            self.queue_work();
+                        }
                     }
                 }
                 drop(st);

@@ -12,9 +12,15 @@ use o2dlm::wire::{DlmStatus, LockMode, Lvb};
 
 use crate::userdlm::Request;
 
-/// Called with the mode another lock wants when this lock blocks it. Runs on the DLM's
-/// thread: it must not call back into the DLM.
-pub type BastFn = Arc<dyn Fn(LockMode) + Send + Sync>;
+/// A lock's callbacks (the kernel's `lp_lock_ast` and `lp_blocking_ast`). They run on the
+/// DLM's threads and must not call back into the DLM.
+pub trait LockEvents: Send + Sync {
+    /// The lock's request or conversion was granted; `lvb` is the value block when the grant
+    /// read it. Called once per grant, before any later `bast` of this lock.
+    fn ast(&self, lvb: Option<Lvb>);
+    /// Another lock wants `mode`, which this one blocks.
+    fn bast(&self, mode: LockMode);
+}
 
 /// A node's DLM, as dlmfs' mkdir sees it.
 pub trait Dlm: Send + Sync + 'static {
@@ -37,9 +43,10 @@ pub struct JoinError {
 /// registration, chosen by the caller and stable across the lock's converts.
 pub trait DlmDomain: Send + Sync {
     /// Creates (`req.convert` false) or converts the lock `id` on resource `name`, always
-    /// with VALBLK: `lvb` is written back when converting down from EX, and the resource's
-    /// value block is returned when a grant reads it (new PR/EX locks and up-conversions).
-    /// `bast` is kept with a new lock for its lifetime. Returns when granted, refused
+    /// with VALBLK: `lvb` is written back when converting down from EX, and grants of new
+    /// PR/EX locks and up-conversions read the resource's value block. `events` is kept with
+    /// a new lock for its lifetime. Returns when granted (`Ok`: the grant goes to
+    /// [`LockEvents::ast`], which may run just before or just after the return), refused
     /// (`Notqueued` for NOQUEUE) or cancelled (`Cancel`).
     fn lock(
         &self,
@@ -47,8 +54,8 @@ pub trait DlmDomain: Send + Sync {
         name: &[u8],
         req: Request,
         lvb: &Lvb,
-        bast: BastFn,
-    ) -> Result<Option<Lvb>, DlmStatus>;
+        events: Arc<dyn LockEvents>,
+    ) -> Result<(), DlmStatus>;
 
     /// Cancels the pending request or conversion of `id`: `Ok(false)` when it was withdrawn
     /// (the blocked [`DlmDomain::lock`] returns `Cancel`), `Ok(true)` when it had already

@@ -19,11 +19,17 @@
 //!   process over o2dlm's lock-resource engine.
 //! - [`userdlm`]: the kernel's lock caching state machine, pure; [`cached`] runs it.
 //!
-//! Differences from the kernel that FUSE imposes: `statfs` reports FUSE's type, not
-//! `DLMFS_MAGIC` (run libo2dlm programs under `o2cb exec`, which preloads `dlmfs-preload`);
-//! a blocked open cannot be interrupted by a signal (fuser does not handle FUSE_INTERRUPT),
-//! it ends when the lock is granted; `O_APPEND` writes fail with ENOSPC (the kernel strips
-//! `O_APPEND` at open, FUSE puts such writes at the end of the 64-byte file).
+//! Differences from the kernel:
+//! - `statfs` reports FUSE's type, not `DLMFS_MAGIC`: run libo2dlm programs under
+//!   `o2cb exec`, which preloads `dlmfs-preload`.
+//! - A signal does not end a blocked open. The kernel's waits are uninterruptible too, but it
+//!   checks for a signal between them and returns ERESTARTSYS; fuser does not pass
+//!   FUSE_INTERRUPT on, so the open completes when granted (a killed process's descriptor is
+//!   then closed, which drops its holder).
+//! - `O_APPEND` writes fail with ENOSPC: the kernel strips `O_APPEND` at open, FUSE puts such
+//!   writes at the end of the 64-byte file.
+//! - A BAST that crosses this node's own downconvert ends the blocked state instead of
+//!   leaving BLOCKED set on a lock that no longer blocks anything (see [`userdlm`]).
 
 pub mod cached;
 mod dlm;
@@ -34,7 +40,7 @@ pub mod userdlm;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use dlm::{BastFn, Dlm, DlmDomain, JoinError};
+pub use dlm::{Dlm, DlmDomain, JoinError, LockEvents};
 pub use fs::{DOMAIN_NAME_LIMIT, LOCK_NAME_LIMIT};
 pub use local::{LocalDlm, LocalNode};
 

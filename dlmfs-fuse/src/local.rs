@@ -13,7 +13,7 @@ use o2dlm::lockres::{Delivery, LockId, LockResource, Unlocked};
 use o2dlm::wire::{DlmStatus, LkmFlags, LockMode, LockName, Lvb, DOMAIN_NAME_MAX};
 use parking_lot::{Condvar, Mutex};
 
-use crate::dlm::{BastFn, Dlm, DlmDomain, JoinError};
+use crate::dlm::{Dlm, DlmDomain, JoinError, LockEvents};
 use crate::userdlm::Request;
 
 /// A single-machine DLM shared by any number of simulated nodes. Cheap to clone.
@@ -38,10 +38,16 @@ struct State {
 struct DomainState {
     registrations: usize,
     resources: HashMap<LockName, LockResource>,
-    /// Live locks: their resource and BAST callback.
-    locks: HashMap<LockId, (LockName, BastFn)>,
-    /// Outcomes of queued requests, for the threads waiting in `lock`.
-    outcomes: HashMap<LockId, Result<Option<Lvb>, DlmStatus>>,
+    /// Live locks: their resource and callbacks.
+    locks: HashMap<LockId, (LockName, Arc<dyn LockEvents>)>,
+    /// The call waiting for each lock's pending request or conversion (at most one: the
+    /// engine refuses another while one is pending).
+    pending: HashMap<LockId, u64>,
+    /// Outcomes by call, for the threads waiting in `lock`. By call and not by lock: a
+    /// cancelled request's outcome may still be unread when the next conversion of the same
+    /// lock completes.
+    outcomes: HashMap<u64, Result<(), DlmStatus>>,
+    next_call: u64,
 }
 
 impl LocalDlm {
@@ -99,28 +105,34 @@ struct LocalDomain {
 }
 
 impl LocalDomain {
-    /// Runs the master's dlm-thread pass over `name` and delivers: grants to the outcome
-    /// table, BASTs returned for the caller to run once the state lock is released.
-    fn settle(dom: &mut DomainState, name: &LockName) -> Vec<(BastFn, LockMode)> {
+    /// Runs the master's dlm-thread pass over `name`: grants wake the calls waiting for
+    /// them; the callbacks are returned, in delivery order (ASTs before BASTs, as
+    /// `dlm_flush_asts`), for the caller to run once the state lock is released.
+    fn settle(dom: &mut DomainState, name: &LockName) -> Vec<Callback> {
         let mut out = Vec::new();
         if let Some(res) = dom.resources.get_mut(name) {
             res.shuffle();
             res.flush(&mut out);
         }
-        let mut basts = Vec::new();
+        let mut calls = Vec::new();
         for d in out {
             match d {
                 Delivery::Ast { lock, lvb, .. } => {
-                    dom.outcomes.insert(lock, Ok(lvb));
+                    if let Some(call) = dom.pending.remove(&lock) {
+                        dom.outcomes.insert(call, Ok(()));
+                    }
+                    if let Some((_, ev)) = dom.locks.get(&lock) {
+                        calls.push(Callback::Ast(ev.clone(), lvb));
+                    }
                 }
                 Delivery::Bast { lock, blocked } => {
-                    if let Some((_, f)) = dom.locks.get(&lock) {
-                        basts.push((f.clone(), blocked));
+                    if let Some((_, ev)) = dom.locks.get(&lock) {
+                        calls.push(Callback::Bast(ev.clone(), blocked));
                     }
                 }
             }
         }
-        basts
+        calls
     }
 
     fn lock_id(&self, id: u64) -> Result<LockId, DlmStatus> {
@@ -128,9 +140,17 @@ impl LocalDomain {
     }
 }
 
-fn run_basts(basts: Vec<(BastFn, LockMode)>) {
-    for (f, mode) in basts {
-        f(mode);
+enum Callback {
+    Ast(Arc<dyn LockEvents>, Option<Lvb>),
+    Bast(Arc<dyn LockEvents>, LockMode),
+}
+
+fn run_callbacks(calls: Vec<Callback>) {
+    for c in calls {
+        match c {
+            Callback::Ast(ev, lvb) => ev.ast(lvb),
+            Callback::Bast(ev, mode) => ev.bast(mode),
+        }
     }
 }
 
@@ -141,8 +161,8 @@ impl DlmDomain for LocalDomain {
         name: &[u8],
         req: Request,
         lvb: &Lvb,
-        bast: BastFn,
-    ) -> Result<Option<Lvb>, DlmStatus> {
+        events: Arc<dyn LockEvents>,
+    ) -> Result<(), DlmStatus> {
         let lname = LockName::new(name).map_err(|_| DlmStatus::Ivbuflen)?;
         let flags = if req.noqueue {
             LkmFlags::VALBLK | LkmFlags::NOQUEUE
@@ -170,16 +190,19 @@ impl DlmDomain for LocalDomain {
             res.convert(lock, req.mode, flags, Some(lvb))?;
         } else {
             res.request(lock, req.mode, flags)?;
-            dom.locks.insert(lock, (lname, bast));
+            dom.locks.insert(lock, (lname, events));
             self.ids.lock().insert(id, lock);
         }
+        let call = dom.next_call;
+        dom.next_call += 1;
+        dom.pending.insert(lock, call);
         let basts = Self::settle(dom, &lname);
         drop(st);
-        run_basts(basts);
+        run_callbacks(basts);
         let mut st = shared.state.lock();
         loop {
             let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
-            if let Some(r) = dom.outcomes.remove(&lock) {
+            if let Some(r) = dom.outcomes.remove(&call) {
                 if r.is_err() && !req.convert {
                     dom.locks.remove(&lock);
                     self.ids.lock().remove(&id);
@@ -205,14 +228,16 @@ impl DlmDomain for LocalDomain {
         let too_late = match res.unlock(lock, LkmFlags::CANCEL, None)? {
             Unlocked::CancelGrant => true,
             _ => {
-                dom.outcomes.insert(lock, Err(DlmStatus::Cancel));
+                if let Some(call) = dom.pending.remove(&lock) {
+                    dom.outcomes.insert(call, Err(DlmStatus::Cancel));
+                }
                 false
             }
         };
         let basts = Self::settle(dom, &lname);
         drop(st);
         shared.changed.notify_all();
-        run_basts(basts);
+        run_callbacks(basts);
         Ok(too_late)
     }
 
@@ -233,7 +258,7 @@ impl DlmDomain for LocalDomain {
         let basts = Self::settle(dom, &lname);
         drop(st);
         shared.changed.notify_all();
-        run_basts(basts);
+        run_callbacks(basts);
         Ok(())
     }
 
@@ -259,7 +284,6 @@ impl DlmDomain for LocalDomain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU8, Ordering};
 
     fn req(mode: LockMode, convert: bool, noqueue: bool) -> Request {
         Request {
@@ -269,8 +293,20 @@ mod tests {
         }
     }
 
-    fn no_bast() -> BastFn {
-        Arc::new(|_| {})
+    /// Records the callbacks of one lock.
+    #[derive(Default)]
+    struct Seen {
+        asts: Mutex<Vec<Option<Lvb>>>,
+        basts: Mutex<Vec<LockMode>>,
+    }
+
+    impl LockEvents for Seen {
+        fn ast(&self, lvb: Option<Lvb>) {
+            self.asts.lock().push(lvb);
+        }
+        fn bast(&self, mode: LockMode) {
+            self.basts.lock().push(mode);
+        }
     }
 
     #[test]
@@ -278,15 +314,26 @@ mod tests {
         let dlm = LocalDlm::new();
         let a = dlm.node(1).join(b"dom").unwrap();
         let b = dlm.node(2).join(b"dom").unwrap();
-        let seen = Arc::new(AtomicU8::new(0));
-        let s = seen.clone();
-        let bast: BastFn = Arc::new(move |m| s.store(m.to_wire() as u8 + 1, Ordering::SeqCst));
-        a.lock(1, b"L", req(LockMode::Ex, false, false), &[0; 64], bast)
-            .unwrap();
-        let r = b.lock(1, b"L", req(LockMode::Pr, false, true), &[0; 64], no_bast());
+        let seen = Arc::new(Seen::default());
+        a.lock(
+            1,
+            b"L",
+            req(LockMode::Ex, false, false),
+            &[0; 64],
+            seen.clone(),
+        )
+        .unwrap();
+        assert_eq!(seen.asts.lock().len(), 1, "the grant's AST");
+        let r = b.lock(
+            1,
+            b"L",
+            req(LockMode::Pr, false, true),
+            &[0; 64],
+            Arc::new(Seen::default()),
+        );
         assert_eq!(r, Err(DlmStatus::Notqueued));
         // dlmlock_master returns DLM_NOTQUEUED without queueing anything: no BAST.
-        assert_eq!(seen.load(Ordering::SeqCst), 0);
+        assert!(seen.basts.lock().is_empty());
         let b2 = b.clone();
         let t = std::thread::spawn(move || {
             b2.lock(
@@ -294,13 +341,13 @@ mod tests {
                 b"L",
                 req(LockMode::Pr, false, false),
                 &[0; 64],
-                no_bast(),
+                Arc::new(Seen::default()),
             )
         });
-        while seen.load(Ordering::SeqCst) == 0 {
+        while seen.basts.lock().is_empty() {
             std::thread::yield_now();
         }
-        assert_eq!(seen.load(Ordering::SeqCst), 4, "BAST for PR");
+        assert_eq!(*seen.basts.lock(), vec![LockMode::Pr]);
         a.unlock(1, &[0; 64]).unwrap();
         assert!(t.join().unwrap().is_ok());
     }
@@ -315,20 +362,20 @@ mod tests {
             b"L",
             req(LockMode::Ex, false, false),
             &[0; 64],
-            no_bast(),
+            Arc::new(Seen::default()),
         )
         .unwrap();
         a.unlock(7, &[9; 64]).unwrap();
-        let lvb = b
-            .lock(
-                7,
-                b"L",
-                req(LockMode::Pr, false, false),
-                &[0; 64],
-                no_bast(),
-            )
-            .unwrap();
-        assert_eq!(lvb, Some([9; 64]));
+        let seen = Arc::new(Seen::default());
+        b.lock(
+            7,
+            b"L",
+            req(LockMode::Pr, false, false),
+            &[0; 64],
+            seen.clone(),
+        )
+        .unwrap();
+        assert_eq!(*seen.asts.lock(), vec![Some([9; 64])]);
     }
 
     #[test]
@@ -341,7 +388,7 @@ mod tests {
             b"L",
             req(LockMode::Ex, false, false),
             &[0; 64],
-            no_bast(),
+            Arc::new(Seen::default()),
         )
         .unwrap();
         let b2 = b.clone();
@@ -351,7 +398,7 @@ mod tests {
                 b"L",
                 req(LockMode::Ex, false, false),
                 &[0; 64],
-                no_bast(),
+                Arc::new(Seen::default()),
             )
         });
         while b.cancel(1).is_err() {
@@ -365,7 +412,7 @@ mod tests {
                 b"L",
                 req(LockMode::Ex, false, false),
                 &[0; 64],
-                no_bast(),
+                Arc::new(Seen::default()),
             )
         });
         std::thread::sleep(std::time::Duration::from_millis(20));

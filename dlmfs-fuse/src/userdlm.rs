@@ -84,7 +84,8 @@ pub enum Step {
 /// What the downconvert work should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
-    /// Nothing (not blocked, tearing down, a cancel is already out, or holders remain).
+    /// Nothing (not blocked, tearing down, a cancel is already out, holders remain, or the
+    /// level already suits the blocked request; waiters should look again).
     Nothing,
     /// Cancel the in-flight request; report with [`UserLock::cancel_done`].
     Cancel,
@@ -169,8 +170,10 @@ impl UserLock {
     }
 
     /// A grant (`user_ast`): of an acquisition's request or of a downconvert. `lvb` is the
-    /// value block the grant carried (up-conversions and new locks read it).
-    pub fn granted(&mut self, lvb: Option<Lvb>) {
+    /// value block the grant carried (up-conversions and new locks read it). Returns true
+    /// when downconvert work must be queued: a BAST came while the call was in flight and
+    /// the work gave up on it then (the kernel waits for the master to send the BAST again).
+    pub fn granted(&mut self, lvb: Option<Lvb>) -> bool {
         if self.requested < self.level && self.requested <= Some(highest_compat(self.blocking)) {
             self.blocking = Some(LockMode::Nl);
             self.flags.blocked = false;
@@ -182,11 +185,14 @@ impl UserLock {
         self.requested = None;
         self.flags.attached = true;
         self.flags.busy = false;
+        self.flags.blocked && !self.flags.in_cancel && self.queue()
     }
 
-    /// The DLM refused a call at once (`user_recover_from_dlm_error`).
-    pub fn request_failed(&mut self) {
+    /// The DLM refused a call at once (`user_recover_from_dlm_error`). Returns true when
+    /// downconvert work must be queued, as for [`UserLock::granted`].
+    pub fn request_failed(&mut self) -> bool {
         self.flags.busy = false;
+        self.flags.blocked && !self.flags.in_cancel && self.queue()
     }
 
     /// A BAST for `mode` (`user_bast`). Returns true when downconvert work must be queued.
@@ -237,6 +243,15 @@ impl UserLock {
             self.flags.in_cancel = true;
             return Work::Cancel;
         }
+        if self.level <= Some(highest_compat(self.blocking)) {
+            // A BAST that crossed our own downconvert: the lock no longer blocks anything, so
+            // there is nothing to give up. The kernel would convert to the same level, and
+            // its grant, not being a downconvert, would leave BLOCKED set and every later
+            // upgrading open waiting forever; end the blocked state here instead.
+            self.flags.blocked = false;
+            self.blocking = Some(LockMode::Nl);
+            return Work::Nothing;
+        }
         let in_the_way = match self.blocking {
             Some(LockMode::Ex) => self.holders() > 0,
             Some(LockMode::Pr) => self.ex_holders > 0,
@@ -251,12 +266,15 @@ impl UserLock {
         Work::Convert(new)
     }
 
-    /// The cancel's unlock AST. `too_late`: `DLM_CANCELGRANT` (the request was granted first;
-    /// its grant clears BUSY). Returns true when downconvert work must be queued again.
+    /// The cancel's unlock AST. `too_late`: `DLM_CANCELGRANT` (the request was granted or
+    /// refused first; its end clears BUSY). Returns true when downconvert work must be
+    /// queued again.
     pub fn cancel_done(&mut self, too_late: bool) -> bool {
         self.flags.in_cancel = false;
         if too_late {
-            return false;
+            // The request may have ended meanwhile (granted, or refused for NOQUEUE): then
+            // nothing else will look at the BAST again.
+            return !self.flags.busy && self.flags.blocked && self.queue();
         }
         self.requested = None;
         self.flags.busy = false;
@@ -434,10 +452,28 @@ mod tests {
         assert!(matches!(l.acquire(Ex, false), Step::Call(_)));
         l.bast(Pr);
         assert_eq!(l.unblock(), Work::Cancel);
-        l.granted(None);
-        assert!(!l.cancel_done(true));
+        assert!(!l.granted(None), "the cancel is still out: no work yet");
+        assert!(
+            l.cancel_done(true),
+            "blocked and no longer busy: look again"
+        );
         assert_eq!(l.level, Some(Ex));
         assert!(!l.flags.busy && !l.flags.in_cancel);
+        assert_eq!(l.unblock(), Work::Convert(Pr));
+    }
+
+    #[test]
+    fn a_trylock_refused_while_its_cancel_was_out_still_lets_the_downconvert_run() {
+        let mut l = UserLock::default();
+        grant(&mut l, Pr, false);
+        l.release(Pr);
+        assert!(matches!(l.acquire(Ex, true), Step::Call(_)));
+        assert!(l.bast(Ex));
+        assert_eq!(l.unblock(), Work::Cancel);
+        // NOQUEUE refusal first, then the cancel finds nothing pending (CANCELGRANT).
+        assert!(!l.request_failed());
+        assert!(l.cancel_done(true));
+        assert_eq!(l.unblock(), Work::Convert(Nl));
     }
 
     #[test]
@@ -462,6 +498,22 @@ mod tests {
         assert!(l.destroy_start());
         assert_eq!(l.destroy_step(), Destroy::Done);
         assert_eq!(l.acquire(Ex, false), Step::TearingDown);
+    }
+
+    #[test]
+    fn a_bast_that_crossed_the_downconvert_ends_the_blocked_state() {
+        let mut l = UserLock::default();
+        grant(&mut l, Ex, false);
+        l.release(Ex);
+        l.bast(Ex);
+        assert_eq!(l.unblock(), Work::Convert(Nl));
+        l.granted(None);
+        assert!(!l.flags.blocked);
+        // A second BAST for EX, sent before the downconvert reached the master.
+        assert!(l.bast(Ex));
+        assert_eq!(l.unblock(), Work::Nothing);
+        assert!(!l.flags.blocked);
+        assert!(matches!(l.acquire(Pr, false), Step::Call(_)));
     }
 
     #[test]
