@@ -81,6 +81,8 @@ pub enum RecoInput {
     NodeDown(u8),
     /// `node` joined the domain.
     NodeJoined(u8),
+    /// `node` left the domain cleanly (its exit message): nothing of it to recover.
+    NodeLeft(u8),
     /// A recovery message from `from` (BEGIN_RECO, LOCK_REQUEST, MIG_LOCKRES with RECOVERY,
     /// RECO_DATA_DONE, FINALIZE_RECO). [`Recovery::handle`] returns the reply status.
     Message { from: u8, msg: DlmMessage },
@@ -113,7 +115,9 @@ pub enum RecoOutput {
 /// One recovery step, with the facts the log line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoEvent {
-    /// `dead` died while in the domain; its resources await recovery.
+    /// `dead` died while in the domain; its resources await recovery. It may come from a
+    /// BEGIN_RECO before heartbeat said so: the domain then drops the node from its domain
+    /// map (and everything else that waits for it) as for a heartbeat node-down.
     NodeDied { dead: u8 },
     /// This node won the election and announced itself for `dead`.
     Elected { dead: u8 },
@@ -332,6 +336,12 @@ impl Recovery {
                 self.domain_map.insert(n);
                 0
             }
+            RecoInput::NodeLeft(n) => {
+                if self.domain_map.contains(n) {
+                    self.member_gone(n, store);
+                }
+                0
+            }
             RecoInput::Message { from, msg } => self.receive(now, from, msg, store),
             RecoInput::SendDone { token, result } => {
                 self.send_done(now, token, result, store);
@@ -390,11 +400,16 @@ impl Recovery {
         if !self.domain_map.contains(n) {
             return;
         }
-        self.domain_map.remove(n);
         store.local_cleanup(n);
         self.recovery_map.insert(n);
         self.log(RecoEvent::NodeDied { dead: n });
-        // The recovery master stops waiting for it.
+        self.member_gone(n, store);
+    }
+
+    /// A member is gone (dead, or left cleanly): recovery stops waiting for it, and a
+    /// recovery master that is gone before FINALIZE means electing again.
+    fn member_gone<S: RecoveryStore>(&mut self, n: u8, store: &mut S) {
+        self.domain_map.remove(n);
         if let Some(st) = self.nodes.get_mut(&n) {
             *st = RecoNodeState::Dead;
         }
@@ -408,7 +423,7 @@ impl Recovery {
         if self.new_master == Some(n) && n != self.me {
             let dead = self.dead.unwrap_or(n);
             if self.finalizing {
-                // Stage 1 was seen: the dead node's resources already went to the (now dead)
+                // Stage 1 was seen: the dead node's resources already went to the (now gone)
                 // recovery master, whose own recovery picks them up.
                 self.complete(dead);
             } else {

@@ -19,18 +19,40 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::BytesMut;
 
 use crate::lockres::{Delivery, LockResource};
+use crate::migration::{MigInput, MigOutput, Migration, MigrationStore};
 use crate::recovery::{RecoEvent, RecoInput, RecoOutput, Recovery};
 use crate::recovery_store::{MemRes, MemStore};
 use crate::wire::{
     errno, DlmMessage, DlmStatus, DomainName, LockMode, LockName, Lvb, MigratableLock, NodeMap,
-    QueueKind, LVB_LEN, MRES_MIGRATION, NODE_UNKNOWN,
+    QueueKind, ASSERT_MASTER_FINISH_MIGRATION, LVB_LEN, MRES_MIGRATION, NODE_UNKNOWN,
 };
+
+/// Whether a message belongs to migration rather than recovery.
+fn is_migration_message(msg: &DlmMessage) -> bool {
+    match msg {
+        DlmMessage::MigLockres(m) => m.flags & MRES_MIGRATION != 0,
+        DlmMessage::MigrateRequest(_) => true,
+        DlmMessage::AssertMaster(a) => a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0,
+        _ => false,
+    }
+}
 
 /// One live node of the cluster.
 #[derive(Debug)]
 pub struct RecoNode {
     pub reco: Recovery,
+    pub mig: Migration,
     pub store: MemStore,
+}
+
+impl RecoNode {
+    fn new(n: u8, domain: DomainName, members: NodeMap) -> RecoNode {
+        RecoNode {
+            reco: Recovery::new(n, domain, members),
+            mig: Migration::new(n, domain, members),
+            store: MemStore::new(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +128,11 @@ pub struct RecoCluster {
     originals: BTreeMap<LockName, Original>,
     /// Every recovery step, with its time and node.
     pub log: Vec<(u64, u8, RecoEvent)>,
+    /// Every migration: time, old master, resource, new master.
+    pub migrations: Vec<(u64, u8, LockName, u8)>,
+    left: BTreeSet<u8>,
+    /// Nodes whose migration is done, waiting for recovery to end before they exit.
+    leaving: BTreeSet<u8>,
     /// Handled events (the benchmark's and the seed runs' measure of work).
     pub steps: u64,
 }
@@ -119,15 +146,7 @@ impl RecoCluster {
         }
         let nodes = nodes
             .iter()
-            .map(|&n| {
-                (
-                    n,
-                    RecoNode {
-                        reco: Recovery::new(n, domain, map),
-                        store: MemStore::new(n),
-                    },
-                )
-            })
+            .map(|&n| (n, RecoNode::new(n, domain, map)))
             .collect();
         RecoCluster {
             now: 0,
@@ -146,6 +165,9 @@ impl RecoCluster {
             lock_holder: None,
             originals: BTreeMap::new(),
             log: Vec::new(),
+            migrations: Vec::new(),
+            left: BTreeSet::new(),
+            leaving: BTreeSet::new(),
             steps: 0,
         }
     }
@@ -303,13 +325,12 @@ impl RecoCluster {
             rn.reco
                 .handle(self.now, RecoInput::NodeJoined(node), &mut rn.store);
         }
-        self.nodes.insert(
-            node,
-            RecoNode {
-                reco: Recovery::new(node, self.domain, map),
-                store: MemStore::new(node),
-            },
-        );
+        for rn in self.nodes.values_mut() {
+            rn.mig
+                .handle(self.now, MigInput::NodeJoined(node), &mut rn.store);
+        }
+        self.nodes
+            .insert(node, RecoNode::new(node, self.domain, map));
         true
     }
 
@@ -371,7 +392,8 @@ impl RecoCluster {
             }
             return;
         };
-        let input = match e {
+        let store = &mut node.store;
+        match e {
             Event::Deliver {
                 from,
                 to,
@@ -380,10 +402,12 @@ impl RecoCluster {
                 payload,
             } => {
                 let status = match DlmMessage::decode(msg_type, &payload) {
-                    Ok(msg) => {
-                        node.reco
-                            .handle(now, RecoInput::Message { from, msg }, &mut node.store)
+                    Ok(msg) if is_migration_message(&msg) => {
+                        node.mig.handle(now, MigInput::Message { from, msg }, store)
                     }
+                    Ok(msg) => node
+                        .reco
+                        .handle(now, RecoInput::Message { from, msg }, store),
                     Err(_) => errno::EINVAL,
                 };
                 self.after(to);
@@ -398,16 +422,47 @@ impl RecoCluster {
                 );
                 return;
             }
-            Event::Reply { token, result, .. } => RecoInput::SendDone { token, result },
-            Event::NodeDown { dead, .. } => RecoInput::NodeDown(dead),
-            Event::LockAnswer { status, .. } => RecoInput::RecoveryLock(status),
+            // Even tokens are recovery's, odd ones migration's (see `after`).
+            Event::Reply { token, result, .. } if token % 2 == 1 => {
+                let token = token / 2;
+                node.mig
+                    .handle(now, MigInput::SendDone { token, result }, store);
+            }
+            Event::Reply { token, result, .. } => {
+                let token = token / 2;
+                node.reco
+                    .handle(now, RecoInput::SendDone { token, result }, store);
+            }
+            Event::NodeDown { dead, .. } => {
+                node.reco.handle(now, RecoInput::NodeDown(dead), store);
+                node.mig.handle(now, MigInput::NodeGone(dead), store);
+            }
+            Event::LockAnswer { status, .. } => {
+                node.reco
+                    .handle(now, RecoInput::RecoveryLock(status), store);
+            }
             Event::Tick(_) => {
                 self.tick_at.remove(&target);
-                RecoInput::Tick
+                node.reco.handle(now, RecoInput::Tick, store);
+                node.mig.handle(now, MigInput::Tick, store);
             }
-        };
-        node.reco.handle(now, input, &mut node.store);
+        }
         self.after(target);
+    }
+
+    /// Node `node` leaves the domain: it migrates what it masters, then exits.
+    pub fn leave(&mut self, node: u8) {
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&node) {
+            let exiting = NodeMap::new();
+            n.mig.handle(now, MigInput::Leave { exiting }, &mut n.store);
+            self.after(node);
+        }
+    }
+
+    /// The nodes that left cleanly.
+    pub fn left(&self) -> &BTreeSet<u8> {
+        &self.left
     }
 
     /// Carries out what node `n` asked for after an input.
@@ -417,14 +472,18 @@ impl RecoCluster {
             return;
         };
         let outs: Vec<RecoOutput> = node.reco.drain_outputs().collect();
-        let deadline = node.reco.next_deadline();
+        let mig_outs: Vec<MigOutput> = node.mig.drain_outputs().collect();
+        let deadline = match (node.reco.next_deadline(), node.mig.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let deliveries = node.store.take_deliveries();
         for (name, d) in deliveries {
             self.deliver_ast(name, d);
         }
         for o in outs {
             match o {
-                RecoOutput::Send { token, to, msg } => self.send(n, to, token, msg),
+                RecoOutput::Send { token, to, msg } => self.send(n, to, token * 2, msg),
                 RecoOutput::LockRecoveryLock => {
                     let status = match self.lock_holder {
                         None => {
@@ -441,7 +500,59 @@ impl RecoCluster {
                         self.lock_holder = None;
                     }
                 }
-                RecoOutput::Log(e) => self.log.push((now, n, e)),
+                RecoOutput::Log(e) => {
+                    // A death learnt from BEGIN_RECO before heartbeat: the whole domain
+                    // (migration included) drops the node.
+                    if let RecoEvent::NodeDied { dead } = e {
+                        if let Some(node) = self.nodes.get_mut(&n) {
+                            node.mig
+                                .handle(now, MigInput::NodeGone(dead), &mut node.store);
+                        }
+                    }
+                    self.log.push((now, n, e));
+                }
+            }
+        }
+        let mig_outs: Vec<MigOutput> = match self.nodes.get_mut(&n) {
+            Some(node) => mig_outs
+                .into_iter()
+                .chain(node.mig.drain_outputs())
+                .collect(),
+            None => mig_outs,
+        };
+        let mut exits = false;
+        for o in mig_outs {
+            match o {
+                MigOutput::Send { token, to, msg } => self.send(n, to, token * 2 + 1, msg),
+                MigOutput::Migrated { name, new_master } => {
+                    self.migrations.push((now, n, name, new_master))
+                }
+                MigOutput::Done => exits = true,
+            }
+        }
+        if exits {
+            self.leaving.insert(n);
+        }
+        if self.leaving.contains(&n) {
+            let busy = self
+                .nodes
+                .get(&n)
+                .is_some_and(|node| node.reco.is_active() || node.mig.in_flight().is_some());
+            if !busy {
+                // What recovery gave this node meanwhile migrates too before it goes (the
+                // kernel's leave loop runs until nothing is left).
+                let left_over = self
+                    .nodes
+                    .get(&n)
+                    .is_some_and(|node| node.store.next_migratable(&NodeMap::new()).is_some());
+                if left_over {
+                    self.leaving.remove(&n);
+                    self.leave(n);
+                } else {
+                    self.leaving.remove(&n);
+                    self.exit(n);
+                }
+                return;
             }
         }
         if let Some(t) = deadline {
@@ -449,6 +560,23 @@ impl RecoCluster {
                 self.tick_at.insert(n, t);
                 self.push(t, Event::Tick(n));
             }
+        }
+    }
+
+    /// A node that migrated everything leaves: the others drop it from the domain.
+    fn exit(&mut self, n: u8) {
+        let now = self.now;
+        self.nodes.remove(&n);
+        self.left.insert(n);
+        let others: Vec<u8> = self.nodes.keys().copied().collect();
+        for o in others {
+            if let Some(node) = self.nodes.get_mut(&o) {
+                node.reco
+                    .handle(now, RecoInput::NodeLeft(n), &mut node.store);
+                node.mig.handle(now, MigInput::NodeGone(n), &mut node.store);
+                node.store.forget_node(n);
+            }
+            self.after(o);
         }
     }
 
@@ -504,6 +632,9 @@ impl RecoCluster {
                 "{name}: first master {}, lvb[0] {}, EX holders {:?}\n",
                 o.master, o.lvb[0], o.ex_holders
             );
+        }
+        for (t, old, _, new) in self.migrations.iter().filter(|m| m.2 == *name) {
+            s += &format!("  t={t} migrated from {old} to {new}\n");
         }
         for (n, node) in &self.nodes {
             if let Some(r) = node.store.get(name) {
@@ -668,7 +799,17 @@ impl RecoCluster {
         // Value block: zeroed if a dead node held EX, else what it was.
         if let Some(orig) = self.originals.get(name) {
             let ex_died = orig.ex_holders.iter().any(|h| self.ever_killed.contains(h));
-            let master_died = self.ever_killed.contains(&orig.master);
+            // Any node that mastered it may have died: its first master, a migration
+            // target, a recovery master (of any resource, to keep the rule simple).
+            let dead = |n: &u8| self.ever_killed.contains(n);
+            let master_died = dead(&orig.master)
+                || self
+                    .migrations
+                    .iter()
+                    .any(|(_, _, n, new)| n == name && dead(new))
+                || self.log.iter().any(|(_, n, e)| {
+                    matches!(e, RecoEvent::Finished { master, .. } if master == n) && dead(n)
+                });
             let expect_zero = ex_died;
             let lvb = engine.lvb();
             if expect_zero && lvb.iter().any(|&b| b != 0) {

@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 
 use crate::lockres::{Delivery, LockResource, Migrated};
+use crate::migration::{is_migratable, pick_target, MigrationStore};
 use crate::recovery::{pack_lockres, sender_lvb, MresHeader, RecoveryStore};
 use crate::wire::{
-    LockMode, LockName, Lvb, MigLockres, MigratableLock, NodeMap, QueueKind, MRES_RECOVERY,
-    NODE_UNKNOWN,
+    LockMode, LockName, Lvb, MigLockres, MigratableLock, NodeMap, QueueKind, LVB_LEN,
+    MRES_MIGRATION, MRES_RECOVERY, NODE_UNKNOWN,
 };
 use crate::Error;
 
@@ -24,6 +25,8 @@ pub struct MemRes {
     /// A dead node's locks were removed here; grants wait for the end of recovery
     /// (`DLM_LOCK_RES_RECOVERY_WAITING`).
     pub recovery_waiting: bool,
+    /// Being handed to another master (`DLM_LOCK_RES_MIGRATING`).
+    pub migrating: bool,
     /// Nodes holding a reference (meaningful on the master).
     pub refmap: NodeMap,
     /// The queues, when this node masters the resource or rebuilds it as recovery master.
@@ -40,6 +43,7 @@ impl MemRes {
             owner: Some(me),
             recovering: false,
             recovery_waiting: false,
+            migrating: false,
             refmap,
             engine: Some(engine),
             own: Vec::new(),
@@ -52,6 +56,7 @@ impl MemRes {
             owner: Some(owner),
             recovering: false,
             recovery_waiting: false,
+            migrating: false,
             refmap: NodeMap::new(),
             engine: None,
             own,
@@ -129,6 +134,13 @@ impl MemStore {
         }
     }
 
+    /// `node` left the domain cleanly: its references go.
+    pub fn forget_node(&mut self, node: u8) {
+        for r in self.res.values_mut() {
+            r.refmap.remove(node);
+        }
+    }
+
     fn run_queues(
         deliveries: &mut Vec<(LockName, Delivery)>,
         name: LockName,
@@ -202,6 +214,7 @@ impl RecoveryStore for MemStore {
             owner: None,
             recovering: true,
             recovery_waiting: false,
+            migrating: false,
             refmap: NodeMap::new(),
             engine: None,
             own: Vec::new(),
@@ -250,5 +263,141 @@ impl RecoveryStore for MemStore {
             }
         }
         moved
+    }
+}
+
+impl MigrationStore for MemStore {
+    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)> {
+        let me = self.me;
+        self.res.iter().find_map(|(name, r)| {
+            let e = r.engine.as_ref()?;
+            if r.owner != Some(me) || r.migrating || r.recovering {
+                return None;
+            }
+            if !is_migratable(me, e, &r.refmap) {
+                return None;
+            }
+            pick_target(me, e, &r.refmap, exiting).map(|t| (*name, t))
+        })
+    }
+
+    fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>) {
+        let me = self.me;
+        let Some(r) = self.res.get_mut(name) else {
+            return;
+        };
+        let Some(e) = r.engine.as_ref() else { return };
+        r.migrating = true;
+        let locks: Vec<MigratableLock> = e.migratable_locks().collect();
+        let head = MresHeader {
+            sender: me,
+            master: me,
+            flags: MRES_MIGRATION,
+            name: *name,
+            lvb: *e.lvb(),
+        };
+        pack_lockres(head, &locks, &mut self.next_mig_cookie, out);
+    }
+
+    fn migration_aborted(&mut self, name: &LockName) {
+        if let Some(r) = self.res.get_mut(name) {
+            r.migrating = false;
+        }
+    }
+
+    fn handed_over(&mut self, name: &LockName, new_master: u8) {
+        if let Some(r) = self.res.get_mut(name) {
+            // No local lock was on it (that is what made it migratable): nothing stays here.
+            r.engine = None;
+            r.refmap = NodeMap::new();
+            r.migrating = false;
+            r.owner = Some(new_master);
+        }
+    }
+
+    fn receive_migrated(
+        &mut self,
+        from: u8,
+        mres: &MigLockres,
+        members: &NodeMap,
+    ) -> Result<(), Error> {
+        let me = self.me;
+        let res = self.res.entry(mres.name).or_insert_with(|| MemRes {
+            owner: None,
+            recovering: false,
+            recovery_waiting: false,
+            migrating: true,
+            refmap: NodeMap::new(),
+            engine: None,
+            own: Vec::new(),
+        });
+        res.migrating = true;
+        res.owner = Some(me);
+        if res.engine.is_none() {
+            // This node's own locks are already on the queues when the records arrive.
+            let mut e = LockResource::new(mres.name);
+            for (ml, _) in &res.own {
+                e.add_migrated_lock(NODE_UNKNOWN, MRES_MIGRATION, &[0; LVB_LEN], ml)?;
+            }
+            res.engine = Some(e);
+        }
+        let Some(engine) = res.engine.as_mut() else {
+            return Ok(());
+        };
+        let mut dead_ex = false;
+        for ml in &mres.locks {
+            if !members.contains(ml.node) {
+                dead_ex |= ml.list != QueueKind::Blocked && ml.type_ == Some(LockMode::Ex);
+                continue;
+            }
+            match engine.add_migrated_lock(me, mres.flags, &mres.lvb, ml)? {
+                Migrated::Reference(n) | Migrated::Created(n) if n != me => res.refmap.insert(n),
+                _ => {}
+            }
+        }
+        // Migration carries the master's value block as it is.
+        engine.set_lvb(mres.lvb);
+        if dead_ex {
+            engine.invalidate_lvb();
+        }
+        if mres.flags & crate::wire::MRES_ALL_DONE != 0 {
+            res.own.clear();
+        }
+        let _ = from;
+        Ok(())
+    }
+
+    fn add_ref(&mut self, name: &LockName, node: u8) {
+        if let Some(r) = self.res.get_mut(name) {
+            r.refmap.insert(node);
+        }
+    }
+
+    fn finish_migration(&mut self, name: &LockName) {
+        if let Some(r) = self.res.get_mut(name) {
+            r.migrating = false;
+            if let Some(e) = r.engine.as_mut() {
+                Self::run_queues(&mut self.deliveries, *name, e);
+            }
+        }
+    }
+
+    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32> {
+        let _ = new_master;
+        match self.res.get_mut(name) {
+            Some(r) if r.recovering => Err(crate::wire::errno::EINVAL),
+            Some(r) => {
+                r.migrating = true;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn new_owner(&mut self, name: &LockName, owner: u8) {
+        if let Some(r) = self.res.get_mut(name) {
+            r.owner = Some(owner);
+            r.migrating = false;
+        }
     }
 }

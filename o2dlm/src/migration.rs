@@ -1,0 +1,454 @@
+//! Migration of the resources a node masters when it leaves a domain (`dlm_migrate_lockres`
+//! and its handlers in `dlmmaster.c` and `dlmrecovery.c`), as a plain state machine like
+//! [`crate::recovery::Recovery`]: no I/O, no clock, [`Migration::handle`] takes the time and
+//! a [`MigInput`], queues [`MigOutput`]s, and changes resources through [`MigrationStore`].
+//!
+//! The three roles, as the kernel plays them:
+//! - the leaving node (old master) takes its migratable resources one at a time
+//!   ([`is_migratable`], [`pick_target`]), marks each MIGRATING and sends its locks in
+//!   MIG_LOCKRES (MIGRATION, ALL_DONE on the last part), then waits for the target's
+//!   ASSERT_MASTER with FINISH_MIGRATION and drops every lock of the resource; a target that
+//!   dies or refuses makes it try again after 500 ms (the leave loop's period);
+//! - the target rebuilds the resource (its own locks re-queued, others created, refmap bits
+//!   set), then sends MIGRATE_REQUEST to every other member except the old master (a
+//!   MASTERY_REF answer sets that node's refmap bit), then ASSERT_MASTER FINISH_MIGRATION to
+//!   them and last to the old master, and runs the resource's queues;
+//! - every other member marks the resource MIGRATING on MIGRATE_REQUEST (a RECOVERING one
+//!   answers EINVAL) and takes the new owner on the assert.
+//!
+//! A node with nothing migratable left is done ([`MigOutput::Done`]): the domain then sends
+//! its exit messages.
+
+use std::collections::BTreeMap;
+
+use crate::lockres::LockResource;
+use crate::wire::{
+    errno, AssertMaster, DlmMessage, DomainName, LockName, MigLockres, MigrateRequest, NodeMap,
+    QueueKind, ASSERT_MASTER_FINISH_MIGRATION, MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE,
+    MRES_MIGRATION,
+};
+use crate::Error;
+
+/// The leave loop's period: a failed migration is tried again this much later.
+pub const MIGRATE_RETRY_MS: u64 = 500;
+
+/// `dlm_is_lockres_migratable` for a resource this node (`me`) masters that is neither
+/// MIGRATING nor RECOVERING: no lock of `me`, and some other node holds a lock or a reference.
+pub fn is_migratable(me: u8, engine: &LockResource, refmap: &NodeMap) -> bool {
+    let mut remote = false;
+    for (_, l) in engine.locks() {
+        if l.id.node == me {
+            return false;
+        }
+        remote = true;
+    }
+    remote || refmap.iter().any(|n| n != me)
+}
+
+/// `dlm_pick_migration_target`: the node of the first lock (granted, converting, blocked
+/// order) that is not exiting, else the lowest refmap node that is not.
+pub fn pick_target(
+    me: u8,
+    engine: &LockResource,
+    refmap: &NodeMap,
+    exiting: &NodeMap,
+) -> Option<u8> {
+    let ok = |n: u8| n != me && !exiting.contains(n);
+    QueueKind::ALL
+        .into_iter()
+        .flat_map(|q| engine.queue(q).iter().map(|l| l.id.node))
+        .find(|&n| ok(n))
+        .or_else(|| refmap.iter().find(|&n| ok(n)))
+}
+
+/// What migration does to the domain's resources.
+pub trait MigrationStore {
+    /// The next resource to migrate and its target, by [`is_migratable`] and [`pick_target`]
+    /// over the resources this node masters that are not MIGRATING or RECOVERING.
+    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)>;
+    /// Marks `name` MIGRATING and writes its MIG_LOCKRES messages (master = this node,
+    /// MIGRATION, the resource's value block).
+    fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>);
+    /// The migration of `name` failed: it is this node's again, no longer MIGRATING.
+    fn migration_aborted(&mut self, name: &LockName);
+    /// Old master: `new_master` asserted; the resource's locks and refmap go, owner changes.
+    fn handed_over(&mut self, name: &LockName, new_master: u8);
+    /// Target: applies one MIG_LOCKRES (MIGRATION) from the old master `from`; the resource
+    /// is MIGRATING with this node as owner until [`MigrationStore::finish_migration`]. Locks
+    /// of nodes that are not `members` any more (the old master did not know of their death
+    /// yet) are not created, and the value block is zeroed if such a node held EX, as the
+    /// local clean-up after its death would have done.
+    fn receive_migrated(
+        &mut self,
+        from: u8,
+        mres: &MigLockres,
+        members: &NodeMap,
+    ) -> Result<(), Error>;
+    /// Target: `node` holds a reference (the old master, a MASTERY_REF answer).
+    fn add_ref(&mut self, name: &LockName, node: u8);
+    /// Target: migration done; MIGRATING cleared, queues run.
+    fn finish_migration(&mut self, name: &LockName);
+    /// Another member: MIGRATE_REQUEST for `name` to `new_master`. `Ok(true)` when this node
+    /// holds a reference (MASTERY_REF), `Err(errno)` when it cannot (RECOVERING: EINVAL).
+    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32>;
+    /// Another member: the new master asserted; it owns `name` and MIGRATING is cleared.
+    fn new_owner(&mut self, name: &LockName, owner: u8);
+}
+
+/// What the world tells a [`Migration`].
+#[derive(Debug, Clone)]
+pub enum MigInput {
+    /// This node leaves the domain: migrate everything it masters. `exiting`: members known
+    /// to be leaving too (never picked as targets).
+    Leave { exiting: NodeMap },
+    /// A migration message from `from` (MIG_LOCKRES with MIGRATION, MIGRATE_REQUEST, or
+    /// ASSERT_MASTER with FINISH_MIGRATION). [`Migration::handle`] returns the reply status.
+    Message { from: u8, msg: DlmMessage },
+    /// A send finished: the peer handler's status, or a negative errno.
+    SendDone {
+        token: u64,
+        result: Result<i32, i32>,
+    },
+    /// `node` joined the domain.
+    NodeJoined(u8),
+    /// `node` left the domain or died.
+    NodeGone(u8),
+    /// Time passed.
+    Tick,
+}
+
+/// What a [`Migration`] asks the world to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigOutput {
+    /// Send `msg` to `to`; report with [`MigInput::SendDone`] and `token`.
+    Send { token: u64, to: u8, msg: DlmMessage },
+    /// `name` now belongs to `new_master` (a log line for users on the old master).
+    Migrated { name: LockName, new_master: u8 },
+    /// Nothing migratable is left: the leave may go on.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Old master: a MIG_LOCKRES part of the resource in flight.
+    Data(LockName),
+    /// Target: MIGRATE_REQUEST to a member.
+    Request(LockName, u8),
+    /// Target: ASSERT_MASTER FINISH_MIGRATION to a member.
+    Assert(LockName, u8),
+}
+
+/// The target's progress with one incoming resource.
+#[derive(Debug, Clone)]
+struct Incoming {
+    old_master: u8,
+    /// Replies awaited in the current step.
+    waiting: NodeMap,
+    /// The members told (everyone but the old master and this node).
+    others: NodeMap,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// MIGRATE_REQUEST to the others.
+    Requesting,
+    /// ASSERT_MASTER to the others.
+    AssertingOthers,
+    /// ASSERT_MASTER to the old master, last: it drops its copy on it.
+    AssertingOld,
+}
+
+/// Migration of one domain on one node. See the module documentation.
+#[derive(Debug)]
+pub struct Migration {
+    me: u8,
+    domain: DomainName,
+    domain_map: NodeMap,
+    leaving: Option<NodeMap>,
+    /// Old master: the resource in flight and its target.
+    current: Option<(LockName, u8)>,
+    retry_at: Option<u64>,
+    incoming: BTreeMap<LockName, Incoming>,
+    sends: BTreeMap<u64, Sent>,
+    next_token: u64,
+    out: Vec<MigOutput>,
+    scratch: Vec<MigLockres>,
+}
+
+impl Migration {
+    /// Migration for domain `domain` on node `me` with members `domain_map`.
+    pub fn new(me: u8, domain: DomainName, domain_map: NodeMap) -> Migration {
+        Migration {
+            me,
+            domain,
+            domain_map,
+            leaving: None,
+            current: None,
+            retry_at: None,
+            incoming: BTreeMap::new(),
+            sends: BTreeMap::new(),
+            next_token: 1,
+            out: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Takes the queued outputs.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, MigOutput> {
+        self.out.drain(..)
+    }
+
+    /// When [`MigInput::Tick`] is next due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.retry_at
+    }
+
+    /// The resource this node is handing over, if any, with its target.
+    pub fn in_flight(&self) -> Option<(LockName, u8)> {
+        self.current
+    }
+
+    /// Runs one input; for a message, returns the reply status.
+    pub fn handle<S: MigrationStore>(&mut self, now: u64, input: MigInput, store: &mut S) -> i32 {
+        match input {
+            MigInput::Leave { exiting } => {
+                self.leaving = Some(exiting);
+                self.next(now, store);
+                0
+            }
+            MigInput::Message { from, msg } => self.receive(from, msg, store),
+            MigInput::SendDone { token, result } => {
+                self.send_done(now, token, result, store);
+                0
+            }
+            MigInput::NodeJoined(n) => {
+                self.domain_map.insert(n);
+                0
+            }
+            MigInput::NodeGone(n) => {
+                self.domain_map.remove(n);
+                if let Some(ex) = self.leaving.as_mut() {
+                    ex.remove(n);
+                }
+                if let Some((name, target)) = self.current {
+                    if target == n {
+                        self.abort(now, name, store);
+                    }
+                }
+                // A target whose old master vanished still finishes with the others.
+                let names: Vec<LockName> = self.incoming.keys().copied().collect();
+                for name in names {
+                    if let Some(inc) = self.incoming.get_mut(&name) {
+                        inc.waiting.remove(n);
+                        inc.others.remove(n);
+                    }
+                    self.advance_incoming(name, store);
+                }
+                0
+            }
+            MigInput::Tick => {
+                if self.retry_at.is_some_and(|t| t <= now) {
+                    self.retry_at = None;
+                    self.next(now, store);
+                }
+                0
+            }
+        }
+    }
+
+    fn send(&mut self, to: u8, msg: DlmMessage, what: Sent) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.sends.insert(token, what);
+        self.out.push(MigOutput::Send { token, to, msg });
+    }
+
+    /// Old master: start on the next migratable resource, or say the leave may go on.
+    fn next<S: MigrationStore>(&mut self, now: u64, store: &mut S) {
+        let _ = now;
+        if self.current.is_some() || self.retry_at.is_some() {
+            return;
+        }
+        let Some(exiting) = self.leaving else { return };
+        let Some((name, target)) = store.next_migratable(&exiting) else {
+            self.out.push(MigOutput::Done);
+            return;
+        };
+        tracing::info!(node = self.me, domain = %self.domain, lock = %name, target, "o2dlm: migrating {name} to node {target}");
+        self.current = Some((name, target));
+        let mut data = std::mem::take(&mut self.scratch);
+        data.clear();
+        store.migration_data(&name, &mut data);
+        for m in data.drain(..) {
+            self.send(target, DlmMessage::MigLockres(m), Sent::Data(name));
+        }
+        self.scratch = data;
+    }
+
+    fn abort<S: MigrationStore>(&mut self, now: u64, name: LockName, store: &mut S) {
+        tracing::warn!(node = self.me, domain = %self.domain, lock = %name, "o2dlm: migration of {name} failed; retrying in {MIGRATE_RETRY_MS} ms");
+        store.migration_aborted(&name);
+        self.current = None;
+        self.sends.retain(|_, s| *s != Sent::Data(name));
+        self.retry_at = Some(now + MIGRATE_RETRY_MS);
+    }
+
+    fn receive<S: MigrationStore>(&mut self, from: u8, msg: DlmMessage, store: &mut S) -> i32 {
+        match msg {
+            DlmMessage::MigLockres(m) if m.flags & MRES_MIGRATION != 0 => {
+                if let Err(e) = store.receive_migrated(from, &m, &self.domain_map) {
+                    tracing::error!(node = self.me, domain = %self.domain, from, "o2dlm: {e}");
+                    return errno::EINVAL;
+                }
+                if m.flags & MRES_ALL_DONE != 0 {
+                    self.finish_incoming(from, m.name, store);
+                }
+                0
+            }
+            DlmMessage::MigrateRequest(r) => match store.migrate_request(&r.name, r.new_master) {
+                Ok(true) => MIGRATE_RESPONSE_MASTERY_REF,
+                Ok(false) => 0,
+                Err(e) => e,
+            },
+            DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0 => {
+                if self.current == Some((a.name, a.node_idx)) {
+                    store.handed_over(&a.name, a.node_idx);
+                    self.current = None;
+                    self.sends.retain(|_, s| *s != Sent::Data(a.name));
+                    self.out.push(MigOutput::Migrated {
+                        name: a.name,
+                        new_master: a.node_idx,
+                    });
+                    self.retry_at = None;
+                    self.next(0, store);
+                } else {
+                    store.new_owner(&a.name, a.node_idx);
+                }
+                0
+            }
+            other => {
+                tracing::warn!(node = self.me, domain = %self.domain, from, "o2dlm: not a migration message: {other:?}");
+                errno::EINVAL
+            }
+        }
+    }
+
+    /// Target, after the last part (`dlm_finish_migration`).
+    fn finish_incoming<S: MigrationStore>(
+        &mut self,
+        old_master: u8,
+        name: LockName,
+        store: &mut S,
+    ) {
+        store.add_ref(&name, old_master);
+        let mut others = NodeMap::new();
+        for n in self.domain_map.iter() {
+            if n != self.me && n != old_master {
+                others.insert(n);
+            }
+        }
+        self.incoming.insert(
+            name,
+            Incoming {
+                old_master,
+                waiting: others,
+                others,
+                step: Step::Requesting,
+            },
+        );
+        for n in others.iter() {
+            let msg = DlmMessage::MigrateRequest(MigrateRequest {
+                master: old_master,
+                new_master: self.me,
+                name,
+            });
+            self.send(n, msg, Sent::Request(name, n));
+        }
+        self.advance_incoming(name, store);
+    }
+
+    fn send_assert(&mut self, name: LockName, to: u8) {
+        let msg = DlmMessage::AssertMaster(AssertMaster {
+            node_idx: self.me,
+            flags: ASSERT_MASTER_FINISH_MIGRATION,
+            name,
+        });
+        self.send(to, msg, Sent::Assert(name, to));
+    }
+
+    fn advance_incoming<S: MigrationStore>(&mut self, name: LockName, store: &mut S) {
+        loop {
+            let Some(inc) = self.incoming.get(&name) else {
+                return;
+            };
+            if !inc.waiting.is_empty() {
+                return;
+            }
+            let (step, others, old) = (inc.step, inc.others, inc.old_master);
+            let (next, targets) = match step {
+                Step::Requesting => (Step::AssertingOthers, others),
+                Step::AssertingOthers => {
+                    let mut t = NodeMap::new();
+                    if self.domain_map.contains(old) {
+                        t.insert(old);
+                    }
+                    (Step::AssertingOld, t)
+                }
+                Step::AssertingOld => {
+                    self.incoming.remove(&name);
+                    store.finish_migration(&name);
+                    return;
+                }
+            };
+            if let Some(inc) = self.incoming.get_mut(&name) {
+                inc.step = next;
+                inc.waiting = targets;
+            }
+            for n in targets.iter() {
+                self.send_assert(name, n);
+            }
+        }
+    }
+
+    fn send_done<S: MigrationStore>(
+        &mut self,
+        now: u64,
+        token: u64,
+        result: Result<i32, i32>,
+        store: &mut S,
+    ) {
+        let Some(what) = self.sends.remove(&token) else {
+            return;
+        };
+        let status = match result {
+            Ok(s) | Err(s) => s,
+        };
+        match what {
+            Sent::Data(name) => {
+                if status < 0 && self.current.map(|c| c.0) == Some(name) {
+                    self.abort(now, name, store);
+                }
+            }
+            Sent::Request(name, n) => {
+                if status == MIGRATE_RESPONSE_MASTERY_REF {
+                    store.add_ref(&name, n);
+                }
+                if let Some(inc) = self.incoming.get_mut(&name) {
+                    if inc.step == Step::Requesting {
+                        inc.waiting.remove(n);
+                    }
+                }
+                self.advance_incoming(name, store);
+            }
+            Sent::Assert(name, n) => {
+                if let Some(inc) = self.incoming.get_mut(&name) {
+                    if inc.step != Step::Requesting {
+                        inc.waiting.remove(n);
+                    }
+                }
+                self.advance_incoming(name, store);
+            }
+        }
+    }
+}
