@@ -38,8 +38,8 @@ use crate::wire::{
     errno, is_host_down, AssertMaster, ConvertLock, CreateLock, DerefLockres, DlmMessage,
     DlmStatus, DomainName, ExitDomain, JoinCode, JoinNotice, LkmFlags, LockMode, LockName, Lvb,
     MasterRequest, MasterResponse, NodeInfo, NodeMap, ProtocolVersion, QueryJoinRequest,
-    QueryNodeinfo, QueryRegion, UnlockLock, ASSERT_MASTER_MLE_CLEANUP, ASSERT_RESPONSE_MASTERY_REF,
-    ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, REGION_NAME_LEN,
+    QueryNodeinfo, QueryRegion, QueueKind, UnlockLock, ASSERT_MASTER_MLE_CLEANUP,
+    ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, REGION_NAME_LEN,
 };
 
 /// Lock and convert retry after RECOVERING/MIGRATING/FORWARD or a lost connection (`dlmlock`).
@@ -1710,7 +1710,7 @@ impl DomainCore {
             );
             return;
         }
-        if was_cancel && status == DlmStatus::Normal && queue != crate::wire::QueueKind::Granted {
+        if was_cancel && status == DlmStatus::Normal && queue != QueueKind::Granted {
             self.out.push(Output::Done {
                 cookie,
                 result: Err(DlmStatus::Cancel),
@@ -1944,10 +1944,7 @@ impl DomainCore {
             node: c.node_idx,
             cookie: c.cookie,
         };
-        if engine
-            .find(id)
-            .is_none_or(|(q, _)| q != crate::wire::QueueKind::Granted)
-        {
+        if engine.find(id).is_none_or(|(q, _)| q != QueueKind::Granted) {
             return DlmStatus::Ivlockid.to_wire();
         }
         let status = match engine.convert(id, c.requested_type, c.flags, c.lvb.as_ref()) {
@@ -2117,47 +2114,58 @@ impl DomainCore {
         }
     }
 
-    /// Remote operations waiting for a reply from a dead master end with DLM_RECOVERING.
+    /// This node's requests on a resource whose master died end here instead of waiting for
+    /// recovery: a waiting new lock is removed and fails with DLM_RECOVERING, a waiting
+    /// conversion goes back to its granted mode and fails likewise, an unlock or cancel in
+    /// flight is done (the kernel commits them when the master dies). Granted locks stay.
     fn fail_pending_remote(&mut self, now: u64, name: LockName) {
         let Some(Role::Remote(own)) = self.res.get(&name).map(|r| &r.role) else {
             return;
         };
-        let pending: Vec<(u64, PendingOp)> = own
+        let locks: Vec<(u64, QueueKind, Option<PendingOp>)> = own
             .locks()
-            .filter_map(|l| l.pending.map(|p| (l.cookie, p)))
+            .map(|l| (l.cookie, l.queue, l.pending))
             .collect();
-        for (cookie, p) in pending {
-            let op = match p {
-                PendingOp::Lock => Op::Lock {
-                    cookie,
-                    mode: LockMode::Nl,
-                    flags: LkmFlags::empty(),
-                },
-                PendingOp::Convert => Op::Convert {
-                    cookie,
-                    mode: LockMode::Nl,
-                    flags: LkmFlags::empty(),
-                    lvb: [0; LVB_LEN],
-                },
-                PendingOp::Unlock | PendingOp::Cancel => Op::Unlock {
-                    cookie,
-                    flags: LkmFlags::empty(),
-                    lvb: [0; LVB_LEN],
-                },
+        for (cookie, queue, pending) in locks {
+            let Some(Role::Remote(own)) = self.res.get_mut(&name).map(|r| &mut r.role) else {
+                return;
             };
-            if let Some(Role::Remote(own)) = self.res.get_mut(&name).map(|r| &mut r.role) {
-                match p {
-                    PendingOp::Lock => {
-                        own.lock_reply(cookie, DlmStatus::Recovering);
+            match (pending, queue) {
+                (Some(PendingOp::Unlock), _) | (Some(PendingOp::Cancel), QueueKind::Blocked) => {
+                    own.lock_reply(cookie, DlmStatus::Recovering);
+                    self.own.remove(&cookie);
+                    if pending == Some(PendingOp::Cancel) {
+                        self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Cancel),
+                        });
                     }
-                    PendingOp::Convert => {
-                        own.convert_reply(cookie, DlmStatus::Recovering);
-                    }
-                    _ => {}
+                    self.out.push(Output::Unlocked {
+                        cookie,
+                        status: DlmStatus::Normal,
+                        removed: true,
+                        cancel: pending == Some(PendingOp::Cancel),
+                    });
                 }
+                (_, QueueKind::Blocked) => {
+                    own.lock_reply(cookie, DlmStatus::Recovering);
+                    self.own.remove(&cookie);
+                    self.out.push(Output::Done {
+                        cookie,
+                        result: Err(DlmStatus::Recovering),
+                    });
+                }
+                (_, QueueKind::Converting) => {
+                    own.convert_reply(cookie, DlmStatus::Recovering);
+                    self.out.push(Output::Done {
+                        cookie,
+                        result: Err(DlmStatus::Recovering),
+                    });
+                }
+                (_, QueueKind::Granted) => {}
             }
-            self.op_failed(now, &op, DlmStatus::Recovering);
         }
+        let _ = now;
     }
 
     // ----- dumps -----
