@@ -15,8 +15,9 @@
 //! ```
 //!
 //! - [`mount`] mounts a node's dlmfs and returns a [`MountHandle`] that unmounts on drop.
-//! - [`Dlm`] / [`DlmDomain`]: what dlmfs needs of a DLM; [`LocalDlm`] implements it in
-//!   process over o2dlm's lock-resource engine.
+//! - [`Dlm`] / [`DlmDomain`]: what dlmfs needs of a DLM; [`O2dlmNode`] implements it over
+//!   the o2dlm driver (the daemon's), [`LocalDlm`] in process over o2dlm's lock-resource
+//!   engine.
 //! - [`userdlm`]: the kernel's lock caching state machine, pure; [`cached`] runs it.
 //!
 //! Differences from the kernel:
@@ -35,6 +36,7 @@ pub mod cached;
 mod dlm;
 mod fs;
 mod local;
+mod o2dlm_node;
 pub mod userdlm;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ use std::sync::Arc;
 pub use dlm::{Dlm, DlmDomain, JoinError, LockEvents};
 pub use fs::{DOMAIN_NAME_LIMIT, LOCK_NAME_LIMIT};
 pub use local::{LocalDlm, LocalNode};
+pub use o2dlm_node::O2dlmNode;
 
 /// The mount's source and subtype: `/proc/mounts` shows `ocfs2_dlmfs <path>
 /// fuse.ocfs2_dlmfs`, which is how `dlmfs-preload` recognises our mounts.
