@@ -12,9 +12,14 @@
 //!   queries, protocol negotiation).
 //! - [`debug`]: state dumps in the formats of the kernel's debugfs `locking_state`,
 //!   `mle_state` and `dlm_state`.
+//! - [`domain`]: the sans-I/O core of one domain on one node (join, leave, mastery both
+//!   sides, local and remote locking, refmaps and deref, node up/down), driven by
+//!   `handle(now, input)` like the o2hb and o2net cores, so the simulator runs it too.
+//! - [`driver`]: the tokio driver on [`o2net::Net`] and the Rust API: [`Dlm::join`] gives a
+//!   [`Domain`], [`Domain::lock`] a [`LockHandle`] (convert, value block, BASTs, unlock),
+//!   failures are [`DlmError`]s; [`Domain::locking_state`] and friends give the dumps.
 //!
-//! How a domain core puts them together (the requesting side of mastery, the driver and the
-//! API are still to come): a resource this node masters is a [`lockres::LockResource`];
+//! How the domain core puts them together: a resource this node masters is a [`lockres::LockResource`];
 //! local calls and the create/convert/unlock handlers call `request`/`convert`/`unlock` on
 //! it, the dlm-thread role calls `shuffle` on dirty resources and then `flush`, sending each
 //! [`lockres::Delivery`] for a remote lock as [`lockres::Delivery::to_proxy_ast`]. A

@@ -4,8 +4,8 @@
 //! applies them (sets refmap bits, queues the assert worker, changes owners, wakes waiters,
 //! drops the MLE).
 //!
-//! The requesting side (sending the requests, counting votes, waiting for an assert,
-//! restarting on node up/down) is not here yet.
+//! The requesting side (sending the requests, counting votes, deciding, asserting, waiting
+//! for an assert, restarting on node up/down or a timeout) is in [`crate::domain`].
 
 use crate::wire::{
     AssertMaster, LockName, MasterResponse, NodeMap, ASSERT_MASTER_FINISH_MIGRATION,
