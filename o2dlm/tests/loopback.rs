@@ -288,3 +288,34 @@ fn dumps_show_owner_and_locks() {
         cluster.shutdown();
     });
 }
+
+#[test]
+fn nodes_joining_at_once_all_get_in() {
+    rt().block_on(async {
+        let cluster = cluster::start(8, cluster::config(300));
+        let mut joins = Vec::new();
+        for d in &cluster.dlms {
+            let d = d.clone();
+            joins.push(tokio::spawn(async move { d.join("crowd").await }));
+        }
+        let mut domains = Vec::new();
+        for j in joins {
+            let d = tokio::time::timeout(LIMIT, j)
+                .await
+                .expect("join finishes")
+                .expect("task")
+                .expect("join succeeds");
+            domains.push(d);
+        }
+        // Colliding joins back off and retry; in the end every member sees all eight.
+        let all: Vec<u8> = (1..=8).collect();
+        for d in &domains {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while d.members() != all && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(d.members(), all, "node {}", d.node());
+        }
+        cluster.shutdown();
+    });
+}
