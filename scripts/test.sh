@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/sbin:/sbin:$PATH"
 scripts/install-deps.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
