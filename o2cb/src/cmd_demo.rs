@@ -172,6 +172,7 @@ impl Demo {
             .args(["--heartbeat-period-ms", &PERIOD_MS.to_string()])
             .arg("--region-path")
             .arg(&self.region)
+            .arg("--no-dlmfs")
             .env(proto::RUNTIME_DIR_ENV, &self.run)
             .env_remove(o2nm::LocalNode::ENV)
             .stdin(Stdio::null())

@@ -15,6 +15,8 @@ use crate::daemon::client::{self, Target};
 use crate::daemon::{self, proto, Options};
 use crate::Global;
 
+/// Where the init script mounts dlmfs.
+const DEFAULT_DLMFS: &str = "/dlm";
 /// How long `online` waits for the node to come up (global heartbeat must be steady).
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `offline` waits for the daemon to end after it answered.
@@ -46,6 +48,12 @@ pub struct NodeArgs {
     /// Fence by running this shell command instead of exiting (status 86).
     #[arg(long)]
     pub fence_command: Option<String>,
+    /// Mount dlmfs here (default /dlm; a failure to mount the default is only a warning).
+    #[arg(long, conflicts_with = "no_dlmfs")]
+    pub dlmfs: Option<PathBuf>,
+    /// Do not mount dlmfs.
+    #[arg(long)]
+    pub no_dlmfs: bool,
 }
 
 impl NodeArgs {
@@ -57,6 +65,12 @@ impl NodeArgs {
             heartbeat_period_ms: self.heartbeat_period_ms,
             region_paths: self.region_paths.clone(),
             fence_command: self.fence_command.clone(),
+            dlmfs: match (&self.dlmfs, self.no_dlmfs) {
+                (_, true) => None,
+                (Some(p), false) => Some(p.clone()),
+                (None, false) => Some(PathBuf::from(DEFAULT_DLMFS)),
+            },
+            dlmfs_required: self.dlmfs.is_some(),
         }
     }
 

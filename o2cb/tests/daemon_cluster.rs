@@ -51,7 +51,8 @@ fn three_daemons_see_each_other_and_status_reads_as_the_init_script() {
     let socket = c.run.join("test101.n1.sock");
     let expected = format!(
         "Node daemon for cluster \"test101\": Running (pid {}, control socket {})\n\
-         Driver for \"ocfs2_dlmfs\": Not loaded\n\
+         Driver for \"ocfs2_dlmfs\": Loaded\n\
+         Filesystem \"ocfs2_dlmfs\": Not mounted\n\
          Checking O2CB cluster \"test101\": Online\n\
          \x20 Heartbeat dead threshold: 7\n\
          \x20 Network idle timeout: 5000\n\
@@ -423,7 +424,11 @@ fn a_global_region_on_a_block_device_is_found_by_its_uuid() {
     let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
     // No --region-path: the daemon looks at the block devices.
     let mut args = c.node_args(0);
-    args.extend(["--heartbeat-period-ms".to_string(), "200".to_string()]);
+    args.extend([
+        "--heartbeat-period-ms".to_string(),
+        "200".to_string(),
+        "--no-dlmfs".to_string(),
+    ]);
     c.start_args(0, args);
     let status = c.wait_for(0, &["status"], UP, |s| {
         s.contains("Checking O2CB heartbeat: Active\n")

@@ -56,6 +56,10 @@ pub struct Options {
     pub region_paths: Vec<PathBuf>,
     /// Fence by running this shell command instead of exiting.
     pub fence_command: Option<String>,
+    /// Where to mount dlmfs (None: not at all).
+    pub dlmfs: Option<PathBuf>,
+    /// The dlmfs path was asked for: failing to mount it is an error, not a warning.
+    pub dlmfs_required: bool,
 }
 
 /// The cluster as `online` registers it, with the local node found.
@@ -128,6 +132,8 @@ pub(crate) struct Daemon {
     pub domains: dlm::Domains,
     pub hb: Heartbeat,
     pub regions: Mutex<Vec<ActiveRegion>>,
+    /// The dlmfs mount, while mounted.
+    pub dlmfs: Mutex<Option<dlmfs_fuse::MountHandle>>,
     pub peers: Mutex<BTreeMap<u8, PeerHb>>,
     pub socket: PathBuf,
     pub pid: u32,
@@ -262,6 +268,7 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         domains: dlm::Domains::new(dlm),
         hb,
         regions: Mutex::new(Vec::new()),
+        dlmfs: Mutex::new(None),
         peers: Mutex::new(BTreeMap::new()),
         socket: socket.clone(),
         pid: std::process::id(),
@@ -326,6 +333,15 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         }
     }
 
+    if let Some(path) = &opts.dlmfs {
+        if let Err(e) = mount_dlmfs(&daemon, path).await {
+            if opts.dlmfs_required {
+                daemon.go_offline().await;
+                return Err(e);
+            }
+            tracing::warn!(node = local, "dlmfs not mounted: {e:#}");
+        }
+    }
     daemon.online.store(true, Ordering::Release);
     tracing::info!(
         node = local,
@@ -339,6 +355,26 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         _ = daemon.exit.notified() => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mounts dlmfs at `path` (made if missing) on the node's DLM.
+async fn mount_dlmfs(d: &Arc<Daemon>, path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        std::fs::create_dir_all(path).with_context(|| crate::path_text(path))?;
+    }
+    let dlm = dlmfs_fuse::O2dlmNode::new(d.domains.dlm.clone(), tokio::runtime::Handle::current());
+    let path = path.to_path_buf();
+    let mount = tokio::task::spawn_blocking(move || {
+        dlmfs_fuse::mount(&path, Arc::new(dlm), dlmfs_fuse::MountOptions::default())
+    })
+    .await??;
+    tracing::info!(
+        node = d.local,
+        "dlmfs mounted at {}",
+        mount.path().display()
+    );
+    *d.dlmfs.guard() = Some(mount);
+    Ok(())
 }
 
 /// Feeds heartbeat events to o2net (and records them for `status` and `nodes`).
@@ -505,7 +541,27 @@ impl Daemon {
         }
         let name = self.cluster.name().to_string();
         let mut out = String::new();
-        // Locks first (their sessions release them), then the domains, then heartbeat.
+        // dlmfs first (it leaves its domains), locks (their sessions release them), then
+        // the domains, then heartbeat.
+        let mount = self.dlmfs.guard().take();
+        if let Some(m) = mount {
+            // A process keeping a file open holds the lazy unmount; do not wait for it.
+            let unmount = tokio::task::spawn_blocking(move || m.unmount());
+            match tokio::time::timeout(std::time::Duration::from_secs(5), unmount).await {
+                Ok(Ok(Ok(()))) => out.push_str("Clean userdlm domains: OK\n"),
+                Ok(Ok(Err(e))) => {
+                    out.push_str("Clean userdlm domains: Failed\n");
+                    tracing::warn!(node = self.local, "{e}");
+                }
+                _ => {
+                    out.push_str("Clean userdlm domains: Failed\n");
+                    tracing::warn!(
+                        node = self.local,
+                        "dlmfs still in use after 5 s; unmounted lazily"
+                    );
+                }
+            }
+        }
         self.leaving.send_replace(true);
         self.domains.leave_all().await;
         let regions: Vec<ActiveRegion> = self.regions.guard().clone();

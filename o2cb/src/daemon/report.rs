@@ -56,8 +56,18 @@ pub(crate) fn status(d: &Daemon) -> String {
     let c = &d.cluster;
     let name = c.name();
     let mut s = daemon_line(name, Some((d.pid, &crate::path_text(&d.socket))));
-    // dlmfs is not mounted by this daemon yet.
-    s.push_str("Driver for \"ocfs2_dlmfs\": Not loaded\n");
+    // dlmfs-fuse is built in: always "Loaded".
+    s.push_str("Driver for \"ocfs2_dlmfs\": Loaded\n");
+    match d.dlmfs.guard().as_ref() {
+        Some(m) => {
+            let _ = writeln!(
+                s,
+                "Filesystem \"ocfs2_dlmfs\": Mounted ({})",
+                crate::path_text(m.path())
+            );
+        }
+        None => s.push_str("Filesystem \"ocfs2_dlmfs\": Not mounted\n"),
+    }
     let _ = writeln!(s, "Checking O2CB cluster \"{name}\": Online");
     s.push_str(&timeout_lines(c.timeouts()));
     let _ = writeln!(s, "  Heartbeat mode: {}", mode_name(c.heartbeat_mode()));
@@ -78,7 +88,18 @@ pub(crate) fn status(d: &Daemon) -> String {
             live_nodes_line((0..=254u8).filter(|n| live.contains(*n)))
         );
     }
-    let domains = d.domains.names();
+    // The domains of `o2cb lock` sessions, and the mount's directories (the init script's
+    // `ls /dlm`).
+    let mut domains = d.domains.names();
+    let mounted = d.dlmfs.guard().as_ref().map(|m| m.path().to_path_buf());
+    if let Some(Ok(dir)) = mounted.map(std::fs::read_dir) {
+        domains.extend(
+            dir.flatten()
+                .map(|e| crate::path_text(std::path::Path::new(&e.file_name()))),
+        );
+    }
+    domains.sort();
+    domains.dedup();
     if !domains.is_empty() {
         // The init script's `echo "Active userdlm domains: " $(ls /dlm)`: two spaces.
         let _ = writeln!(s, "Active userdlm domains:  {}", domains.join(" "));

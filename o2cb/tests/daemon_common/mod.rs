@@ -121,6 +121,7 @@ impl TestCluster {
             self.period_ms.to_string(),
             "--region-path".into(),
             self.region.display().to_string(),
+            "--no-dlmfs".into(),
         ]);
         v
     }

@@ -1,0 +1,99 @@
+//! dlmfs mounted by the node daemons (FUSE): a lock taken through one node's mount blocks
+//! the other node's trylock open, and its value block reaches the other node when the lock
+//! is handed over; status shows the mount and the domain.
+
+mod daemon_common;
+
+use daemon_common::TestCluster;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// open(2) with raw flags: the fd or the errno.
+fn open(path: &Path, flags: i32) -> Result<i32, i32> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT, 0o600) };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(fd)
+    }
+}
+
+fn close(fd: i32) {
+    // SAFETY: fd was returned by open and is closed once.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("no /dev/fuse on this machine: test not run");
+        return;
+    }
+    let mut c = TestCluster::new(121, 2, false, 200, 7);
+    let mounts: Vec<_> = (0..2)
+        .map(|i| c.dir.path().join(format!("dlm{i}")))
+        .collect();
+    for (i, m) in mounts.iter().enumerate() {
+        let mut args = c.daemon_args(i);
+        args.retain(|a| a != "--no-dlmfs");
+        args.extend(["--dlmfs".to_string(), m.display().to_string()]);
+        c.start_args(i, args);
+    }
+    c.wait_all_up(0, &[0, 1]);
+    c.wait_all_up(1, &[0, 1]);
+    let status = c.ok(0, &["status"]);
+    assert!(
+        status.contains(&format!(
+            "Driver for \"ocfs2_dlmfs\": Loaded\nFilesystem \"ocfs2_dlmfs\": Mounted ({})\n",
+            mounts[0].display()
+        )),
+        "{status}"
+    );
+    for m in &mounts {
+        std::fs::create_dir(m.join("dom")).unwrap();
+    }
+    let lock0 = mounts[0].join("dom/lk");
+    let lock1 = mounts[1].join("dom/lk");
+    // Node 0 takes EX (write open) and writes the value block.
+    let fd = open(&lock0, libc::O_RDWR).unwrap();
+    let msg = b"hello from node 0";
+    // SAFETY: fd is open; msg is a valid buffer.
+    let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+    assert_eq!(n, msg.len() as isize);
+    // Node 1's trylock open fails with the kernel's errno while node 0 holds it.
+    assert_eq!(
+        open(&lock1, libc::O_RDONLY | libc::O_NONBLOCK),
+        Err(libc::ETXTBSY)
+    );
+    let st = c.ok(1, &["status"]);
+    assert!(st.ends_with("Active userdlm domains:  dom\n"), "{st}");
+    close(fd);
+    // Closed on node 0 (lock cached there): node 1's blocking PR open gets it, with the value.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l1 = lock1.clone();
+    std::thread::spawn(move || {
+        let r = open(&l1, libc::O_RDONLY).map(|fd| {
+            let mut buf = [0u8; 64];
+            // SAFETY: fd is open; buf is valid for 64 bytes.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            close(fd);
+            buf[..usize::try_from(n).unwrap_or(0)].to_vec()
+        });
+        let _ = tx.send(r);
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("node 1's open never returned");
+    let value = got.expect("node 1's open failed");
+    assert_eq!(&value[..msg.len()], msg);
+    // A clean offline unmounts.
+    let out = c.ok(0, &["offline"]);
+    assert!(out.starts_with("Clean userdlm domains: OK\n"), "{out}");
+    c.wait_exit(0, Duration::from_secs(15));
+}
