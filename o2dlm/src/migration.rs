@@ -291,7 +291,7 @@ impl Migration {
         store.migration_aborted(&name);
         self.current = None;
         self.sends.retain(|_, s| *s != Sent::Data(name));
-        self.retry_at = Some(now + MIGRATE_RETRY_MS);
+        self.retry_at = Some(now.saturating_add(MIGRATE_RETRY_MS));
     }
 
     fn receive<S: MigrationStore>(&mut self, from: u8, msg: DlmMessage, store: &mut S) -> i32 {

@@ -28,6 +28,23 @@
 //!   FINALIZE state answers BEGIN_RECO with EAGAIN;
 //! - the recovery master dying before FINALIZE restarts the election for the same dead node;
 //!   after a stage 1 was seen, the recovery counts as complete.
+//!
+//! How the domain core runs it (with [`crate::migration::Migration`] beside it):
+//! - heartbeat node-down of a member: [`RecoInput::NodeDown`]; its [`RecoveryStore::local_cleanup`]
+//!   is what the core's member clean-up does today (operations pending with the dead master
+//!   still end with DLM_RECOVERING and are retried by the caller every 100 ms, as `dlmlock`
+//!   does, until FINALIZE gives the resource its new owner); a clean exit:
+//!   [`RecoInput::NodeLeft`]; a join: [`RecoInput::NodeJoined`]. A
+//!   [`RecoEvent::NodeDied`] that BEGIN_RECO caused drops the node from the domain map too;
+//! - BEGIN_RECO, LOCK_REQUEST, RECO_DATA_DONE, FINALIZE_RECO and MIG_LOCKRES with
+//!   `MRES_RECOVERY` go to [`Recovery::handle`], whose status is the o2net reply;
+//!   MIGRATE_REQUEST, MIG_LOCKRES with `MRES_MIGRATION` and ASSERT_MASTER with
+//!   FINISH_MIGRATION go to the migration machine;
+//! - [`RecoOutput::LockRecoveryLock`] is the core's own `$RECOVERY` lock request (EX,
+//!   `NOQUEUE | RECOVERY`), whose result comes back as [`RecoInput::RecoveryLock`];
+//! - query-join is answered DISALLOW while [`Recovery::is_active`];
+//! - `dlm_state` takes `recovery_master`, `recovery_active`, `recovery_map` and the node list
+//!   from [`Recovery::state`], and each [`RecoOutput::Log`] is a log line with the domain.
 
 use std::collections::BTreeMap;
 
@@ -527,10 +544,10 @@ impl Recovery {
             }
             DlmStatus::Notqueued => {
                 self.phase = Phase::AwaitBegin;
-                self.at(now + ELECTION_WAIT_MS, Timer::ElectionWait);
+                self.at(now.saturating_add(ELECTION_WAIT_MS), Timer::ElectionWait);
             }
             _ => {
-                self.at(now + RECOVERY_LOCK_RETRY_MS, Timer::RetryLock);
+                self.at(now.saturating_add(RECOVERY_LOCK_RETRY_MS), Timer::RetryLock);
             }
         }
     }
@@ -800,7 +817,10 @@ impl Recovery {
                     self.waiting.remove(n);
                     self.announced(store);
                 } else {
-                    self.at(now + BEGIN_RECO_RETRY_MS, Timer::ResendBegin(n));
+                    self.at(
+                        now.saturating_add(BEGIN_RECO_RETRY_MS),
+                        Timer::ResendBegin(n),
+                    );
                 }
             }
             Sent::LockRequest(n) => {
@@ -813,7 +833,10 @@ impl Recovery {
                     self.nodes.insert(n, RecoNodeState::Dead);
                     self.check_collected(store);
                 } else {
-                    self.at(now + LOCK_REQUEST_RETRY_MS, Timer::ResendLockRequest(n));
+                    self.at(
+                        now.saturating_add(LOCK_REQUEST_RETRY_MS),
+                        Timer::ResendLockRequest(n),
+                    );
                 }
             }
             Sent::Finalize(n) => {

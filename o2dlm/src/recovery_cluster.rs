@@ -829,3 +829,116 @@ impl RecoCluster {
         }
     }
 }
+
+/// Drives one node's recovery and migration machines (node 2 of members 1-4, with a few
+/// resources of every kind) with inputs read from `data`, as the fuzz target and the property
+/// test do: whatever arrives, in any order, must not panic. Each input is an opcode byte and
+/// its operands: a node-down, time passing, a `$RECOVERY` answer, a send completion, a leave,
+/// or a message (type byte, length byte, payload) routed as the cluster routes it. Returns
+/// how many inputs were applied.
+pub fn drive_node_from_bytes(data: &[u8]) -> usize {
+    let domain = match DomainName::new(b"fuzz") {
+        Ok(d) => d,
+        Err(_) => return 0,
+    };
+    let mut members = NodeMap::new();
+    for n in 1..=4 {
+        members.insert(n);
+    }
+    let mut node = RecoNode::new(2, domain, members);
+    let mk = |s: &str| LockName::new(s.as_bytes()).ok();
+    let pr = |n: u8, list| MigratableLock {
+        cookie: (u64::from(n) << 56) | 1,
+        list,
+        flags: 0,
+        type_: Some(LockMode::Pr),
+        convert_type: None,
+        highest_blocked: None,
+        node: n,
+    };
+    if let (Some(a), Some(b), Some(c)) = (mk("mine"), mk("theirs"), mk("ref")) {
+        let mut e = LockResource::new(a);
+        let _ = e.add_migrated_lock(
+            NODE_UNKNOWN,
+            MRES_MIGRATION,
+            &[1; LVB_LEN],
+            &pr(1, QueueKind::Granted),
+        );
+        let mut refs = NodeMap::new();
+        refs.insert(1);
+        node.store.insert(a, MemRes::mastered(2, e, refs));
+        node.store.insert(
+            b,
+            MemRes::remote(3, vec![(pr(2, QueueKind::Granted), [2; LVB_LEN])]),
+        );
+        node.store.insert(c, MemRes::remote(4, Vec::new()));
+    }
+    let mut now = 0u64;
+    let mut applied = 0;
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        let Some((&arg, tail)) = tail.split_first() else {
+            break;
+        };
+        rest = tail;
+        let store = &mut node.store;
+        match op % 7 {
+            0 => {
+                node.reco.handle(now, RecoInput::NodeDown(arg % 6), store);
+                node.mig.handle(now, MigInput::NodeGone(arg % 6), store);
+            }
+            1 => {
+                now = now.saturating_add(u64::from(arg) * 10);
+                node.reco.handle(now, RecoInput::Tick, store);
+                node.mig.handle(now, MigInput::Tick, store);
+            }
+            2 => {
+                let status = match arg % 3 {
+                    0 => DlmStatus::Normal,
+                    1 => DlmStatus::Notqueued,
+                    _ => DlmStatus::Recovering,
+                };
+                node.reco
+                    .handle(now, RecoInput::RecoveryLock(status), store);
+            }
+            3 => {
+                let result = if arg & 0x80 != 0 {
+                    Err(-i32::from(arg & 0x7f))
+                } else {
+                    Ok(i32::from(arg & 3))
+                };
+                let token = u64::from(arg % 16);
+                node.reco
+                    .handle(now, RecoInput::SendDone { token, result }, store);
+                node.mig
+                    .handle(now, MigInput::SendDone { token, result }, store);
+            }
+            4 => {
+                let exiting = NodeMap::new();
+                node.mig.handle(now, MigInput::Leave { exiting }, store);
+            }
+            _ => {
+                let Some((&len, tail)) = rest.split_first() else {
+                    break;
+                };
+                let len = usize::from(len).min(tail.len());
+                let (payload, tail) = tail.split_at(len);
+                rest = tail;
+                let msg_type = 500 + u16::from(arg % 23);
+                let from = 1 + op % 4;
+                if let Ok(msg) = DlmMessage::decode(msg_type, payload) {
+                    if is_migration_message(&msg) {
+                        node.mig.handle(now, MigInput::Message { from, msg }, store);
+                    } else {
+                        node.reco
+                            .handle(now, RecoInput::Message { from, msg }, store);
+                    }
+                }
+            }
+        }
+        node.reco.drain_outputs().for_each(drop);
+        node.mig.drain_outputs().for_each(drop);
+        applied += 1;
+    }
+    applied
+}
