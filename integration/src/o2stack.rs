@@ -479,6 +479,29 @@ fn describe(data: &[u8]) -> String {
 
 impl Stack for O2Stack {
     fn handle(&mut self, now: SimTime, input: Input, out: &mut Vec<Effect>) {
+        let start = out.len();
+        self.handle_input(now, input, out);
+        // The kernel decides quorum on a work queue, after o2hb has delivered
+        // all of an iteration's NODE_UP/NODE_DOWN events: a fence asked for
+        // in the middle of them takes effect once they are all out.
+        let mut fence = None;
+        let mut i = start;
+        while i < out.len() {
+            if let Effect::Fence(reason) = out[i] {
+                fence.get_or_insert(reason);
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(reason) = fence {
+            out.push(Effect::Fence(reason));
+        }
+    }
+}
+
+impl O2Stack {
+    fn handle_input(&mut self, now: SimTime, input: Input, out: &mut Vec<Effect>) {
         match input {
             Input::Boot => {
                 if self.hb.is_none() || self.net.is_none() {

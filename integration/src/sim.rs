@@ -429,6 +429,7 @@ impl Simulation {
         v.booted_at = self.now;
         v.hb_live.clear();
         v.net_up.clear();
+        v.hb_failed = false;
         let setup = NodeSetup {
             node,
             nodes: self.cfg.nodes,
@@ -786,7 +787,8 @@ impl Simulation {
                     s.sends_failed += 1;
                 }
             }
-            Note::HbSteady { .. } | Note::HbStartFailed { .. } | Note::Text(_) => {}
+            Note::HbStartFailed { .. } => v.hb_failed = true,
+            Note::HbSteady { .. } | Note::Text(_) => {}
         }
     }
 
@@ -894,9 +896,10 @@ impl Simulation {
         }
     }
 
-    /// The operator's repair after an episode: power on what is down, and
-    /// reboot the higher-numbered end of any heartbeating pair that o2net left
-    /// disconnected (o2net never reconnects such a pair by itself).
+    /// The operator's repair after an episode: power on what is down, reboot
+    /// a node whose heartbeat failed to start (the kernel gives up after too
+    /// many unsteady iterations), and reboot the higher-numbered end of any
+    /// heartbeating pair that o2net left disconnected.
     fn recover(&mut self) {
         let nodes: Vec<NodeId> = (0..self.cfg.nodes)
             .filter_map(|n| NodeId::try_from(n).ok())
@@ -916,7 +919,7 @@ impl Simulation {
                             && !(va.net_up.contains(&b) && vb.net_up.contains(&a))
                     })
             });
-            if stuck {
+            if stuck || vb.hb_failed {
                 reboot.push(b);
             }
         }

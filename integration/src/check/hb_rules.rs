@@ -340,6 +340,35 @@ impl Checker for HbRules {
                     self.iterate(node, *region, data);
                 }
             }
+            What::Note(Note::HbStartFailed { region }) => {
+                // The region gives up ("Unable to stabilize heartbeat"): its loop
+                // ends and shuts every slot down, so a node live only there goes DOWN.
+                self.settle(node, Some(*region), world, out);
+                let r = usize::from(*region);
+                let Some(obs) = self.observers.get_mut(idx) else {
+                    return;
+                };
+                let bit = 1u32 << (r % 32);
+                let mut exp = Expectation::default();
+                for (m, live_in) in obs.live_in.iter_mut() {
+                    if *live_in & bit != 0 {
+                        *live_in &= !bit;
+                        if *live_in == 0 {
+                            exp.events.insert(*m, Event::Down);
+                        }
+                    }
+                }
+                if let Some(model) = obs.regions.get_mut(r) {
+                    exp.iteration = model.iterations;
+                    *model = RegionModel {
+                        pending: Some(exp),
+                        iterations: model.iterations,
+                        ..RegionModel::default()
+                    };
+                    // A stopped region reads nothing more: no baseline to wait for.
+                    model.baseline_done = true;
+                }
+            }
             What::Note(Note::HbUp {
                 region,
                 node: m,

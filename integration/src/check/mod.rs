@@ -53,6 +53,9 @@ pub struct NodeView {
     pub hb_live: BTreeSet<NodeId>,
     /// Peers its quorum counts as connected (from its own notes).
     pub net_up: BTreeSet<NodeId>,
+    /// A heartbeat region of this boot failed to start (the kernel's EIO on
+    /// `dev`): the node runs without that heartbeat until someone restarts it.
+    pub hb_failed: bool,
 }
 
 impl NodeView {
@@ -64,6 +67,7 @@ impl NodeView {
             booted_at: SimTime::ZERO,
             hb_live: BTreeSet::new(),
             net_up: BTreeSet::new(),
+            hb_failed: false,
         }
     }
 
