@@ -7,12 +7,19 @@
 //!   blocking opens, so every cycle is a BAST, a downconvert and a grant.
 //! - `API`: `DlmDomain::lock` EX + `unlock` on the in-process DLM (o2dlm's lock-resource
 //!   engine): the DLM work without FUSE.
+//!
+//! The same over a two-node o2dlm cluster on loopback TCP (`O2dlmNode`, what the daemon
+//! mounts), against o2dlm's async API: `lock(EX)` + `unlock` on node 1, and EX handed
+//! between the two nodes.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/o2dlm_cluster.rs"]
+mod cluster;
 
 use dlmfs_fuse::userdlm::Request;
 use dlmfs_fuse::{mount, Dlm, LocalDlm, LockEvents, MountOptions};
@@ -94,13 +101,81 @@ fn main() {
         "dlmfs open+close lock cycles per second ({} s each)",
         RUN.as_secs()
     );
-    println!("  API lock EX + unlock (in-process DLM):  {api:>10.0}/s  (baseline)");
-    println!(
-        "  mount, cached EX (open+close):          {mount_cached:>10.0}/s  ratio to API {:.3}",
-        mount_cached / api
+    println!("in-process DLM:");
+    report("API lock EX + unlock", api, None);
+    report("mount, cached EX (open+close)", mount_cached, Some(api));
+    report(
+        "mount, EX handed between two nodes",
+        mount_handoff,
+        Some(api),
     );
-    println!(
-        "  mount, EX handed between two nodes:     {mount_handoff:>10.0}/s  ratio to API {:.3}",
-        mount_handoff / api
+    o2dlm_cluster();
+}
+
+fn report(what: &str, rate: f64, baseline: Option<f64>) {
+    match baseline {
+        Some(b) => println!("  {what:<40} {rate:>10.0}/s  ratio to API {:.3}", rate / b),
+        None => println!("  {what:<40} {rate:>10.0}/s  (baseline)"),
+    }
+}
+
+/// The same cycles over two o2dlm nodes on loopback TCP.
+fn o2dlm_cluster() {
+    use o2dlm::wire::LkmFlags;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster::start(dir.path(), 25000);
+    let (p1, p2) = (dir.path().join("n1"), dir.path().join("n2"));
+    std::fs::create_dir(p1.join("bench")).unwrap();
+    std::fs::create_dir(p2.join("bench")).unwrap();
+    let cached = c(&p1.join("bench/cached"));
+    let mount_cached = rate(|| open_close(&cached));
+    let (h1, h2) = (c(&p1.join("bench/pingpong")), c(&p2.join("bench/pingpong")));
+    let mount_handoff = rate(|| {
+        open_close(&h1);
+        open_close(&h2);
+    }) * 2.0;
+
+    let rt = nodes.rt.as_ref().expect("runtime");
+    let (d1, d2) = rt.block_on(async {
+        (
+            nodes.dlms[0].join("apibench").await.expect("join node 1"),
+            nodes.dlms[1].join("apibench").await.expect("join node 2"),
+        )
+    });
+    let api = rate(|| {
+        rt.block_on(async {
+            let l = d1
+                .lock("api", LockMode::Ex, LkmFlags::VALBLK)
+                .await
+                .unwrap();
+            l.unlock_with(LkmFlags::VALBLK).await.unwrap();
+        })
+    });
+    let api_handoff = rate(|| {
+        rt.block_on(async {
+            for d in [&d1, &d2] {
+                let l = d
+                    .lock("pingpong", LockMode::Ex, LkmFlags::VALBLK)
+                    .await
+                    .unwrap();
+                l.unlock_with(LkmFlags::VALBLK).await.unwrap();
+            }
+        })
+    }) * 2.0;
+    rt.block_on(async {
+        let _ = d1.leave().await;
+        let _ = d2.leave().await;
+    });
+    drop(nodes);
+
+    println!("two o2dlm nodes on loopback TCP:");
+    report("API lock EX + unlock on node 1", api, None);
+    report("mount, cached EX (open+close)", mount_cached, Some(api));
+    println!("  (handoff baseline: the API's EX handed between the nodes)");
+    report("API EX handed between two nodes", api_handoff, None);
+    report(
+        "mount, EX handed between two nodes",
+        mount_handoff,
+        Some(api_handoff),
     );
 }

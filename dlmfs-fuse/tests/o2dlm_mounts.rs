@@ -5,97 +5,12 @@
 //! /dev/fuse; unmounts and stops the nodes even on failure.
 
 use std::ffi::CString;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use dlmfs_fuse::{mount, MountHandle, MountOptions, O2dlmNode};
-use o2net::{Net, NetConfig, NodeInfo};
-
-struct Nodes {
-    mounts: Vec<MountHandle>,
-    nets: Vec<Net>,
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        self.mounts.clear();
-        for n in &self.nets {
-            n.shutdown();
-        }
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(2));
-        }
-    }
-}
-
-fn start(dir: &Path) -> Nodes {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let port = 24000 + (std::process::id() % 500) as u16 * 2;
-    let infos: Vec<NodeInfo> = (1..=2u8)
-        .map(|i| NodeInfo {
-            num: i,
-            name: format!("n{i}"),
-            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
-        })
-        .collect();
-    let mut nodes = Nodes {
-        mounts: Vec::new(),
-        nets: Vec::new(),
-        rt: None,
-    };
-    let mut dlms = Vec::new();
-    {
-        let _enter = rt.enter();
-        for i in 1..=2u8 {
-            let mut c = NetConfig::new(i, infos.clone()).with_heartbeat(100, 3);
-            c.reconnect_delay_ms = 200;
-            let net = Net::start(c, Arc::new(|_: &str| {})).expect("o2net starts");
-            let mut dc = o2dlm::DlmConfig {
-                mastery_timeout_ms: 2000,
-                ..o2dlm::DlmConfig::default()
-            };
-            dc.nodes = infos
-                .iter()
-                .map(|x| o2dlm::wire::NodeInfo {
-                    nodenum: x.num,
-                    ipv4_port: x.addr.port(),
-                    ipv4_address: *x.addr.ip(),
-                })
-                .collect();
-            dlms.push(o2dlm::Dlm::start(net.clone(), dc).expect("o2dlm starts"));
-            nodes.nets.push(net);
-        }
-    }
-    for net in &nodes.nets {
-        for i in 1..=2 {
-            net.heartbeat_up(i);
-        }
-    }
-    for d in &dlms {
-        for i in 1..=2 {
-            d.node_up(i);
-        }
-    }
-    for (i, d) in dlms.into_iter().enumerate() {
-        let p = dir.join(format!("n{}", i + 1));
-        std::fs::create_dir(&p).unwrap();
-        let node = O2dlmNode::new(d, rt.handle().clone());
-        nodes
-            .mounts
-            .push(mount(&p, Arc::new(node), MountOptions::default()).expect("mount"));
-    }
-    nodes.rt = Some(rt);
-    nodes
-}
+#[path = "common/o2dlm_cluster.rs"]
+mod cluster;
 
 struct Fd(i32);
 
@@ -118,7 +33,7 @@ fn open(p: &Path, flags: i32) -> Result<Fd, i32> {
 #[test]
 fn locks_and_value_blocks_cross_the_cluster_through_two_mounts() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start(dir.path());
+    let nodes = cluster::start(dir.path(), 24000);
     let (d1, d2) = (dir.path().join("n1/dom"), dir.path().join("n2/dom"));
     std::fs::create_dir(&d1).expect("mkdir joins the domain on node 1");
     std::fs::create_dir(&d2).expect("mkdir joins the domain on node 2");
