@@ -2,22 +2,26 @@
 //!
 //! The simulator runs a whole O2CB cluster — 1 to 255 nodes, each with the
 //! real o2hb and o2net cores — in one process on virtual time. The network
-//! (latency, spread, resets, partitions), the shared heartbeat disk (latency,
-//! slow and stalled I/O per node) and the machines (crash, reboot with a new
+//! (latency, spread, resets, symmetric and one-way partitions), the shared
+//! heartbeat disks (1 to 32 regions; latency, slow, stalled and corrupted
+//! I/O per node and region) and the machines (crash, reboot with a new
 //! generation, process pauses) are simulated, and every fault is drawn from
 //! one seed: the same seed gives the same run, byte for byte. Checkers judge
 //! every run against the kernel's rules.
 //!
 //! ```text
-//! config ─► FaultPlan::draw(seed)          faults.rs   what goes wrong, when
+//! SimConfig ─► FaultPlan::draw             faults.rs   what goes wrong, when
 //!          Simulation::run                 sim.rs      the event loop
 //!            ├─ Agenda                     events.rs   (time, seq)-ordered events
 //!            ├─ SimNet / SimDisk           net.rs, disk.rs
-//!            ├─ O2Stack per node           o2stack.rs  o2hb + o2net cores
+//!            ├─ O2Stack per node           o2stack.rs  o2hb + o2net cores (a Stack)
 //!            ├─ Trace                      trace.rs    readable / compact lines
 //!            └─ Checkers                   check/      the rules, re-derived
-//!          Outcome → cli::summary          cli.rs      what `o2cb sim` prints
+//!          Outcome → cli::run              cli.rs      what `o2cb sim` prints
 //! ```
+//!
+//! [`dlm_sim`] and [`dlm_check`] are the o2dlm engineer's lock workload and
+//! checkers, run on their own event loop.
 
 pub mod check;
 pub mod cli;
