@@ -1,6 +1,7 @@
 //! A C program linked with Debian's libo2dlm (ocfs2-tools-dev) runs unmodified on two FUSE
 //! dlmfs mounts once this library is preloaded: initialize (the statfs magic check), EX
-//! lock, LVB write, trylock refused across nodes, unlock, PR lock, LVB read, destroy.
+//! lock, LVB write, trylock refused across nodes, unlock, PR lock, LVB read, a lock with a
+//! BAST callback (gated on the dlmfs capabilities file), destroy.
 //! Without the preload libo2dlm refuses the mount. Needs root, /dev/fuse, cc and
 //! ocfs2-tools-dev (scripts/install-deps.sh); fails loudly without them.
 

@@ -5,6 +5,11 @@
 #include <string.h>
 #include <o2dlm/o2dlm.h>
 
+static void bast(void *arg)
+{
+	(void)arg;
+}
+
 static int check(const char *step, errcode_t ret, errcode_t want)
 {
 	if (ret != want) {
@@ -45,6 +50,16 @@ int main(int argc, char **argv)
 		return 1;
 	if (strcmp(lvb, msg) != 0) {
 		printf("read LVB: got \"%.64s\"\n", lvb);
+		return 1;
+	}
+	/* BAST support is gated on the kernel module's capabilities file. */
+	int poll_fd = -1;
+	if (check("lock with BAST", o2dlm_lock_with_bast(n1, "B", 0, O2DLM_LEVEL_EXMODE,
+							 bast, NULL, &poll_fd), 0) ||
+	    check("unlock the BAST lock", o2dlm_unlock(n1, "B"), 0))
+		return 1;
+	if (poll_fd < 0) {
+		printf("lock with BAST: no poll descriptor\n");
 		return 1;
 	}
 	if (check("unlock on node 2", o2dlm_unlock(n2, "L"), 0) ||
