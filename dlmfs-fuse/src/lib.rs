@@ -14,6 +14,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A node daemon mounts its o2dlm instead (from a thread of its tokio runtime or with its
+//! handle):
+//!
+//! ```no_run
+//! # fn daemon(dlm: o2dlm::Dlm) -> Result<dlmfs_fuse::MountHandle, dlmfs_fuse::Error> {
+//! let node = dlmfs_fuse::O2dlmNode::new(dlm, tokio::runtime::Handle::current());
+//! dlmfs_fuse::mount("/dlm", std::sync::Arc::new(node), dlmfs_fuse::MountOptions::default())
+//! # }
+//! ```
+//!
 //! - [`mount`] mounts a node's dlmfs and returns a [`MountHandle`] that unmounts on drop.
 //! - [`Dlm`] / [`DlmDomain`]: what dlmfs needs of a DLM; [`O2dlmNode`] implements it over
 //!   the o2dlm driver (the daemon's), [`LocalDlm`] in process over o2dlm's lock-resource

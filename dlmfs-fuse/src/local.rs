@@ -56,6 +56,12 @@ impl LocalDlm {
         LocalDlm::default()
     }
 
+    /// How many registrations of `domain` are live (mkdirs not yet left), over all nodes.
+    pub fn registrations(&self, domain: &[u8]) -> usize {
+        let st = self.shared.state.lock();
+        st.domains.get(domain).map_or(0, |d| d.registrations)
+    }
+
     /// The handle of node `node`: what a dlmfs mount of that node uses.
     pub fn node(&self, node: u8) -> LocalNode {
         LocalNode {

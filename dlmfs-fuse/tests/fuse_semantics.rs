@@ -16,6 +16,7 @@ struct Pair {
     n1: Option<MountHandle>,
     n2: Option<MountHandle>,
     dir: tempfile::TempDir,
+    dlm: LocalDlm,
 }
 
 impl Pair {
@@ -27,7 +28,7 @@ impl Pair {
         let dir = tempfile::tempdir().expect("temporary directory");
         let dlm = LocalDlm::new();
         let mut m = Vec::new();
-        for n in [1u8, 2] {
+        for n in [1u8, 2u8] {
             let p = dir.path().join(format!("n{n}"));
             std::fs::create_dir(&p).expect("mount point");
             m.push(
@@ -37,7 +38,7 @@ impl Pair {
         }
         let n2 = m.pop();
         let n1 = m.pop();
-        Pair { n1, n2, dir }
+        Pair { n1, n2, dir, dlm }
     }
 
     fn p1(&self, rel: &str) -> PathBuf {
@@ -383,4 +384,35 @@ fn unmount_unlocks_cached_locks_and_leaves_the_domains() {
     .expect("granted at once: node 1 let go at unmount");
     assert_eq!(&pread(&rb, 3, 0), b"bye");
     close(rb);
+}
+
+/// Waits up to 5 s for `cond` (the kernel forgets a removed inode shortly after rmdir).
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn mkdir_registers_the_domain_and_rmdir_or_unmount_leaves_it() {
+    let mut t = Pair::new();
+    assert_eq!(t.dlm.registrations(b"dom"), 0);
+    t.domain("dom");
+    assert_eq!(
+        t.dlm.registrations(b"dom"),
+        2,
+        "one registration per node's mkdir"
+    );
+    std::fs::remove_dir(t.p1("dom")).unwrap();
+    eventually("rmdir leaves once the directory is forgotten", || {
+        t.dlm.registrations(b"dom") == 1
+    });
+    t.n2.take().expect("node 2").unmount().expect("unmount");
+    assert_eq!(
+        t.dlm.registrations(b"dom"),
+        0,
+        "unmount leaves every domain"
+    );
 }
