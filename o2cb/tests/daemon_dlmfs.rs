@@ -1,6 +1,7 @@
 //! dlmfs mounted by the node daemons (FUSE): a lock taken through one node's mount blocks
 //! the other node's trylock open, and its value block reaches the other node when the lock
-//! is handed over; status shows the mount and the domain.
+//! is handed over; `o2cb lock` shares the mount's domains; status shows the mount and the
+//! domain.
 
 mod daemon_common;
 
@@ -92,6 +93,51 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
         .expect("node 1's open never returned");
     let value = got.expect("node 1's open failed");
     assert_eq!(&value[..msg.len()], msg);
+    // o2cb lock on the same domain goes through the mount (one membership per node): node
+    // 0's command holds EX, node 1's trylock is refused.
+    let flag = c.dir.path().join("held");
+    let release = c.dir.path().join("release");
+    let mut holder = c
+        .cmd()
+        .args(["lock", "dom", "scripted"])
+        .args(c.node_args(0))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            flag.display(),
+            release.display()
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !flag.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 0 never got the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let busy = c
+        .cmd()
+        .args(["lock", "dom", "scripted", "--trylock"])
+        .args(c.node_args(1))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1), "{busy:?}");
+    assert!(mounts[0].join("dom/scripted").exists());
+    std::fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    // Node 0 keeps the lock cached after its command (dlmfs semantics): node 1's blocking
+    // request makes it let go.
+    let free = c
+        .cmd()
+        .args(["lock", "dom", "scripted"])
+        .args(c.node_args(1))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(free.status.success(), "{free:?}");
     // A clean offline unmounts.
     let out = c.ok(0, &["offline"]);
     assert!(out.starts_with("Clean userdlm domains: OK\n"), "{out}");

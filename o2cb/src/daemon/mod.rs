@@ -541,8 +541,9 @@ impl Daemon {
         }
         let name = self.cluster.name().to_string();
         let mut out = String::new();
-        // dlmfs first (it leaves its domains), locks (their sessions release them), then
-        // the domains, then heartbeat.
+        // Lock sessions release their locks, dlmfs is unmounted (it leaves its domains), then
+        // the other domains are left, then heartbeat stops.
+        self.leaving.send_replace(true);
         let mount = self.dlmfs.guard().take();
         if let Some(m) = mount {
             // A process keeping a file open holds the lazy unmount; do not wait for it.
@@ -562,7 +563,6 @@ impl Daemon {
                 }
             }
         }
-        self.leaving.send_replace(true);
         self.domains.leave_all().await;
         let regions: Vec<ActiveRegion> = self.regions.guard().clone();
         let mut failed = Vec::new();
