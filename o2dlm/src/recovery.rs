@@ -52,7 +52,7 @@ use crate::debug::RecoNodeState;
 use crate::wire::{
     errno, is_host_down, DlmMessage, DomainName, FinalizeReco, LockMode, LockName, Lvb, MigLockres,
     MigratableLock, NodeMap, QueueKind, RecoDataDone, RecoNotice, FINALIZE_STAGE2, LKSB_PUT_LVB,
-    LVB_LEN, MAX_MIGRATABLE_LOCKS, MRES_ALL_DONE, MRES_RECOVERY, NODE_UNKNOWN,
+    LVB_LEN, MAX_MIGRATABLE_LOCKS, MRES_ALL_DONE, MRES_RECOVERY,
 };
 use crate::Error;
 
@@ -694,13 +694,11 @@ impl Recovery {
             return EAGAIN;
         }
         let dead = b.dead_node;
-        if self.domain_map.contains(dead) {
-            // The recovery master saw the death before our heartbeat did.
+        if !self.recovery_map.contains(dead) {
+            // The recovery master saw the death before our heartbeat did (or recovery of that
+            // node already ended here): the kernel forces the node-down clean-up all the same.
+            self.domain_map.insert(dead);
             self.node_down(dead, store);
-        } else if !self.recovery_map.contains(dead) && dead != NODE_UNKNOWN {
-            // Recovery of this node already ended here; take part again all the same (the
-            // data we send will name no resource).
-            self.recovery_map.insert(dead);
         }
         if self.phase == Phase::Electing || self.phase == Phase::AwaitBegin {
             self.agenda.retain(|_, t| *t != Timer::ElectionWait);
