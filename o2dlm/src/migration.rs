@@ -88,8 +88,10 @@ pub trait MigrationStore {
     fn add_ref(&mut self, name: &LockName, node: u8);
     /// Target: migration done; MIGRATING cleared, queues run.
     fn finish_migration(&mut self, name: &LockName);
-    /// Another member: MIGRATE_REQUEST for `name` to `new_master`. `Ok(true)` when this node
-    /// holds a reference (MASTERY_REF), `Err(errno)` when it cannot (RECOVERING: EINVAL).
+    /// Another member: MIGRATE_REQUEST for `name` to `new_master`: the resource is marked
+    /// MIGRATING. `Ok(true)` (MASTERY_REF) when this node was itself mastering the name (the
+    /// MASTER entry the migration displaces: the new master takes its reference), `Ok(false)`
+    /// otherwise, `Err(errno)` when it cannot (RECOVERING: EINVAL).
     fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32>;
     /// Another member: the new master asserted; it owns `name` and MIGRATING is cleared.
     fn new_owner(&mut self, name: &LockName, owner: u8);

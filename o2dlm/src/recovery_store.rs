@@ -388,7 +388,8 @@ impl MigrationStore for MemStore {
             Some(r) if r.recovering => Err(crate::wire::errno::EINVAL),
             Some(r) => {
                 r.migrating = true;
-                Ok(true)
+                // No mastery in progress here (this table has no master list entries).
+                Ok(false)
             }
             None => Ok(false),
         }
