@@ -33,6 +33,7 @@ mod cmd_hbctl;
 mod cmd_heartbeat;
 mod cmd_lock;
 mod cmd_node;
+mod cmd_sim;
 mod cmd_status;
 mod compat;
 mod daemon;
@@ -80,6 +81,7 @@ fn project_command(name: &str) -> Option<CommandFn> {
         "node" => Some(cmd_node::run),
         "online" => Some(cmd_node::online),
         "offline" => Some(cmd_node::offline),
+        "sim" => Some(cmd_sim::run),
         "status" => Some(cmd_status::status),
         "nodes" => Some(cmd_status::nodes),
         "list-connections" => Some(cmd_status::list_connections),
