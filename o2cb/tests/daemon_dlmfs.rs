@@ -23,6 +23,22 @@ fn open(path: &Path, flags: i32) -> Result<i32, i32> {
     }
 }
 
+/// Detaches the mounts on drop, after the daemons (declared before) are gone: a test that
+/// fails leaves no dead FUSE mount behind.
+struct Unmount(Vec<std::path::PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: c is a valid NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
 fn close(fd: i32) {
     // SAFETY: fd was returned by open and is closed once.
     unsafe {
@@ -40,6 +56,7 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
     let mounts: Vec<_> = (0..2)
         .map(|i| c.dir.path().join(format!("dlm{i}")))
         .collect();
+    let _unmount = Unmount(mounts.clone());
     for (i, m) in mounts.iter().enumerate() {
         let mut args = c.daemon_args(i);
         args.retain(|a| a != "--no-dlmfs");
@@ -140,6 +157,42 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
     assert!(free.status.success(), "{free:?}");
     // A clean offline unmounts.
     let out = c.ok(0, &["offline"]);
-    assert!(out.starts_with("Clean userdlm domains: OK\n"), "{out}");
+    assert!(
+        out.starts_with("Clean userdlm domains: OK\n"),
+        "{out}\n{}",
+        c.log(0)
+    );
+    c.wait_exit(0, Duration::from_secs(15));
+}
+
+#[test]
+fn a_node_restarted_after_sigkill_mounts_again_over_its_dead_mount() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("no /dev/fuse on this machine: test not run");
+        return;
+    }
+    let mut c = TestCluster::new(122, 1, false, 200, 7);
+    let mount = c.dir.path().join("dlm");
+    let _unmount = Unmount(vec![mount.clone()]);
+    let mut args = c.daemon_args(0);
+    args.retain(|a| a != "--no-dlmfs");
+    args.extend(["--dlmfs".to_string(), mount.display().to_string()]);
+    c.start_args(0, args.clone());
+    c.wait_all_up(0, &[0]);
+    std::fs::create_dir(mount.join("dom")).unwrap();
+    c.kill9(0);
+    // The dead daemon's mount answers ENOTCONN.
+    let dead = std::fs::metadata(&mount).unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN));
+    c.start_args(0, args);
+    c.wait_all_up(0, &[0]);
+    let status = c.ok(0, &["status"]);
+    assert!(
+        status.contains("Filesystem \"ocfs2_dlmfs\": Mounted ("),
+        "{status}"
+    );
+    // A fresh mount: the old domain went with the old node.
+    assert_eq!(std::fs::read_dir(&mount).unwrap().count(), 0);
+    c.ok(0, &["offline"]);
     c.wait_exit(0, Duration::from_secs(15));
 }

@@ -359,6 +359,22 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
 
 /// Mounts dlmfs at `path` (made if missing) on the node's DLM.
 async fn mount_dlmfs(d: &Arc<Daemon>, path: &Path) -> anyhow::Result<()> {
+    // A daemon killed with SIGKILL leaves its FUSE mount behind, answering ENOTCONN: detach
+    // it so that the restarted node can mount again.
+    if let Err(e) = std::fs::metadata(path) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .with_context(|| crate::path_text(path))?;
+            // SAFETY: c is a valid NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+                tracing::info!(
+                    node = d.local,
+                    "detached a dead dlmfs mount at {}",
+                    path.display()
+                );
+            }
+        }
+    }
     if !path.exists() {
         std::fs::create_dir_all(path).with_context(|| crate::path_text(path))?;
     }
@@ -548,7 +564,7 @@ impl Daemon {
         if let Some(m) = mount {
             // A process keeping a file open holds the lazy unmount; do not wait for it.
             let unmount = tokio::task::spawn_blocking(move || m.unmount());
-            match tokio::time::timeout(std::time::Duration::from_secs(5), unmount).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), unmount).await {
                 Ok(Ok(Ok(()))) => out.push_str("Clean userdlm domains: OK\n"),
                 Ok(Ok(Err(e))) => {
                     out.push_str("Clean userdlm domains: Failed\n");
@@ -558,7 +574,7 @@ impl Daemon {
                     out.push_str("Clean userdlm domains: Failed\n");
                     tracing::warn!(
                         node = self.local,
-                        "dlmfs still in use after 5 s; unmounted lazily"
+                        "dlmfs still in use after 10 s; unmounted lazily"
                     );
                 }
             }
