@@ -4,24 +4,31 @@
 //! are the witnesses.
 //!
 //! The guest is built from Debian packages by `kernel-guest/build.sh` (cached under
-//! `target/kernel-guest/`); our node is `o2cb node run` (the node daemon), built by this test
-//! into its own target directory (or `$O2CB_INTEROP_BIN`), and asked with `o2cb status`,
-//! `nodes` and `list-connections`. It needs root (network namespace, tap device); the test
-//! fails, and does not skip, when qemu, the kernel package or root are missing
-//! (`scripts/install-deps.sh` installs what it needs).
+//! `target/kernel-guest/`). In the first test our node is `o2cb node run` (the node daemon),
+//! built by this test into its own target directory unless current (or `$O2CB_INTEROP_BIN`),
+//! and asked with `o2cb status`, `nodes` and `list-connections`. The tests need root (network
+//! namespace, tap device); they fail, and do not skip, when qemu, the kernel package or root
+//! are missing (`scripts/install-deps.sh` installs what it needs).
 //!
-//! Checked now: heartbeat both ways on one global-heartbeat volume made by mkfs.ocfs2 (1), the
-//! o2net connection and keepalives for longer than the idle timeout (2), the request/status
-//! exchange of the kernel's DLM_QUERY_JOIN when a dlmfs domain is made in the guest, and membership-level
-//! failure both ways (part of 6): our node killed and restarted, then the kernel killed and
-//! rebooted. DLM, dlmfs locks, mastery and lock recovery (3-6) wait for the DLM domain and dlmfs
-//! in the node daemon; see kernel-guest/README.md.
+//! `kernel_node_and_ours_share_heartbeat_and_o2net` (our node: the node daemon) checks heartbeat
+//! both ways on one global-heartbeat volume made by mkfs.ocfs2 (issue check 1), the o2net
+//! connection and keepalives for longer than the idle timeout (2), the request/status exchange
+//! of the kernel's DLM_QUERY_JOIN, and membership-level failure both ways (part of 6): our node
+//! killed and restarted, then the kernel killed and rebooted, and a clean stop.
+//!
+//! `kernel_dlmfs_and_our_dlm_exclude_each_other` (our node: kernel-guest/peer, o2hb + o2net +
+//! o2dlm's driver, until the daemon hosts the DLM) checks one dlmfs domain on both sides with
+//! each in the other's domain map (3), EX exclusion both ways with the value block handed over
+//! and our BAST (4, at the o2dlm API: dlmfs over FUSE is not wired yet), and mastery both ways
+//! (5). Lock recovery (rest of 6) and the kernel-side poll() on a BAST are still to do; see
+//! kernel-guest/README.md.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The namespace every packet of this test stays in (fixed, so that a run can remove what a
@@ -202,7 +209,7 @@ impl Drop for Harness {
         }
         remove_namespace();
         if std::thread::panicking() {
-            for name in ["console.log", "peer.err", "peer.out"] {
+            for name in ["console.log", "qemu.err", "peer.err", "peer.out"] {
                 let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 eprintln!("---- last lines of {name} ----");
@@ -296,8 +303,13 @@ impl Guest {
                 .read_line(&mut line)
                 .unwrap_or_else(|e| panic!("guest's answer to {cmd:?}: {e}"));
             assert!(n > 0, "control channel closed while running {cmd:?}");
-            if let Some(rc) = line.strip_prefix("@@O2END@@ ") {
-                let rc = rc.trim().parse().expect("status after the end marker");
+            // Output without a final newline puts the marker at the end of its last line.
+            if let Some(at) = line.find("@@O2END@@ ") {
+                out.push_str(&line[..at]);
+                let rc = line[at + "@@O2END@@ ".len()..]
+                    .trim()
+                    .parse()
+                    .expect("status after the end marker");
                 return (rc, out);
             }
             out.push_str(&line);
@@ -628,8 +640,23 @@ fn wait_joined(g: &mut Guest, peer: &Peer, connects_before: usize, limit: Durati
     log
 }
 
-#[test]
-fn kernel_node_and_ours_share_heartbeat_and_o2net() {
+/// What every test starts from: the namespace, the volume, the guest booted with global
+/// heartbeat running on it, and the cluster.conf and sysconfig files for our node.
+struct Setup {
+    h: Harness,
+    g: Guest,
+    guest_dir: PathBuf,
+    volume: PathBuf,
+    region: String,
+    conf: PathBuf,
+    sysconfig: PathBuf,
+}
+
+/// One test at a time: they share the namespace, and two TCG guests on 2 cores would starve
+/// each other's heartbeat.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn setup() -> Setup {
     assert!(
         Command::new("id")
             .arg("-u")
@@ -642,12 +669,7 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     let mkfs = require_tool("mkfs.ocfs2");
     let o2cb_tool = require_tool("o2cb");
     let (guest_dir, kernel_version) = build_guest();
-    let o2cb = build_o2cb();
-    eprintln!(
-        "kernel guest: {kernel_version}; our node: {}",
-        o2cb.display()
-    );
-
+    eprintln!("kernel guest: {kernel_version}");
     let mut h = Harness::new();
     let volume = h.path("hb.img");
     std::fs::File::create(&volume)
@@ -720,6 +742,32 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     std::fs::write(&conf, &conf_text).expect("cluster.conf");
     let sysconfig = h.path("o2cb.sysconfig");
     std::fs::write(&sysconfig, sysconfig_text()).expect("sysconfig");
+
+    Setup {
+        h,
+        g,
+        guest_dir,
+        volume,
+        region,
+        conf,
+        sysconfig,
+    }
+}
+
+#[test]
+fn kernel_node_and_ours_share_heartbeat_and_o2net() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o2cb = build_o2cb();
+    eprintln!("our node: {}", o2cb.display());
+    let Setup {
+        mut h,
+        mut g,
+        guest_dir,
+        volume,
+        region,
+        conf,
+        sysconfig,
+    } = setup();
 
     // 1 and 2: heartbeat and o2net.
     let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume);
@@ -857,4 +905,225 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     });
     drop(g);
     h.kill("qemu");
+}
+
+/// Builds kernel-guest/peer with the workspace's Cargo.lock (copied into a build directory under
+/// target/, so that the versions are the workspace's and no tracked file changes).
+fn build_peer() -> PathBuf {
+    let root = workspace_root();
+    let build = root.join("target/kernel-guest/peer-build");
+    std::fs::create_dir_all(&build).expect("peer build directory");
+    let manifest = std::fs::read_to_string(root.join("kernel-guest/peer/Cargo.toml"))
+        .expect("kernel-guest/peer/Cargo.toml");
+    let src = root.join("kernel-guest/peer/src/main.rs");
+    let manifest = manifest
+        .replace("\"../../", &format!("\"{}/", root.display()))
+        .replace(
+            "[dependencies]",
+            &format!(
+                "[[bin]]\nname = \"o2cb-kernel-peer\"\npath = \"{}\"\n\n[dependencies]",
+                src.display()
+            ),
+        );
+    std::fs::write(build.join("Cargo.toml"), manifest).expect("peer manifest");
+    std::fs::copy(root.join("Cargo.lock"), build.join("Cargo.lock")).expect("Cargo.lock");
+    let target = root.join("target/kernel-guest/peer-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(build.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target),
+    );
+    target.join("release/o2cb-kernel-peer")
+}
+
+/// kernel-guest/peer: our node with o2dlm's driver, driven by line commands (see its docs).
+struct DlmPeer {
+    stdin: std::process::ChildStdin,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl DlmPeer {
+    fn start(h: &mut Harness, bin: &Path, conf: &Path, sysconfig: &Path, volume: &Path) -> DlmPeer {
+        let err = std::fs::File::create(h.path("peer.err")).expect("peer.err");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", NS])
+            .arg(bin)
+            .arg(conf)
+            .arg(sysconfig)
+            .arg(OUR_NODE.0)
+            .arg(volume)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err));
+        let mut child = cmd.spawn().expect("start our DLM node");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let out = child.stdout.take().expect("piped stdout");
+        h.children.push(("peer".into(), child));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log = h.path("peer.out");
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(log).ok();
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(mut v) = sink.lock() {
+                    v.push(line);
+                }
+            }
+        });
+        DlmPeer { stdin, lines }
+    }
+
+    fn send(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("command to our DLM node");
+    }
+
+    /// The first line starting with `prefix` printed after line number `from`.
+    fn line_after(&self, from: usize, prefix: &str) -> Option<String> {
+        let v = self.lines.lock().ok()?;
+        v.iter().skip(from).find(|l| l.starts_with(prefix)).cloned()
+    }
+
+    fn mark(&self) -> usize {
+        self.lines.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Sends `cmd` and waits for its answer, the first new line starting with one of
+    /// `answers`.
+    fn ask(&mut self, cmd: &str, answers: &[&str], limit: Duration) -> String {
+        let from = self.mark();
+        self.send(cmd);
+        wait_for(&format!("our DLM node's answer to {cmd:?}"), limit, || {
+            answers.iter().find_map(|a| self.line_after(from, a))
+        })
+    }
+}
+
+/// The kernel's `Domain Map:` of a dlmfs domain, from its debugfs dlm_state.
+fn kernel_domain_map(g: &mut Guest, domain: &str) -> BTreeSet<u8> {
+    let state = g.sh(&format!("cat /sys/kernel/debug/o2dlm/{domain}/dlm_state"));
+    state
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Domain Map:"))
+        .map(|m| {
+            m.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn kernel_dlmfs_and_our_dlm_exclude_each_other() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let peer_bin = build_peer();
+    let Setup {
+        mut h,
+        mut g,
+        volume,
+        conf,
+        sysconfig,
+        ..
+    } = setup();
+    let mut peer = DlmPeer::start(&mut h, &peer_bin, &conf, &sysconfig, &volume);
+    let both: BTreeSet<u8> = [OUR_NODE.1, KERNEL_NODE.1].into();
+    let limit = Duration::from_secs(90);
+    wait_for("heartbeat and o2net both ways", limit, || {
+        let up = peer
+            .line_after(0, &format!("node-up {}", KERNEL_NODE.1))
+            .is_some();
+        (up && g.node_list("/sys/kernel/debug/o2hb/livenodes") == both
+            && g.node_list("/sys/kernel/debug/o2net/connected_nodes")
+                .contains(&OUR_NODE.1))
+        .then_some(())
+    });
+
+    // 3: the same domain on both sides, each in the other's domain map.
+    let (rc, out) = g.run("timeout 60 mkdir /dlm/kidom");
+    assert_eq!(rc, 0, "mkdir /dlm/kidom in the guest: {out}");
+    let joined = peer.ask("join kidom", &["joined", "error"], limit);
+    assert_eq!(joined, "joined kidom members=0,1");
+    let log = g.dmesg();
+    assert!(
+        log.contains("o2dlm: Node 0 joins domain kidom"),
+        "kernel log:\n{log}"
+    );
+    assert_eq!(kernel_domain_map(&mut g, "kidom"), both);
+
+    // 4 and 5, the kernel first: it masters klock and holds it EX through /dlm with its value
+    // block written; our trylock is refused, our blocking lock waits until the kernel's holder
+    // closes the file, and is granted with the kernel's value block.
+    g.sh("(exec 3<>/dlm/kidom/klock; printf kernel-lvb >&3; sleep 12) >/dev/null 2>&1 &");
+    wait_for("the kernel to hold klock", limit, || {
+        g.sh("cat /sys/kernel/debug/o2dlm/kidom/locking_state")
+            .contains("NAME:klock")
+            .then_some(())
+    });
+    let tried = peer.ask(
+        "lock klock ex try",
+        &["granted klock", "lockerr klock"],
+        limit,
+    );
+    assert!(
+        tried.contains("DLM_NOTQUEUED"),
+        "our trylock of klock: {tried}"
+    );
+    let from = peer.mark();
+    let asked = Instant::now();
+    peer.send("lock klock ex");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        peer.line_after(from, "granted klock"),
+        None,
+        "granted while the kernel holds EX"
+    );
+    let granted = wait_for("our EX on klock once the kernel lets go", limit, || {
+        peer.line_after(from, "granted klock")
+            .or_else(|| peer.line_after(from, "lockerr klock"))
+    });
+    assert_eq!(granted, "granted klock lvb=kernel-lvb owner=1");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(5),
+        "granted before the kernel's holder closed"
+    );
+    assert_eq!(
+        peer.ask("unlock klock", &["unlocked", "error"], limit),
+        "unlocked klock"
+    );
+
+    // 4 and 5, ours first: we master olock and hold it EX with our value block; the kernel's
+    // open of the file waits and sends us a BAST; our unlock hands the kernel our value block.
+    assert_eq!(
+        peer.ask("lock olock ex", &["granted olock", "lockerr olock"], limit),
+        "granted olock lvb= owner=0"
+    );
+    assert_eq!(
+        peer.ask("setlvb olock rust-lvb", &["lvb", "error"], limit),
+        "lvb olock"
+    );
+    g.sh("rm -f /tmp/got; (exec 3<>/dlm/kidom/olock; cat <&3 > /tmp/got.part; mv /tmp/got.part /tmp/got; sleep 5) >/dev/null 2>&1 &");
+    let bast = wait_for("a BAST from the kernel's request", limit, || {
+        let b = peer.ask("bast olock", &["bast olock"], limit);
+        (b != "bast olock none").then_some(b)
+    });
+    assert_eq!(bast, "bast olock ex");
+    let (rc, _) = g.run("test -e /tmp/got");
+    assert_ne!(rc, 0, "the kernel opened olock while we hold EX");
+    assert_eq!(
+        peer.ask("unlock olock", &["unlocked", "error"], limit),
+        "unlocked olock"
+    );
+    let got = wait_for("the kernel's open of olock after our unlock", limit, || {
+        let (rc, out) = g.run("cat /tmp/got");
+        (rc == 0).then_some(out)
+    });
+    assert!(
+        got.starts_with("rust-lvb\0"),
+        "the kernel read {got:?} from olock's value block"
+    );
 }
