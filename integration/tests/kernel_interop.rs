@@ -20,7 +20,8 @@
 //! o2dlm's driver, until the daemon hosts the DLM) checks one dlmfs domain on both sides with
 //! each in the other's domain map (3), EX exclusion both ways with the value block handed over
 //! and our BAST (4, at the o2dlm API: dlmfs over FUSE is not wired yet), and mastery both ways
-//! (5). Lock recovery (rest of 6) and the kernel-side poll() on a BAST are still to do; see
+//! (5), and the kernel's lock recovery when our node dies mastering and holding a lock it waits
+//! for (6). Recovery on our side and the kernel-side poll() on a BAST are still to do; see
 //! kernel-guest/README.md.
 
 use std::collections::BTreeSet;
@@ -1125,5 +1126,36 @@ fn kernel_dlmfs_and_our_dlm_exclude_each_other() {
     assert!(
         got.starts_with("rust-lvb\0"),
         "the kernel read {got:?} from olock's value block"
+    );
+
+    // 6 (DLM, the kernel's side): our node dies while it masters and holds rlock EX and the
+    // kernel waits for it; the kernel recovers the domain and its waiter gets the lock.
+    assert_eq!(
+        peer.ask("lock rlock ex", &["granted rlock", "lockerr rlock"], limit),
+        "granted rlock lvb= owner=0"
+    );
+    g.sh("rm -f /tmp/rgot; (exec 3<>/dlm/kidom/rlock; echo granted > /tmp/rgot; sleep 5) >/dev/null 2>&1 &");
+    wait_for("the kernel's request for rlock", limit, || {
+        let b = peer.ask("bast rlock", &["bast rlock"], limit);
+        (b == "bast rlock ex").then_some(())
+    });
+    h.kill("peer");
+    let dead = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD + 20));
+    let log = wait_for("the kernel to recover kidom without our node", dead, || {
+        let log = g.dmesg();
+        log.contains("o2dlm: End recovery on domain kidom")
+            .then_some(log)
+    });
+    assert!(
+        log.contains("o2dlm: Begin recovery on domain kidom for node 0"),
+        "kernel log:\n{log}"
+    );
+    wait_for("the kernel's waiter on rlock to get it", dead, || {
+        (g.run("test -e /tmp/rgot").0 == 0).then_some(())
+    });
+    assert_eq!(kernel_domain_map(&mut g, "kidom"), [KERNEL_NODE.1].into());
+    assert!(
+        !g.dmesg().contains("fencing this node"),
+        "the kernel fenced itself"
     );
 }
