@@ -174,43 +174,6 @@ pub struct ClusterConf {
     pub clusters: Vec<ClusterStanza>,
 }
 
-/// C `strtoul(s, &end, 10)` followed by the tools' "whole string" check:
-/// `Ok(Some(v))` when all of `s` is a number (leading whitespace and a sign
-/// allowed, a minus wrapping around), `Ok(None)` on overflow (ULONG_MAX),
-/// `Err(())` when text is left over.
-fn c_strtoul(s: &[u8]) -> std::result::Result<Option<u64>, ()> {
-    let mut i = s
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
-        .unwrap_or(s.len());
-    let negative = match s.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || i + digits != s.len() {
-        return Err(());
-    }
-    let mut value: Option<u64> = Some(0);
-    for &b in &s[i..] {
-        value = value
-            .and_then(|v| v.checked_mul(10))
-            .and_then(|v| v.checked_add(u64::from(b - b'0')));
-    }
-    Ok(match value {
-        None | Some(u64::MAX) => None,
-        Some(v) if negative => Some(v.wrapping_neg()).filter(|v| *v != u64::MAX),
-        Some(v) => Some(v),
-    })
-}
-
 /// glibc `inet_pton(AF_INET, ...)`: exactly four decimal octets, no leading
 /// zeros, nothing else.
 pub fn parse_ipv4_strict(s: &str) -> Option<Ipv4Addr> {
@@ -268,7 +231,7 @@ impl Loader<'_> {
     /// A decimal number, as the tools read it, that must be `<= max`.
     fn number(&self, stanza: &RawStanza, key: &str, max: u64) -> Result<u32> {
         let (text, line) = self.required(stanza, key)?;
-        match c_strtoul(text.as_bytes()) {
+        match crate::cnum::strtoul10_whole(text.as_bytes()) {
             Ok(Some(v)) if v <= max => u32::try_from(v)
                 .or_else(|_| self.invalid(line, format!("'{key}' is out of range: {text}"))),
             Ok(_) => self.invalid(
@@ -479,7 +442,7 @@ impl ClusterConf {
             }
             Err(source) => Err(Error::Io {
                 file: path.to_path_buf(),
-                source,
+                err: source,
             }),
         }
     }
@@ -760,20 +723,6 @@ node:\n\tcluster = kpeer\n\tnumber = 1\n\tip_port = 7777\n\tip_address = 10.213.
         assert_eq!(c.nodes[1].ip_address, Ipv4Addr::new(10, 213, 0, 2));
         assert_eq!(c.heartbeats[0].region, "70CE683A83964E2F8A240638A5209DED");
         assert_eq!(String::from_utf8(conf.to_bytes()).unwrap(), FIXTURE);
-    }
-
-    #[test]
-    fn strtoul_rules() {
-        assert_eq!(c_strtoul(b"42"), Ok(Some(42)));
-        assert_eq!(c_strtoul(b"+7"), Ok(Some(7)));
-        assert_eq!(c_strtoul(b"\n 7"), Ok(Some(7)));
-        assert_eq!(c_strtoul(b"-0"), Ok(Some(0)));
-        assert_eq!(c_strtoul(b"-1"), Ok(None));
-        assert_eq!(c_strtoul(b"-2"), Ok(Some(u64::MAX - 1)));
-        assert_eq!(c_strtoul(b"99999999999999999999999"), Ok(None));
-        assert_eq!(c_strtoul(b"0x10"), Err(()));
-        assert_eq!(c_strtoul(b""), Err(()));
-        assert_eq!(c_strtoul(b"5 "), Err(()));
     }
 
     #[test]

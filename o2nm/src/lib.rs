@@ -9,6 +9,7 @@
 //! Plain data and validation: the only I/O is reading and writing those files.
 
 mod cluster;
+pub mod cnum;
 mod conf;
 mod error;
 mod jconfig;
@@ -50,9 +51,9 @@ pub const DEFAULT_CLUSTER_CONF: &str = "/etc/ocfs2/cluster.conf";
 /// never a mix: temporary file in the same directory, fsync, rename, fsync of
 /// the directory. An existing file keeps its mode; a new one gets `new_mode`.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8], new_mode: u32) -> Result<()> {
-    let io = |source: std::io::Error| Error::Io {
+    let io = |err: std::io::Error| Error::Io {
         file: path.to_path_buf(),
-        source,
+        err,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

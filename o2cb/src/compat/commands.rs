@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use o2nm::cnum::{c_space, strtol0_int};
 use o2nm::{
     check_cluster_name, parse_ipv4_strict, ClusterNameProblem, HeartbeatMode, NodeStanza,
     SourceLine,
@@ -23,60 +24,9 @@ pub enum ListWhat {
     Heartbeats,
 }
 
-/// C `isspace` in the C locale.
-fn c_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{0b}' | '\u{0c}')
-}
-
 /// ocfs2-tools' `tools_strstrip`: drop leading and trailing whitespace.
 fn strip(s: &str) -> &str {
-    s.trim_matches(c_space)
-}
-
-/// C `strtol(s, &end, 0)` followed by the tools' `if (*end)` check and the
-/// assignment to an `int`: `None` when text is left over.
-fn c_strtol_int(s: &str) -> Option<i32> {
-    let b = s.as_bytes();
-    let mut i = b
-        .iter()
-        .position(|&c| !c_space(c as char))
-        .unwrap_or(b.len());
-    let negative = match b.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let hex_digit_follows = b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
-    let (radix, start) = match (b.get(i), b.get(i + 1)) {
-        (Some(b'0'), Some(b'x' | b'X')) if hex_digit_follows => (16, i + 2),
-        (Some(b'0'), _) => (8, i),
-        _ => (10, i),
-    };
-    let digits = b[start..]
-        .iter()
-        .take_while(|c| (**c as char).is_digit(radix))
-        .count();
-    if digits == 0 {
-        // Nothing converted: the end pointer is the start of the string, so
-        // only an empty string passes the check (and reads as 0).
-        return s.is_empty().then_some(0);
-    }
-    if start + digits != b.len() {
-        return None;
-    }
-    let magnitude = b[start..].iter().try_fold(0i128, |acc, c| {
-        let d = (*c as char).to_digit(radix).map(i128::from)?;
-        Some((acc * i128::from(radix) + d).min(i128::from(i64::MAX) + 1))
-    })?;
-    let value = if negative { -magnitude } else { magnitude };
-    let long = value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-    Some(long as i32)
+    s.trim_matches(|c: char| u8::try_from(c).is_ok_and(c_space))
 }
 
 pub(super) fn add_cluster(ctx: &mut Ctx) -> Outcome {
@@ -189,7 +139,7 @@ pub(super) fn add_node(ctx: &mut Ctx) -> Outcome {
                 } else {
                     (&mut number, "node")
                 };
-                match c_strtol_int(arg.as_deref().unwrap_or("")) {
+                match strtol0_int(arg.as_deref().unwrap_or("")) {
                     Some(v) => *slot = v,
                     None => {
                         ctx.error(&format!("Invalid {what} number"));
@@ -482,25 +432,6 @@ pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strtol_like_glibc() {
-        assert_eq!(c_strtol_int("0x10"), Some(16));
-        assert_eq!(c_strtol_int("010"), Some(8));
-        assert_eq!(c_strtol_int("-5"), Some(-5));
-        assert_eq!(c_strtol_int(" 7"), Some(7));
-        assert_eq!(c_strtol_int(""), Some(0));
-        assert_eq!(c_strtol_int("x"), None);
-        assert_eq!(c_strtol_int("0x"), None);
-        assert_eq!(c_strtol_int("08"), None);
-        assert_eq!(c_strtol_int("1x"), None);
-        assert_eq!(c_strtol_int("99999999999"), Some(99999999999i64 as i32));
-        assert_eq!(c_strtol_int("4294967295"), Some(-1));
-        assert_eq!(
-            c_strtol_int("99999999999999999999999"),
-            Some(i64::MAX as i32)
-        );
-    }
 
     #[test]
     fn volume_uuid_matches_debugfs_ocfs2() {
