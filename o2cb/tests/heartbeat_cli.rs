@@ -89,6 +89,13 @@ fn bad_arguments_and_files_get_clear_errors() {
         text(&out).1
     );
 
+    // A missing file is named once, with the system's reason once.
+    let out = o2cb(&["heartbeat", "dump"], &dir.path().join("missing"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out).1;
+    assert!(err.contains("missing: No such file or directory"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
     let junk = dir.path().join("junk");
     std::fs::write(&junk, vec![0x5au8; 70000]).unwrap();
     let out = o2cb(&["heartbeat", "dump"], &junk);

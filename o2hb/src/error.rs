@@ -35,11 +35,10 @@ pub enum Error {
     NoSuchRegion(usize),
     #[error("region {0} is already started")]
     AlreadyStarted(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    // The io error is shown in the message and deliberately not exposed as
+    // `source()`, so that a chain printer (anyhow's `{:#}`) says it once.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a heartbeat region file: {reason}")]
     BadRegionFile { path: PathBuf, reason: String },
     #[error("{path}: not an OCFS2 volume: {reason}")]
@@ -65,7 +64,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -152,7 +152,7 @@ impl Net {
             .ok_or_else(|| NetError::Config(format!("local node {local} missing")))?;
         let listener = listen(addr).map_err(|source| NetError::Io {
             what: format!("node {local}: listening on {addr}"),
-            source,
+            err: source,
         })?;
         let net = Net {
             inner: Arc::new(Inner {

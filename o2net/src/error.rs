@@ -77,12 +77,10 @@ pub enum NetError {
     #[error("o2net configuration: {0}")]
     Config(String),
     /// A socket operation of the driver failed.
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is in the message and deliberately not `source()`, so
+    // that a chain printer (anyhow's `{:#}`) says it once.
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
 }
 
 impl NetError {
@@ -102,7 +100,7 @@ impl NetError {
             NetError::Overflow { .. } => EOVERFLOW,
             NetError::BadSysStatus { .. } => EPROTO,
             NetError::HandlerExists { .. } => EEXIST,
-            NetError::Io { source, .. } => source.raw_os_error().unwrap_or(EIO),
+            NetError::Io { err, .. } => err.raw_os_error().unwrap_or(EIO),
         }
     }
 }

@@ -93,11 +93,10 @@ pub enum Error {
     },
 
     /// Reading or writing a file failed.
-    #[error("{}: {source}", file.display())]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    // The io error is in the message and deliberately not `source()`, so
+    // that a chain printer (anyhow's `{:#}`) says it once.
+    #[error("{}: {err}", file.display())]
+    Io { file: PathBuf, err: std::io::Error },
 
     /// An edit of the configuration was refused (duplicate, unknown name, ...).
     #[error("{what}")]

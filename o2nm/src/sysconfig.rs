@@ -136,7 +136,7 @@ impl O2cbSysconfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(O2cbSysconfig::default()),
             Err(source) => Err(Error::Io {
                 file: path.to_path_buf(),
-                source,
+                err: source,
             }),
         }
     }
