@@ -15,19 +15,22 @@
 //! ```
 //!
 //! A node daemon mounts its o2dlm instead (from a thread of its tokio runtime or with its
-//! handle):
+//! handle), through the [`DomainRegistry`] its other DLM users share, so that a domain used
+//! through /dlm and directly is one o2dlm membership:
 //!
 //! ```no_run
 //! # fn daemon(dlm: o2dlm::Dlm) -> Result<dlmfs_fuse::MountHandle, dlmfs_fuse::Error> {
-//! let node = dlmfs_fuse::O2dlmNode::new(dlm, tokio::runtime::Handle::current());
-//! dlmfs_fuse::mount("/dlm", std::sync::Arc::new(node), dlmfs_fuse::MountOptions::default())
+//! use std::sync::Arc;
+//! let registry = Arc::new(dlmfs_fuse::DomainRegistry::new(dlm));
+//! let node = dlmfs_fuse::O2dlmNode::with_registry(registry.clone(), tokio::runtime::Handle::current());
+//! dlmfs_fuse::mount("/dlm", Arc::new(node), dlmfs_fuse::MountOptions::default())
 //! # }
 //! ```
 //!
 //! - [`mount`] mounts a node's dlmfs and returns a [`MountHandle`] that unmounts on drop.
 //! - [`Dlm`] / [`DlmDomain`]: what dlmfs needs of a DLM; [`O2dlmNode`] implements it over
 //!   the o2dlm driver (the daemon's), [`LocalDlm`] in process over o2dlm's lock-resource
-//!   engine.
+//!   engine; [`DomainRegistry`] counts a node's domain memberships for all its users.
 //! - [`userdlm`]: the kernel's lock caching state machine, pure; [`cached`] runs it.
 //!
 //! Differences from the kernel:
@@ -47,6 +50,7 @@ mod dlm;
 mod fs;
 mod local;
 mod o2dlm_node;
+mod registry;
 pub mod userdlm;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +60,7 @@ pub use dlm::{Dlm, DlmDomain, JoinError, LockEvents};
 pub use fs::{DOMAIN_NAME_LIMIT, LOCK_NAME_LIMIT};
 pub use local::{LocalDlm, LocalNode};
 pub use o2dlm_node::O2dlmNode;
+pub use registry::DomainRegistry;
 
 /// The mount's source and subtype: `/proc/mounts` shows `ocfs2_dlmfs <path>
 /// fuse.ocfs2_dlmfs`, which is how `dlmfs-preload` recognises our mounts.

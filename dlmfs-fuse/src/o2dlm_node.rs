@@ -7,9 +7,10 @@
 //! [`o2dlm::LockHandle`], delivers its BASTs, and runs its conversions and unlock in order,
 //! so a grant's AST always reaches dlmfs before the BASTs that follow it.
 //!
-//! Registrations of one domain share one o2dlm membership (o2dlm allows one per node); the
-//! last leave leaves it, in the background (o2dlm's leave waits until other nodes no longer
-//! use what this node masters).
+//! Registrations of a domain go through the node's [`DomainRegistry`], shared with the
+//! daemon's other users, so a domain has one o2dlm membership (o2dlm allows one per node);
+//! the last unregistration leaves it, in the background (o2dlm's leave waits until other
+//! nodes no longer use what this node masters).
 //!
 //! Limitation: o2dlm's API cannot cancel a pending conversion, so a BAST during an
 //! up-conversion (PR to EX) waits for its grant instead of cancelling it; two nodes
@@ -26,6 +27,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dlm::{Dlm, DlmDomain, JoinError, LockEvents};
+use crate::registry::DomainRegistry;
 use crate::userdlm::Request;
 
 /// A node's o2dlm as a dlmfs [`Dlm`]. Cheap to clone.
@@ -35,22 +37,28 @@ pub struct O2dlmNode {
 }
 
 struct NodeInner {
-    dlm: o2dlm::Dlm,
+    registry: Arc<DomainRegistry>,
     rt: Handle,
-    /// Joined domains and how many dlmfs registrations use each.
-    domains: Mutex<HashMap<Vec<u8>, (o2dlm::Domain, usize)>>,
 }
 
 impl O2dlmNode {
-    /// Wraps `dlm`, whose driver runs on `rt`.
+    /// Wraps `dlm`, whose driver runs on `rt`, with a registry of its own (nothing else on
+    /// the node may join domains of `dlm`).
     pub fn new(dlm: o2dlm::Dlm, rt: Handle) -> O2dlmNode {
+        O2dlmNode::with_registry(Arc::new(DomainRegistry::new(dlm)), rt)
+    }
+
+    /// dlmfs over the DLM of `registry`, sharing its domain memberships with the registry's
+    /// other users; the driver runs on `rt`.
+    pub fn with_registry(registry: Arc<DomainRegistry>, rt: Handle) -> O2dlmNode {
         O2dlmNode {
-            inner: Arc::new(NodeInner {
-                dlm,
-                rt,
-                domains: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(NodeInner { registry, rt }),
         }
+    }
+
+    /// The registry of the node's domain memberships.
+    pub fn registry(&self) -> &Arc<DomainRegistry> {
+        &self.inner.registry
     }
 }
 
@@ -68,40 +76,25 @@ impl Dlm for O2dlmNode {
             errno: libc::EINVAL,
             message: "o2dlm domain names must be UTF-8 here".to_owned(),
         })?;
-        let existing = {
-            let mut d = self.inner.domains.lock();
-            d.get_mut(domain).map(|(dom, refs)| {
-                *refs += 1;
-                dom.clone()
-            })
-        };
-        let dom = match existing {
-            Some(d) => d,
-            None => {
-                let d = self
-                    .inner
-                    .rt
-                    .block_on(self.inner.dlm.join(name))
-                    .map_err(|e| JoinError {
-                        errno: join_errno(&e),
-                        message: e.to_string(),
-                    })?;
-                let mut all = self.inner.domains.lock();
-                let entry = all.entry(domain.to_vec()).or_insert((d, 0));
-                entry.1 += 1;
-                entry.0.clone()
-            }
-        };
+        let dom = self
+            .inner
+            .rt
+            .block_on(self.inner.registry.register(name))
+            .map_err(|e| JoinError {
+                errno: join_errno(&e),
+                message: e.to_string(),
+            })?;
         Ok(Arc::new(O2dlmDomain {
             node: self.inner.clone(),
             domain: dom,
             name: domain.to_vec(),
+            registered: std::sync::atomic::AtomicBool::new(true),
             locks: Mutex::new(HashMap::new()),
         }))
     }
 
     fn node(&self) -> u8 {
-        self.inner.dlm.node()
+        self.inner.registry.dlm().node()
     }
 }
 
@@ -129,6 +122,8 @@ struct O2dlmDomain {
     node: Arc<NodeInner>,
     domain: o2dlm::Domain,
     name: Vec<u8>,
+    /// Cleared by the one [`DlmDomain::leave`] that gives the registration back.
+    registered: std::sync::atomic::AtomicBool,
     locks: Mutex<HashMap<u64, Slot>>,
 }
 
@@ -273,24 +268,19 @@ impl DlmDomain for O2dlmDomain {
     fn leave(&self) {
         // Dropping the lock tasks' senders unlocks whatever is still held.
         self.locks.lock().clear();
-        let mut all = self.node.domains.lock();
-        let last = match all.get_mut(&self.name) {
-            Some((_, refs)) => {
-                *refs = refs.saturating_sub(1);
-                *refs == 0
-            }
-            None => false,
-        };
-        if last {
-            if let Some((d, _)) = all.remove(&self.name) {
-                let node = self.node.dlm.node();
-                self.node.rt.spawn(async move {
-                    if let Err(e) = d.leave().await {
-                        tracing::warn!(node, "dlmfs: leaving domain {}: {e}", d.name());
-                    }
-                });
-            }
+        if !self
+            .registered
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
         }
+        let registry = self.node.registry.clone();
+        let name = self.domain.name();
+        // Not waited for: o2dlm's leave of the last registration can take seconds, and an
+        // unmount or rmdir must not.
+        self.node
+            .rt
+            .spawn(async move { registry.unregister(&name).await });
     }
 
     fn name(&self) -> &[u8] {

@@ -77,3 +77,68 @@ fn locks_and_value_blocks_cross_the_cluster_through_two_mounts() {
     drop(r2);
     drop(nodes);
 }
+
+/// Waits until `f` holds, for up to 5 s.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_mount_and_direct_users_share_one_membership_of_a_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster::start(dir.path(), 24600);
+    let rt = nodes.rt.as_ref().unwrap().handle().clone();
+    let reg1 = nodes.registries[0].clone();
+    std::fs::create_dir(dir.path().join("n1/shared")).expect("mkdir on node 1");
+    std::fs::create_dir(dir.path().join("n2/shared")).expect("mkdir on node 2");
+    assert_eq!(reg1.refs("shared"), 1);
+    // A second user of the joined domain on node 1 (o2dlm would refuse a second join with
+    // EEXIST) gets the same membership, and its locks are the mount's peers.
+    let dom = rt
+        .block_on(reg1.register("shared"))
+        .expect("registers the domain the mount joined");
+    assert_eq!(reg1.refs("shared"), 2);
+    assert_eq!(reg1.names(), vec!["shared".to_string()]);
+    let held = rt
+        .block_on(dom.lock(
+            b"direct",
+            o2dlm::wire::LockMode::Ex,
+            o2dlm::wire::LkmFlags::empty(),
+        ))
+        .expect("EX through the registry's domain");
+    assert_eq!(
+        open(
+            &dir.path().join("n2/shared/direct"),
+            libc::O_CREAT | libc::O_RDONLY | libc::O_NONBLOCK
+        )
+        .err(),
+        Some(libc::ETXTBSY),
+        "a direct EX on node 1 blocks node 2's trylock open"
+    );
+    // The dump of the domain shows the mount's locks and the direct one alike.
+    let f = open(
+        &dir.path().join("n1/shared/viafile"),
+        libc::O_CREAT | libc::O_RDWR,
+    )
+    .expect("EX through node 1's mount");
+    let state = reg1.get("shared").expect("joined").locking_state();
+    assert!(state.lines().any(|l| l == "NAME:direct"), "{state}");
+    assert!(state.lines().any(|l| l == "NAME:viafile"), "{state}");
+    drop(f);
+    rt.block_on(held.unlock()).expect("unlock");
+    // The direct user leaves: the mount's registration keeps the domain.
+    rt.block_on(reg1.unregister("shared"));
+    assert_eq!(reg1.refs("shared"), 1);
+    assert!(reg1.get("shared").is_some());
+    // Unmounting gives the mount's registration back: the domain is left.
+    let mut nodes = nodes;
+    nodes.mounts.clear();
+    eventually("node 1 still in the domain after its unmount", || {
+        reg1.refs("shared") == 0
+    });
+    assert!(reg1.names().is_empty());
+}

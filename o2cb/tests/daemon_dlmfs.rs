@@ -1,7 +1,8 @@
 //! dlmfs mounted by the node daemons (FUSE): a lock taken through one node's mount blocks
 //! the other node's trylock open, and its value block reaches the other node when the lock
-//! is handed over; `o2cb lock` shares the mount's domains; status shows the mount and the
-//! domain.
+//! is handed over; `o2cb lock` and `o2cb lockdump` share the mount's membership of a domain
+//! (one registry per node), while a lock of `o2cb lock` is a plain, uncached DLM lock;
+//! status shows the mount and the domain.
 
 mod daemon_common;
 
@@ -110,8 +111,12 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
         .expect("node 1's open never returned");
     let value = got.expect("node 1's open failed");
     assert_eq!(&value[..msg.len()], msg);
-    // o2cb lock on the same domain goes through the mount (one membership per node): node
-    // 0's command holds EX, node 1's trylock is refused.
+    // The domain node 1 joined through its mount is the node's one membership: lockdump
+    // sees it, with the lock the mount holds cached.
+    let dump = c.ok(1, &["lockdump", "dom"]);
+    assert!(dump.lines().any(|l| l == "NAME:lk"), "{dump}");
+    // o2cb lock on the same domain shares that membership (joining it twice failed with
+    // EEXIST): node 0's command holds EX, node 1's trylock is refused.
     let flag = c.dir.path().join("held");
     let release = c.dir.path().join("release");
     let mut holder = c
@@ -134,27 +139,28 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let busy = c
-        .cmd()
-        .args(["lock", "dom", "scripted", "--trylock"])
-        .args(c.node_args(1))
-        .args(["--", "true"])
-        .output()
-        .unwrap();
+    let trylock = |i: usize| {
+        c.cmd()
+            .args(["lock", "dom", "scripted", "--trylock"])
+            .args(c.node_args(i))
+            .args(["--", "true"])
+            .output()
+            .unwrap()
+    };
+    let busy = trylock(1);
     assert_eq!(busy.status.code(), Some(1), "{busy:?}");
-    assert!(mounts[0].join("dom/scripted").exists());
+    // A plain DLM lock, not a lock file: nothing appears in the mount.
+    assert!(!mounts[0].join("dom/scripted").exists());
+    let dump = c.ok(0, &["lockdump", "dom"]);
+    assert!(dump.lines().any(|l| l == "NAME:scripted"), "{dump}");
     std::fs::write(&release, "").unwrap();
     assert!(holder.wait().unwrap().success());
-    // Node 0 keeps the lock cached after its command (dlmfs semantics): node 1's blocking
-    // request makes it let go.
-    let free = c
-        .cmd()
-        .args(["lock", "dom", "scripted"])
-        .args(c.node_args(1))
-        .args(["--", "true"])
-        .output()
-        .unwrap();
+    // Released when the command ends, not cached as a dlmfs open would be: node 1's
+    // trylock gets it at once.
+    let free = trylock(1);
     assert!(free.status.success(), "{free:?}");
+    // The mount's domain outlives the o2cb lock sessions' registrations.
+    assert!(c.ok(0, &["lockdump", "dom"]).contains("NAME:lk"));
     // A clean offline unmounts.
     let out = c.ok(0, &["offline"]);
     assert!(

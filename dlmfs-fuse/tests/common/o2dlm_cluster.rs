@@ -7,12 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlmfs_fuse::{mount, MountHandle, MountOptions, O2dlmNode};
+use dlmfs_fuse::{mount, DomainRegistry, MountHandle, MountOptions, O2dlmNode};
 use o2net::{Net, NetConfig, NodeInfo};
 
 pub struct Nodes {
     pub mounts: Vec<MountHandle>,
     pub dlms: Vec<o2dlm::Dlm>,
+    /// Each node's domain memberships, shared with its mount.
+    #[allow(dead_code)] // used by the tests, not by the benchmark
+    pub registries: Vec<Arc<DomainRegistry>>,
     pub nets: Vec<Net>,
     pub rt: Option<tokio::runtime::Runtime>,
 }
@@ -49,6 +52,7 @@ pub fn start(dir: &Path, port_base: u16) -> Nodes {
     let mut nodes = Nodes {
         mounts: Vec::new(),
         dlms: Vec::new(),
+        registries: Vec::new(),
         nets: Vec::new(),
         rt: None,
     };
@@ -89,7 +93,9 @@ pub fn start(dir: &Path, port_base: u16) -> Nodes {
     for (i, d) in dlms.into_iter().enumerate() {
         let p = dir.join(format!("n{}", i + 1));
         std::fs::create_dir(&p).unwrap();
-        let node = O2dlmNode::new(d, rt.handle().clone());
+        let registry = Arc::new(DomainRegistry::new(d));
+        nodes.registries.push(registry.clone());
+        let node = O2dlmNode::with_registry(registry, rt.handle().clone());
         nodes
             .mounts
             .push(mount(&p, Arc::new(node), MountOptions::default()).expect("mount"));

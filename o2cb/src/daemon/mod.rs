@@ -11,7 +11,7 @@
 //!
 //! - [`proto`]: socket path rule and the line protocol.
 //! - [`client`]: how the commands find and call a daemon.
-//! - [`dlm`]: the node's DLM and its table of joined domains; [`session`]: `o2cb lock`.
+//! - [`dlm`]: the node's DLM; [`session`]: `o2cb lock`.
 //! - [`report`]: the text of `status` and `nodes`.
 
 pub mod client;
@@ -129,7 +129,8 @@ pub(crate) struct Daemon {
     pub cluster: o2nm::Cluster,
     pub local: u8,
     pub net: o2net::Net,
-    pub domains: dlm::Domains,
+    /// The node's domain memberships, shared with the dlmfs mount.
+    pub domains: Arc<dlmfs_fuse::DomainRegistry>,
     pub hb: Heartbeat,
     pub regions: Mutex<Vec<ActiveRegion>>,
     /// The dlmfs mount, while mounted.
@@ -265,7 +266,7 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         cluster,
         local,
         net,
-        domains: dlm::Domains::new(dlm),
+        domains: Arc::new(dlmfs_fuse::DomainRegistry::new(dlm)),
         hb,
         regions: Mutex::new(Vec::new()),
         dlmfs: Mutex::new(None),
@@ -378,7 +379,8 @@ async fn mount_dlmfs(d: &Arc<Daemon>, path: &Path) -> anyhow::Result<()> {
     if !path.exists() {
         std::fs::create_dir_all(path).with_context(|| crate::path_text(path))?;
     }
-    let dlm = dlmfs_fuse::O2dlmNode::new(d.domains.dlm.clone(), tokio::runtime::Handle::current());
+    let dlm =
+        dlmfs_fuse::O2dlmNode::with_registry(d.domains.clone(), tokio::runtime::Handle::current());
     let path = path.to_path_buf();
     let mount = tokio::task::spawn_blocking(move || {
         dlmfs_fuse::mount(&path, Arc::new(dlm), dlmfs_fuse::MountOptions::default())
@@ -409,7 +411,7 @@ async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::Unbounded
                 );
                 // The kernel's order: o2net first, then the DLM.
                 d.net.heartbeat_up(node);
-                d.domains.dlm.node_up(node);
+                d.domains.dlm().node_up(node);
             }
             HbEvent::NodeDown {
                 node, generation, ..
@@ -422,7 +424,7 @@ async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::Unbounded
                     },
                 );
                 d.net.heartbeat_down(node);
-                d.domains.dlm.node_down(node);
+                d.domains.dlm().node_down(node);
             }
             HbEvent::Fenced => {
                 tracing::error!(node = d.local, "o2hb fenced this node: heartbeat stopped");

@@ -5,7 +5,7 @@
 //! the two configfs lines become one line about the node daemon, the debugfs line is left
 //! out (the dumps are `o2cb nodes`, `o2cb list-connections` and `o2cb lockdump`), and a
 //! heartbeat period other than the kernel's 2000 ms gets a line of its own. The userdlm
-//! domains listed are those joined through this daemon.
+//! domains listed are those the node is in (through /dlm or `o2cb lock`).
 
 use std::fmt::Write;
 
@@ -88,8 +88,8 @@ pub(crate) fn status(d: &Daemon) -> String {
             live_nodes_line((0..=254u8).filter(|n| live.contains(*n)))
         );
     }
-    // The domains of `o2cb lock` sessions, and the mount's directories (the init script's
-    // `ls /dlm`).
+    // The node's domain memberships (dlmfs' and `o2cb lock`'s), and the mount's directories
+    // (the init script's `ls /dlm`), which include a domain whose join is still under way.
     let mut domains = d.domains.names();
     let mounted = d.dlmfs.guard().as_ref().map(|m| m.path().to_path_buf());
     if let Some(Ok(dir)) = mounted.map(std::fs::read_dir) {
