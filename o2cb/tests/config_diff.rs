@@ -11,11 +11,14 @@
 //! `O2CB_DIFF_SEED=<n> O2CB_DIFF_CASES=<m> cargo test -p o2cb --test config_diff`.
 
 mod config_common;
+#[path = "config_common/ocfs2_volume.rs"]
+mod ocfs2_volume;
 
 use std::path::Path;
 
 use config_common::{all_listings, comparable_stderr, oracle, ours, run};
 use o2nm::ClusterConf;
+use ocfs2_volume::mkfs_global;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -371,32 +374,10 @@ fn heartbeat_regions_from_block_devices_match_ocfs2_tools() {
     let work = tempfile::tempdir().expect("temp dir");
     let volume = work.path().join("vol.img");
     let blank = work.path().join("blank.img");
-    for (path, size) in [(&volume, 64u64 << 20), (&blank, 8 << 20)] {
-        std::fs::File::create(path)
-            .and_then(|f| f.set_len(size))
-            .expect("image file");
-    }
-    let mkfs = std::process::Command::new("/usr/sbin/mkfs.ocfs2")
-        .args([
-            "-q",
-            "-b",
-            "4K",
-            "-C",
-            "4K",
-            "-N",
-            "4",
-            "--cluster-stack=o2cb",
-            "--cluster-name=alpha",
-        ])
-        .args(["--global-heartbeat", "-F"])
-        .arg(&volume)
-        .output()
-        .expect("mkfs.ocfs2 from ocfs2-tools");
-    assert!(
-        mkfs.status.success(),
-        "mkfs.ocfs2: {}",
-        String::from_utf8_lossy(&mkfs.stderr)
-    );
+    std::fs::File::create(&blank)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("image file");
+    mkfs_global(&volume, 64 << 20, "alpha");
     let (Some(vol_dev), Some(blank_dev)) =
         (LoopDevice::attach(&volume), LoopDevice::attach(&blank))
     else {

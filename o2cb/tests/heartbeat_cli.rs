@@ -1,8 +1,12 @@
 //! `o2cb heartbeat format` and `dump` as a user meets them: region files of both block sizes,
 //! OCFS2 volumes made by mkfs.ocfs2 (checked against debugfs.ocfs2), and clear errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+#[path = "config_common/ocfs2_volume.rs"]
+mod ocfs2_volume;
+use ocfs2_volume::{debugfs_uuid, mkfs_global};
 
 const BIN: &str = env!("CARGO_BIN_EXE_o2cb");
 
@@ -24,16 +28,6 @@ fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn tool(name: &str) -> PathBuf {
-    ["/usr/sbin", "/sbin", "/usr/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("{name} not found: install ocfs2-tools (scripts/install-deps.sh)")
-        })
 }
 
 #[test]
@@ -158,45 +152,8 @@ fn bad_arguments_and_files_get_clear_errors() {
 fn dump_of_an_ocfs2_volume_names_it_as_ocfs2_tools_does() {
     let dir = tempfile::tempdir().unwrap();
     let vol = dir.path().join("vol");
-    std::fs::File::create(&vol)
-        .unwrap()
-        .set_len(128 << 20)
-        .unwrap();
-    let mkfs = Command::new(tool("mkfs.ocfs2"))
-        .args([
-            "-q",
-            "-b",
-            "4K",
-            "-C",
-            "4K",
-            "-N",
-            "4",
-            "--cluster-stack=o2cb",
-            "--cluster-name=clitest",
-            "--global-heartbeat",
-            "-F",
-        ])
-        .arg(&vol)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        mkfs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mkfs.stderr)
-    );
-    let stats = Command::new(tool("debugfs.ocfs2"))
-        .args(["-R", "stats"])
-        .arg(&vol)
-        .output()
-        .unwrap();
-    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
-    let uuid = stats
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("UUID: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    mkfs_global(&vol, 128 << 20, "clitest");
+    let uuid = debugfs_uuid(&vol);
 
     let out = o2cb_then(&["heartbeat", "dump"], &vol, &["--interval-ms", "50"]);
     let (stdout, stderr) = text(&out);

@@ -430,6 +430,10 @@ pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
 }
 
 #[cfg(test)]
+#[path = "../../tests/config_common/ocfs2_volume.rs"]
+mod ocfs2_volume;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -437,42 +441,9 @@ mod tests {
     fn volume_uuid_matches_debugfs_ocfs2() {
         let dir = tempfile::tempdir().expect("temp dir");
         let image = dir.path().join("vol.img");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(64 << 20))
-            .expect("image file");
-        let mkfs = std::process::Command::new("/usr/sbin/mkfs.ocfs2")
-            .args([
-                "-q",
-                "-b",
-                "4K",
-                "-C",
-                "4K",
-                "-N",
-                "4",
-                "--cluster-stack=o2cb",
-                "--cluster-name=abc",
-            ])
-            .args(["--global-heartbeat", "-F"])
-            .arg(&image)
-            .output()
-            .expect("mkfs.ocfs2 from ocfs2-tools (scripts/install-deps.sh installs it)");
-        assert!(
-            mkfs.status.success(),
-            "mkfs.ocfs2: {}",
-            String::from_utf8_lossy(&mkfs.stderr)
-        );
-        let stats = std::process::Command::new("/usr/sbin/debugfs.ocfs2")
-            .args(["-R", "stats"])
-            .arg(&image)
-            .output()
-            .expect("debugfs.ocfs2");
-        let stats = String::from_utf8_lossy(&stats.stdout);
-        let uuid = stats
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("UUID:"))
-            .map(str::trim)
-            .expect("debugfs.ocfs2 prints the UUID");
-        assert_eq!(volume_uuid(&image).as_deref(), Ok(uuid));
+        ocfs2_volume::mkfs_global(&image, 64 << 20, "abc");
+        let uuid = ocfs2_volume::debugfs_uuid(&image);
+        assert_eq!(volume_uuid(&image), Ok(uuid));
         assert!(volume_uuid(dir.path()).is_err());
     }
 
