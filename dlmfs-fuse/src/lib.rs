@@ -122,6 +122,24 @@ impl MountHandle {
         self.finish(false)
     }
 
+    /// [`MountHandle::unmount`], trying again while files are open (EBUSY) for up to
+    /// `patience`, for programs that are closing their lock files as the node stops; after
+    /// that the mount is detached lazily and the EBUSY returned.
+    pub fn unmount_within(mut self, patience: std::time::Duration) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.finish(false) {
+                Err(Error::Unmount { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn finish(&mut self, lazy: bool) -> Result<(), Error> {
         let Some(session) = self.session.take() else {
             return Ok(());

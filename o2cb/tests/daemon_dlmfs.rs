@@ -202,3 +202,57 @@ fn a_node_restarted_after_sigkill_mounts_again_over_its_dead_mount() {
     c.ok(0, &["offline"]);
     c.wait_exit(0, Duration::from_secs(15));
 }
+
+#[test]
+fn offline_waits_for_a_lock_file_being_closed_and_fails_over_one_kept_open() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("no /dev/fuse on this machine: test not run");
+        return;
+    }
+    let mut c = TestCluster::new(123, 2, false, 200, 7);
+    let mounts: Vec<_> = (0..2)
+        .map(|i| c.dir.path().join(format!("dlm{i}")))
+        .collect();
+    let _unmount = Unmount(mounts.clone());
+    for (i, m) in mounts.iter().enumerate() {
+        let mut args = c.daemon_args(i);
+        args.retain(|a| a != "--no-dlmfs");
+        args.extend(["--dlmfs".to_string(), m.display().to_string()]);
+        c.start_args(i, args);
+    }
+    c.wait_all_up(0, &[0, 1]);
+    for m in &mounts {
+        std::fs::create_dir(m.join("dom")).unwrap();
+    }
+    // Node 0: a program closes its lock file half a second into the offline; the unmount
+    // waits for it instead of failing with EBUSY.
+    // O_CLOEXEC: the `o2cb offline` client must not inherit it.
+    let fd = open(
+        &mounts[0].join("dom/closing"),
+        libc::O_RDWR | libc::O_CLOEXEC,
+    )
+    .unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        close(fd);
+    });
+    let out = c.ok(0, &["offline"]);
+    closer.join().unwrap();
+    assert!(
+        out.starts_with("Clean userdlm domains: OK\n"),
+        "{out}\n{}",
+        c.log(0)
+    );
+    c.wait_exit(0, Duration::from_secs(15));
+    // Node 1: a file kept open fails the clean-up (the init script's Failed), the node still
+    // goes offline, and the lazily detached mount finishes once the file is closed.
+    let kept = open(&mounts[1].join("dom/kept"), libc::O_RDWR | libc::O_CLOEXEC).unwrap();
+    let out = c.ok(1, &["offline"]);
+    assert!(
+        out.starts_with("Clean userdlm domains: Failed\n"),
+        "{out}\n{}",
+        c.log(1)
+    );
+    c.wait_exit(1, Duration::from_secs(15));
+    close(kept);
+}

@@ -559,24 +559,36 @@ impl Daemon {
         }
         let name = self.cluster.name().to_string();
         let mut out = String::new();
-        // Lock sessions release their locks, dlmfs is unmounted (it leaves its domains), then
-        // the other domains are left, then heartbeat stops.
+        // Lock sessions release their locks, dlmfs is unmounted (it unlocks its lock files and
+        // gives its domain registrations back), then every domain is left, then heartbeat
+        // stops.
         self.leaving.send_replace(true);
         let mount = self.dlmfs.guard().take();
         if let Some(m) = mount {
-            // A process keeping a file open holds the lazy unmount; do not wait for it.
-            let unmount = tokio::task::spawn_blocking(move || m.unmount());
+            // A program closing its lock files as the node stops gets a moment; one that keeps
+            // them open gets a lazy unmount, which ends when it closes them.
+            let start = std::time::Instant::now();
+            let unmount = tokio::task::spawn_blocking(move || {
+                m.unmount_within(std::time::Duration::from_secs(3))
+            });
             match tokio::time::timeout(std::time::Duration::from_secs(10), unmount).await {
-                Ok(Ok(Ok(()))) => out.push_str("Clean userdlm domains: OK\n"),
+                Ok(Ok(Ok(()))) => {
+                    out.push_str("Clean userdlm domains: OK\n");
+                    tracing::info!(
+                        node = self.local,
+                        "dlmfs unmounted in {} ms",
+                        start.elapsed().as_millis()
+                    );
+                }
                 Ok(Ok(Err(e))) => {
                     out.push_str("Clean userdlm domains: Failed\n");
-                    tracing::warn!(node = self.local, "{e}");
+                    tracing::warn!(node = self.local, "{e}; unmounted lazily");
                 }
                 _ => {
                     out.push_str("Clean userdlm domains: Failed\n");
                     tracing::warn!(
                         node = self.local,
-                        "dlmfs still in use after 10 s; unmounted lazily"
+                        "dlmfs unlocking its locks for more than 10 s"
                     );
                 }
             }
