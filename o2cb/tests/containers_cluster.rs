@@ -6,7 +6,8 @@
 //! - every node sees the other two heartbeating and connected, `o2cb status` says so and the
 //!   logs show the nodes joining;
 //! - `o2cb lock` held in one container blocks the others: a trylock is refused, waiters run
-//!   their command only once the holder's command ended;
+//!   their command only once the holder's command ended; the same through each container's
+//!   dlmfs mount (/dlm, FUSE);
 //! - `docker kill` of a node: the others declare it dead after the dead threshold, not before;
 //! - the killed container started again rejoins with a new heartbeat generation;
 //! - `docker network disconnect` of a node: its heartbeat still reaches the shared volume, so
@@ -422,20 +423,29 @@ impl Cluster {
     }
 }
 
+/// How a test runs a shell script under an EX lock: `(domain, lock name, script) -> script`.
+type Under = fn(&str, &str, &str) -> String;
+
 /// `o2cb lock DOMAIN NAME -- sh -c SCRIPT`, as a shell word list for `sh -c`.
 fn locked(domain: &str, name: &str, script: &str) -> String {
     format!("o2cb lock {domain} {name} -- sh -c '{script}'")
 }
 
-/// Node `holder` takes lock `name` of domain ctest and keeps it until told: a trylock from
+/// SCRIPT with the lock file DOMAIN/NAME of the node's dlmfs open read-write (an EX lock,
+/// waited for), as a program using /dlm does.
+fn dlmfs_locked(domain: &str, name: &str, script: &str) -> String {
+    format!("mkdir -p /dlm/{domain} && exec 3<>/dlm/{domain}/{name} && {script}")
+}
+
+/// Node `holder` takes lock `name` of domain ctest (through `under`) and keeps it until told: a trylock from
 /// the first of `others` is refused, and a waiter on each of `others` runs its command only
 /// once the holder let go.
-fn lock_blocks(c: &Cluster, holder: usize, others: &[usize], name: &str) {
+fn lock_blocks(c: &Cluster, holder: usize, others: &[usize], name: &str, under: Under) {
     let held = format!("{name}.holder");
     let release = format!("{name}.release");
     c.spawn(
         holder,
-        &locked(
+        &under(
             "ctest",
             name,
             &format!(
@@ -465,7 +475,7 @@ fn lock_blocks(c: &Cluster, holder: usize, others: &[usize], name: &str) {
     for &n in others {
         c.spawn(
             n,
-            &locked(
+            &under(
                 "ctest",
                 name,
                 &format!("echo $O2CB_NODE > /shared/{name}.got{n}"),
@@ -577,7 +587,30 @@ fn a_cluster_in_containers_survives_kill_partition_and_restart() {
     );
 
     // A lock held in one container blocks the others: a trylock is refused, a waiter waits.
-    lock_blocks(&c, 0, &[1, 2], "L");
+    lock_blocks(&c, 0, &[1, 2], "L", locked);
+
+    // dlmfs, mounted by each node daemon at /dlm (FUSE, inside the container): a lock file
+    // opened in node0's mount refuses node1's trylock and keeps node1's and node2's opens
+    // waiting until node0 closes it.
+    for n in all {
+        let mounts = c.exec(n, &["cat", "/proc/mounts"]);
+        let mounts = String::from_utf8_lossy(&mounts.stdout);
+        assert!(
+            mounts.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1..3) == Some(&["/dlm", "fuse.ocfs2_dlmfs"][..])
+            }),
+            "no dlmfs on /dlm in {}'s container:\n{mounts}",
+            NODES[n]
+        );
+    }
+    let status = c.exec(0, &["o2cb", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("Filesystem \"ocfs2_dlmfs\": Mounted (/dlm)"),
+        "`o2cb status` on node0 does not show dlmfs mounted:\n{status}"
+    );
+    lock_blocks(&c, 0, &[1, 2], "D", dlmfs_locked);
 
     // docker kill of node1: declared dead after the dead threshold, by both others.
     let (table, _) = c.wait_nodes(0, "node1 live", Duration::from_secs(5), |t| {
@@ -650,7 +683,7 @@ fn a_cluster_in_containers_survives_kill_partition_and_restart() {
     );
 
     // The DLM of the two goes on too.
-    lock_blocks(&c, 0, &[1], "P");
+    lock_blocks(&c, 0, &[1], "P", locked);
 
     // Reconnected at its address and started again, node2 rejoins.
     let node2 = conf
