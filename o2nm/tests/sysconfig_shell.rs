@@ -124,3 +124,53 @@ fn written_files_match_the_init_script_template() {
         assert_eq!(O2cbSysconfig::load(&ours).expect("read back"), sys);
     }
 }
+
+mod properties {
+    use std::path::Path;
+
+    use o2nm::{O2cbSysconfig, Stack, Timeouts};
+    use proptest::prelude::*;
+
+    fn model() -> impl Strategy<Value = O2cbSysconfig> {
+        (
+            any::<bool>(),
+            prop_oneof![Just(Stack::O2cb), Just(Stack::Pcmk), Just(Stack::Cman)],
+            proptest::option::of("[A-Za-z0-9]{1,16}"),
+            7u32..1000,
+            5000u32..200_000,
+            1000u32..5000,
+            2000u32..100_000,
+        )
+            .prop_map(
+                |(enabled, stack, boot_cluster, t, idle, keepalive, reconnect)| O2cbSysconfig {
+                    enabled,
+                    stack,
+                    boot_cluster,
+                    timeouts: Timeouts {
+                        dead_threshold: t,
+                        idle_timeout_ms: idle,
+                        keepalive_delay_ms: keepalive,
+                        reconnect_delay_ms: reconnect,
+                        ..Timeouts::default()
+                    },
+                },
+            )
+    }
+
+    proptest! {
+        /// What we write is what we read back, as the init script would.
+        #[test]
+        fn written_files_read_back(s in model()) {
+            let again = O2cbSysconfig::parse(&s.to_text(), Path::new("o2cb"));
+            prop_assert_eq!(again.ok(), Some(s));
+        }
+
+        /// Any text is read or refused with an error naming the file, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "(O2CB_[A-Z_]{0,24}|export |[=\"' #\t\n0-9a-z$`\\\\])*") {
+            if let Err(e) = O2cbSysconfig::parse(&text, Path::new("/etc/default/o2cb")) {
+                prop_assert!(e.to_string().contains("/etc/default/o2cb"), "{}", e);
+            }
+        }
+    }
+}
