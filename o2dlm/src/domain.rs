@@ -17,14 +17,19 @@
 //! the kernel defers to its dlm worker (asserts after a master request, proxy ASTs) is just
 //! another queued send, so a handler never waits for the network.
 //!
-//! Not here yet (the migration and recovery issue): a leaving node does not migrate the
-//! resources it masters. Instead [`Input::Leave`] waits, re-checking every 500 ms as the
-//! kernel's migrate loop does, until no other node uses a resource mastered here (their locks
-//! are gone and they have dropped their references); it never drops another node's lock. A
-//! resource whose master dies is marked RECOVERING: its requests finish with
-//! `DLM_RECOVERING` instead of waiting for a recovery that does not exist yet, and a dead
-//! node's locks on resources mastered here are removed (LVB zeroed if it held EX), as the
-//! kernel's local recovery cleanup does.
+//! Recovery: the core owns a [`Recovery`] machine and is its [`RecoveryStore`]. A member's
+//! death (heartbeat's [`Input::NodeDown`], or a BEGIN_RECO that says so first) removes its
+//! locks from resources mastered here (value block zeroed if it held EX) and marks the
+//! resources it mastered RECOVERING; requests on them are parked rather than failed (a
+//! waiting lock leaves the dead master's queues, a conversion goes back to its granted mode)
+//! and run again against the new master at FINALIZE, so API callers never see
+//! `DLM_RECOVERING`. The `$RECOVERY` election lock is this core's own request (cookie: node
+//! byte, sequence 0). Query-join is refused while recovery runs; `dlm_state` shows it.
+//!
+//! Not here yet: a leaving node does not migrate the resources it masters
+//! ([`crate::migration::Migration`] is not wired in). Instead [`Input::Leave`] waits,
+//! re-checking every 500 ms as the kernel's migrate loop does, until no other node uses a
+//! resource mastered here; it never drops another node's lock.
 
 use std::collections::BTreeMap;
 
@@ -33,13 +38,18 @@ use crate::fasthash::FastMap;
 use crate::join::{self, DomainState, JoinReply, JoinState};
 use crate::lockres::{Delivery, LockId, LockResource, Unlocked};
 use crate::mastery::{self, Mle, MleKind, ResourceMastery};
+use crate::recovery::{
+    pack_lockres, sender_lvb, MresHeader, RecoEvent, RecoInput, RecoOutput, Recovery,
+    RecoveryState, RecoveryStore,
+};
 use crate::secondary::{Notice, OwnLocks, PendingOp};
 use crate::wire::{
     errno, is_host_down, AssertMaster, ConvertLock, CreateLock, DerefLockres, DlmMessage,
     DlmStatus, DomainName, ExitDomain, JoinCode, JoinNotice, LkmFlags, LockMode, LockName, Lvb,
     MasterRequest, MasterResponse, NodeInfo, NodeMap, ProtocolVersion, QueryJoinRequest,
     QueryNodeinfo, QueryRegion, QueueKind, UnlockLock, ASSERT_MASTER_MLE_CLEANUP,
-    ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, REGION_NAME_LEN,
+    ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, MRES_RECOVERY,
+    NODE_UNKNOWN, RECOVERY_LOCK_NAME, REGION_NAME_LEN,
 };
 
 /// Lock and convert retry after RECOVERING/MIGRATING/FORWARD or a lost connection (`dlmlock`).
@@ -185,6 +195,8 @@ enum Sent {
     Deref(LockName),
     /// Replies that change nothing here (proxy ASTs, cancel join, begin exit, deref done).
     Notice,
+    /// A send of the recovery machine, under its own token.
+    Reco(u64),
     Exit(u8),
 }
 
@@ -316,6 +328,12 @@ struct OwnMeta {
     flags: LkmFlags,
     /// A cancel asked for while a create/convert reply was outstanding.
     cancel_wanted: bool,
+    /// The conversion last asked for (mode, flags, value block to write), to ask the new
+    /// master again when the old one died before answering.
+    convert: Option<(LockMode, LkmFlags, Lvb)>,
+    /// The value block this lock's status block holds (last read or written), which
+    /// recovery sends to the new master.
+    lvb: Lvb,
 }
 
 /// A join in progress (`dlm_try_to_join_domain`).
@@ -381,6 +399,13 @@ pub struct DomainCore {
     out: Vec<Output>,
     deliveries: Vec<Delivery>,
     counts: Counts,
+    /// The recovery machine; taken out while it runs (it calls back into this core as its
+    /// [`RecoveryStore`]).
+    reco: Option<Recovery>,
+    /// The time of the input being handled, for store calls that need it.
+    now: u64,
+    /// The last recovery step, for `o2cb status`.
+    last_reco_event: Option<RecoEvent>,
 }
 
 impl DomainCore {
@@ -388,6 +413,7 @@ impl DomainCore {
     pub fn new(cfg: DomainConfig) -> DomainCore {
         let key = cfg.name.key();
         let fs_proto = cfg.fs_proto;
+        let (cfg_node, cfg_name) = (cfg.node, cfg.name);
         DomainCore {
             cfg,
             key,
@@ -413,6 +439,9 @@ impl DomainCore {
             out: Vec::new(),
             deliveries: Vec::new(),
             counts: Counts::default(),
+            reco: Some(Recovery::new(cfg_node, cfg_name, NodeMap::new())),
+            now: 0,
+            last_reco_event: None,
         }
     }
 
@@ -471,7 +500,22 @@ impl DomainCore {
 
     /// The earliest time [`Input::Tick`] has work to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.agenda.keys().next().map(|(at, _)| *at)
+        let mine = self.agenda.keys().next().map(|(at, _)| *at);
+        let reco = self.reco.as_ref().and_then(|r| r.next_deadline());
+        match (mine, reco) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Where recovery stands (`dlm_state`, `o2cb status`).
+    pub fn recovery_state(&self) -> Option<RecoveryState> {
+        self.reco.as_ref().map(|r| r.state())
+    }
+
+    /// The last recovery step seen here.
+    pub fn last_recovery_event(&self) -> Option<RecoEvent> {
+        self.last_reco_event
     }
 
     /// Takes the queued outputs.
@@ -488,6 +532,13 @@ impl DomainCore {
     /// to send back; for every other input it is 0. API calls that fail at once report it as
     /// an [`Output`] like any later failure.
     pub fn handle(&mut self, now: u64, input: Input) -> i32 {
+        self.now = now;
+        let status = self.handle_input(now, input);
+        self.pump_recovery(now);
+        status
+    }
+
+    fn handle_input(&mut self, now: u64, input: Input) -> i32 {
         match input {
             Input::Join => {
                 self.start_join(now);
@@ -605,6 +656,14 @@ impl DomainCore {
                     }
                 }
             }
+        }
+        if self
+            .reco
+            .as_ref()
+            .and_then(|r| r.next_deadline())
+            .is_some_and(|t| t <= now)
+        {
+            self.reco_handle(now, RecoInput::Tick);
         }
     }
 
@@ -747,6 +806,9 @@ impl DomainCore {
                 self.joining_node = None;
                 self.state = DomainState::Joined;
                 self.num_joins += 1;
+                for n in self.domain_map.iter().collect::<Vec<_>>() {
+                    self.reco_handle(now, RecoInput::NodeJoined(n));
+                }
                 tracing::info!(node = me, domain = %self.cfg.name, map = ?self.domain_map, "o2dlm: joined domain");
                 self.out.push(Output::Joined);
                 return;
@@ -802,6 +864,15 @@ impl DomainCore {
     /// for a domain that does not exist here it answers with [`join::answer_query_join`] and
     /// no domain).
     pub fn answer_query_join(&mut self, req: &QueryJoinRequest) -> i32 {
+        // `dlm_query_join_handler`: no joins while recovery runs.
+        if self.reco.as_ref().is_some_and(|r| r.is_active()) {
+            return crate::wire::QueryJoinResponse {
+                code: JoinCode::Disallow,
+                dlm_minor: 0,
+                fs_minor: 0,
+            }
+            .to_status();
+        }
         let heartbeating = self.live.contains(req.node_idx);
         let answer = join::answer_query_join(req, heartbeating, Some(&self.join_state()));
         if answer.code == JoinCode::Ok {
@@ -903,6 +974,8 @@ impl DomainCore {
                 mode,
                 flags,
                 cancel_wanted: false,
+                convert: None,
+                lvb: [0; LVB_LEN],
             },
         );
         let res = self.res.entry(name).or_insert_with(|| {
@@ -1009,10 +1082,7 @@ impl DomainCore {
         let Some(res) = self.res.get_mut(&name) else {
             return self.op_failed(now, &op, DlmStatus::Ivlockid);
         };
-        if res.recovering {
-            return self.op_failed(now, &op, DlmStatus::Recovering);
-        }
-        if res.in_progress || res.dropping_ref {
+        if res.in_progress || res.dropping_ref || res.recovering {
             res.waiting.push(op);
             return;
         }
@@ -1026,11 +1096,17 @@ impl DomainCore {
             Role::Master(engine) => {
                 let id = LockId { node: me, cookie };
                 match op {
-                    Op::Lock { mode, flags, .. } => {
-                        if let Err(s) = engine.request(id, mode, flags) {
-                            self.op_failed(now, &op, s);
+                    Op::Lock { mode, flags, .. } => match engine.request(id, mode, flags) {
+                        // `$RECOVERY` has no AST: the status is the grant.
+                        Ok(crate::lockres::Requested::Granted) if name.is_recovery_lock() => {
+                            self.out.push(Output::Done {
+                                cookie,
+                                result: Ok(Grant { mode, lvb: None }),
+                            })
                         }
-                    }
+                        Ok(_) => {}
+                        Err(s) => self.op_failed(now, &op, s),
+                    },
                     Op::Convert {
                         mode, flags, lvb, ..
                     } => {
@@ -1064,6 +1140,15 @@ impl DomainCore {
                     Op::Convert {
                         mode, flags, lvb, ..
                     } => match own.begin_convert(cookie, mode, flags, &lvb) {
+                        Ok(Some(msg)) if self.own.contains_key(&cookie) => {
+                            if let Some(m) = self.own.get_mut(&cookie) {
+                                m.convert = Some((mode, flags, lvb));
+                                if let Some(v) = msg.lvb {
+                                    m.lvb = v;
+                                }
+                            }
+                            self.send(owner, DlmMessage::ConvertLock(msg), Sent::Convert(cookie))
+                        }
                         Ok(Some(msg)) => {
                             self.send(owner, DlmMessage::ConvertLock(msg), Sent::Convert(cookie))
                         }
@@ -1560,6 +1645,9 @@ impl DomainCore {
                 }
             },
             Sent::Notice => {}
+            Sent::Reco(t) => {
+                self.reco_handle(now, RecoInput::SendDone { token: t, result });
+            }
         }
     }
 
@@ -1599,6 +1687,10 @@ impl DomainCore {
         let Some((name, _, own)) = self.remote_parts(cookie) else {
             return;
         };
+        // Parked when its master died: it is asked again of the new master.
+        if own.get(cookie).and_then(|l| l.pending) != Some(PendingOp::Lock) {
+            return;
+        }
         own.lock_reply(cookie, status);
         let op = Op::Lock {
             cookie,
@@ -1607,6 +1699,25 @@ impl DomainCore {
         };
         match status {
             DlmStatus::Normal => {
+                if name.is_recovery_lock() {
+                    // No proxy AST comes for `$RECOVERY`: the status is the grant.
+                    if let Some((_, _, own)) = self.remote_parts(cookie) {
+                        let past = crate::wire::ProxyAst {
+                            node_idx: owner.unwrap_or(NODE_UNKNOWN),
+                            ast_type: crate::wire::AstType::Ast,
+                            blocked_type: None,
+                            cookie,
+                            name,
+                            flags: LkmFlags::empty(),
+                            lvb: None,
+                        };
+                        let _ = own.proxy_ast(&past);
+                    }
+                    self.out.push(Output::Done {
+                        cookie,
+                        result: Ok(Grant { mode, lvb: None }),
+                    });
+                }
                 self.after_reply(now, cookie);
                 self.retry(now, cookie);
             }
@@ -1638,6 +1749,9 @@ impl DomainCore {
         let Some((_, _, own)) = self.remote_parts(cookie) else {
             return;
         };
+        if own.get(cookie).and_then(|l| l.pending) != Some(PendingOp::Convert) {
+            return;
+        }
         own.convert_reply(cookie, status);
         if status == DlmStatus::Normal {
             self.after_reply(now, cookie);
@@ -1741,6 +1855,7 @@ impl DomainCore {
                 let node = n.node_idx;
                 self.domain_map.insert(node);
                 self.exit_map.remove(node);
+                self.reco_handle(now, RecoInput::NodeJoined(node));
                 if self.joining_node == Some(node) {
                     self.joining_node = None;
                 }
@@ -1784,6 +1899,7 @@ impl DomainCore {
                 0
             }
             DlmMessage::ExitDomain(e) => {
+                self.reco_handle(now, RecoInput::NodeLeft(e.node_idx));
                 self.member_gone(now, e.node_idx, false);
                 0
             }
@@ -1808,7 +1924,16 @@ impl DomainCore {
                 self.deref_done(now, d.name);
                 0
             }
-            // Migration and recovery messages belong to the next issue.
+            DlmMessage::BeginReco(_)
+            | DlmMessage::LockRequest(_)
+            | DlmMessage::RecoDataDone(_)
+            | DlmMessage::FinalizeReco(_) => {
+                self.reco_handle(now, RecoInput::Message { from, msg })
+            }
+            DlmMessage::MigLockres(ref m) if m.flags & MRES_RECOVERY != 0 => {
+                self.reco_handle(now, RecoInput::Message { from, msg })
+            }
+            // Migration on leave is not wired in yet: a leaving master waits for its users.
             other => {
                 tracing::warn!(node = me, domain = %self.cfg.name, peer = from, "o2dlm: {} from node {from} not handled yet", other.msg_type());
                 errno::EINVAL
@@ -1999,6 +2124,9 @@ impl DomainCore {
         // (see `run_op`), so telling early is safe and saves the caller half a round trip.
         match notice {
             Some(Notice::Ast { cookie, mode, lvb }) => {
+                if let (Some(v), Some(m)) = (lvb, self.own.get_mut(&cookie)) {
+                    m.lvb = v;
+                }
                 self.out.push(Output::Done {
                     cookie,
                     result: Ok(Grant { mode, lvb }),
@@ -2024,6 +2152,7 @@ impl DomainCore {
                 self.join_advance(now);
             }
         }
+        self.reco_handle(now, RecoInput::NodeDown(node));
         if self.domain_map.contains(node) {
             self.member_gone(now, node, true);
         }
@@ -2063,14 +2192,30 @@ impl DomainCore {
                         self.deref_done(now, name);
                         continue;
                     }
-                    if died {
-                        tracing::warn!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm: master {node} of {name} died; resource awaits recovery");
-                        res.recovering = true;
+                    if died && name.is_recovery_lock() {
+                        // `$RECOVERY` is not recovered: whoever asks next masters it anew,
+                        // and the election retries on DLM_RECOVERING.
                         let ops = std::mem::take(&mut res.waiting);
                         for op in ops {
                             self.op_failed(now, &op, DlmStatus::Recovering);
                         }
-                        self.fail_pending_remote(now, name);
+                        self.park_pending_remote(now, name, false);
+                        let cookies: Vec<u64> = match self.res.get(&name).map(|r| &r.role) {
+                            Some(Role::Remote(own)) => own.locks().map(|l| l.cookie).collect(),
+                            _ => Vec::new(),
+                        };
+                        for c in cookies {
+                            self.own.remove(&c);
+                        }
+                        self.res.remove(&name);
+                    } else if died {
+                        if !res.recovering {
+                            tracing::warn!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm: master {node} of {name} died; resource awaits recovery");
+                        }
+                        // Requests wait for the new master (`dlmlock` retries them while
+                        // the resource is RECOVERING); callers do not see the status.
+                        res.recovering = true;
+                        self.park_pending_remote(now, name, true);
                     } else {
                         // A node that left cleanly had no one's reference left.
                         self.res.remove(&name);
@@ -2114,11 +2259,12 @@ impl DomainCore {
         }
     }
 
-    /// This node's requests on a resource whose master died end here instead of waiting for
-    /// recovery: a waiting new lock is removed and fails with DLM_RECOVERING, a waiting
-    /// conversion goes back to its granted mode and fails likewise, an unlock or cancel in
-    /// flight is done (the kernel commits them when the master dies). Granted locks stay.
-    fn fail_pending_remote(&mut self, now: u64, name: LockName) {
+    /// This node's requests on a resource whose master died: a waiting new lock leaves the
+    /// queues and a waiting conversion goes back to its granted mode; with `park` both are
+    /// asked again of the new master once recovery ends (the kernel's dlmlock retries them),
+    /// else they fail with DLM_RECOVERING. An unlock or cancel in flight is done (the kernel
+    /// commits them when the master dies). Granted locks stay.
+    fn park_pending_remote(&mut self, now: u64, name: LockName, park: bool) {
         let Some(Role::Remote(own)) = self.res.get(&name).map(|r| &r.role) else {
             return;
         };
@@ -2149,23 +2295,60 @@ impl DomainCore {
                 }
                 (_, QueueKind::Blocked) => {
                     own.lock_reply(cookie, DlmStatus::Recovering);
-                    self.own.remove(&cookie);
-                    self.out.push(Output::Done {
-                        cookie,
-                        result: Err(DlmStatus::Recovering),
-                    });
+                    let meta = self.own.get(&cookie).map(|m| (m.mode, m.flags));
+                    match meta {
+                        Some((mode, flags)) if park => {
+                            self.park(
+                                name,
+                                Op::Lock {
+                                    cookie,
+                                    mode,
+                                    flags,
+                                },
+                            );
+                        }
+                        _ => {
+                            self.own.remove(&cookie);
+                            self.out.push(Output::Done {
+                                cookie,
+                                result: Err(DlmStatus::Recovering),
+                            });
+                        }
+                    }
                 }
                 (_, QueueKind::Converting) => {
                     own.convert_reply(cookie, DlmStatus::Recovering);
-                    self.out.push(Output::Done {
-                        cookie,
-                        result: Err(DlmStatus::Recovering),
-                    });
+                    let conv = self.own.get(&cookie).and_then(|m| m.convert);
+                    match conv {
+                        Some((mode, flags, lvb)) if park => {
+                            self.park(
+                                name,
+                                Op::Convert {
+                                    cookie,
+                                    mode,
+                                    flags,
+                                    lvb,
+                                },
+                            );
+                        }
+                        _ => self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Recovering),
+                        }),
+                    }
                 }
                 (_, QueueKind::Granted) => {}
             }
         }
         let _ = now;
+    }
+
+    fn park(&mut self, name: LockName, op: Op) {
+        if let Some(res) = self.res.get_mut(&name) {
+            if !res.waiting.contains(&op) {
+                res.waiting.push(op);
+            }
+        }
     }
 
     // ----- dumps -----
@@ -2229,6 +2412,15 @@ impl DomainCore {
 
     /// The domain's `dlm_state`.
     pub fn write_dlm_state<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let reco = self.recovery_state().unwrap_or(RecoveryState {
+            active: false,
+            finalizing: false,
+            dead_node: None,
+            new_master: None,
+            recovery_map: NodeMap::new(),
+            nodes: Vec::new(),
+            completed: 0,
+        });
         let count = |k: MleKind| self.mles.values().filter(|m| m.kind == k).count() as u32;
         let d = crate::debug::DomainDebug {
             name: self.cfg.name.to_string(),
@@ -2256,13 +2448,258 @@ impl DomainCore {
                 .filter(|r| r.unused_since.is_some())
                 .count() as u32,
             refs: 1,
-            dead_node: crate::wire::NODE_UNKNOWN,
+            dead_node: reco.dead_node.unwrap_or(NODE_UNKNOWN),
             recovery_pid: 0,
-            recovery_master: crate::wire::NODE_UNKNOWN,
-            recovery_active: false,
-            recovery_map: NodeMap::new(),
-            recovery_nodes: Vec::new(),
+            recovery_master: reco.new_master.unwrap_or(NODE_UNKNOWN),
+            recovery_active: reco.active,
+            recovery_map: reco.recovery_map,
+            recovery_nodes: reco.nodes,
         };
         crate::debug::write_dlm_state(w, &d)
+    }
+}
+
+/// The cookie of this node's `$RECOVERY` lock: the node byte with sequence 0, which
+/// [`crate::secondary::CookieSource`] never hands out.
+fn recovery_cookie(node: u8) -> u64 {
+    u64::from(node) << 56
+}
+
+impl DomainCore {
+    /// Runs the recovery machine on one input with this core as its store.
+    fn reco_handle(&mut self, now: u64, input: RecoInput) -> i32 {
+        let Some(mut reco) = self.reco.take() else {
+            // Re-entered from a store call: the outer run sees the same facts.
+            return 0;
+        };
+        let status = reco.handle(now, input, self);
+        self.reco = Some(reco);
+        status
+    }
+
+    /// Carries out what recovery asked for, and feeds it the answers to its `$RECOVERY`
+    /// lock, until both sides are quiet.
+    fn pump_recovery(&mut self, now: u64) {
+        let rc = recovery_cookie(self.cfg.node);
+        loop {
+            let mut answers = Vec::new();
+            if self.out.iter().any(|o| output_cookie(o) == Some(rc)) {
+                self.out.retain(|o| match o {
+                    Output::Done { cookie, result } if *cookie == rc => {
+                        answers.push(match result {
+                            Ok(_) => DlmStatus::Normal,
+                            Err(s) => *s,
+                        });
+                        false
+                    }
+                    o => output_cookie(o) != Some(rc),
+                });
+            }
+            let outs: Vec<RecoOutput> = match self.reco.as_mut() {
+                Some(r) => r.drain_outputs().collect(),
+                None => Vec::new(),
+            };
+            if answers.is_empty() && outs.is_empty() {
+                break;
+            }
+            for a in answers {
+                self.reco_handle(now, RecoInput::RecoveryLock(a));
+            }
+            for o in outs {
+                match o {
+                    RecoOutput::Send { token, to, msg } => self.send(to, msg, Sent::Reco(token)),
+                    RecoOutput::LockRecoveryLock => match LockName::new(RECOVERY_LOCK_NAME) {
+                        Ok(name) => self.lock(
+                            now,
+                            rc,
+                            name,
+                            LockMode::Ex,
+                            LkmFlags::NOQUEUE | LkmFlags::RECOVERY,
+                        ),
+                        Err(_) => {
+                            self.reco_handle(now, RecoInput::RecoveryLock(DlmStatus::Badargs));
+                        }
+                    },
+                    RecoOutput::UnlockRecoveryLock => {
+                        self.unlock(now, rc, LkmFlags::empty(), [0; LVB_LEN])
+                    }
+                    RecoOutput::Log(e) => {
+                        self.last_reco_event = Some(e);
+                        if let RecoEvent::NodeDied { dead } = e {
+                            // BEGIN_RECO told us before heartbeat did.
+                            if self.domain_map.contains(dead) {
+                                self.member_gone(now, dead, true);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn output_cookie(o: &Output) -> Option<u64> {
+    match o {
+        Output::Done { cookie, .. }
+        | Output::Bast { cookie, .. }
+        | Output::Unlocked { cookie, .. } => Some(*cookie),
+        _ => None,
+    }
+}
+
+impl RecoveryStore for DomainCore {
+    fn local_cleanup(&mut self, dead: u8) {
+        let now = self.now;
+        self.member_gone(now, dead, true);
+    }
+
+    fn recovery_data(&mut self, dead: u8, out: &mut Vec<crate::wire::MigLockres>) {
+        let me = self.cfg.node;
+        let mut next_cookie = 0u64;
+        for (name, res) in self.res.iter() {
+            let of_dead = match res.owner {
+                Some(o) => o == dead,
+                None => res.recovering,
+            };
+            if !of_dead || !res.recovering || matches!(res.role, Role::Master(_)) {
+                continue;
+            }
+            let mut locks = Vec::new();
+            let mut lvbs = Vec::new();
+            if let Role::Remote(own) = &res.role {
+                for l in own.locks() {
+                    locks.push(crate::wire::MigratableLock {
+                        cookie: l.cookie,
+                        list: l.queue,
+                        flags: l.lksb_flags,
+                        type_: Some(l.mode),
+                        convert_type: l.convert_type,
+                        highest_blocked: None,
+                        node: me,
+                    });
+                    lvbs.push(self.own.get(&l.cookie).map_or([0; LVB_LEN], |m| m.lvb));
+                }
+            }
+            let lvb = match sender_lvb(*name, locks.iter().zip(lvbs.iter())) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm recovery: {e}; sending no value block");
+                    [0; LVB_LEN]
+                }
+            };
+            let head = MresHeader {
+                sender: me,
+                master: res.owner.unwrap_or(NODE_UNKNOWN),
+                flags: MRES_RECOVERY,
+                name: *name,
+                lvb,
+            };
+            pack_lockres(head, &locks, &mut next_cookie, out);
+        }
+    }
+
+    fn rebuild(&mut self, from: u8, mres: &crate::wire::MigLockres) -> Result<(), crate::Error> {
+        let me = self.cfg.node;
+        if !self.res.contains_key(&mres.name) {
+            self.counts.resources_total += 1;
+            let mut r = Box::new(Res::new());
+            r.recovering = true;
+            self.res.insert(mres.name, r);
+        }
+        let own_lvbs: Vec<(u64, Lvb)> = self
+            .own
+            .iter()
+            .filter(|(_, m)| m.name == mres.name)
+            .map(|(c, m)| (*c, m.lvb))
+            .collect();
+        let Some(res) = self.res.get_mut(&mres.name) else {
+            return Ok(());
+        };
+        res.owner = Some(me);
+        res.recovering = true;
+        res.unused_since = None;
+        if !matches!(res.role, Role::Master(_)) {
+            // This node's own locks go on the rebuilt queues at once, whichever sender's data
+            // comes first; its own MIG_LOCKRES then finds them there.
+            let mut engine = LockResource::new(mres.name);
+            if let Role::Remote(own) = &res.role {
+                for l in own.locks() {
+                    let ml = crate::wire::MigratableLock {
+                        cookie: l.cookie,
+                        list: l.queue,
+                        flags: l.lksb_flags,
+                        type_: Some(l.mode),
+                        convert_type: l.convert_type,
+                        highest_blocked: None,
+                        node: me,
+                    };
+                    let lvb = own_lvbs
+                        .iter()
+                        .find(|(c, _)| *c == l.cookie)
+                        .map_or([0; LVB_LEN], |(_, v)| *v);
+                    engine.add_migrated_lock(NODE_UNKNOWN, MRES_RECOVERY, &lvb, &ml)?;
+                }
+            }
+            res.role = Role::Master(engine);
+        }
+        let Role::Master(engine) = &mut res.role else {
+            return Ok(());
+        };
+        let local = if from == me { NODE_UNKNOWN } else { me };
+        for ml in &mres.locks {
+            match engine.add_migrated_lock(local, mres.flags, &mres.lvb, ml)? {
+                crate::lockres::Migrated::Reference(n) | crate::lockres::Migrated::Created(n)
+                    if n != me =>
+                {
+                    res.refmap.insert(n)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, dead: u8, new_master: u8) -> usize {
+        let me = self.cfg.node;
+        let now = self.now;
+        let mut moved = 0;
+        let mut touched = Vec::new();
+        for (name, res) in self.res.iter_mut() {
+            let of_dead = res.owner == Some(dead)
+                || (res.recovering && res.owner == Some(me) && new_master == me);
+            if !of_dead {
+                continue;
+            }
+            moved += 1;
+            res.recovering = false;
+            res.in_progress = false;
+            res.owner = Some(new_master);
+            if new_master == me {
+                if !matches!(res.role, Role::Master(_)) {
+                    res.role = Role::Master(LockResource::new(*name));
+                }
+            } else {
+                match &res.role {
+                    Role::Remote(_) => {}
+                    // Queues rebuilt here for a recovery another master finished, or nothing
+                    // of ours: our locks (if any) were sent to that master.
+                    _ => res.role = Role::Remote(OwnLocks::new(me, *name)),
+                }
+            }
+            touched.push(*name);
+        }
+        for name in touched {
+            self.kick(now, name);
+            let ops = self
+                .res
+                .get_mut(&name)
+                .map(|r| std::mem::take(&mut r.waiting))
+                .unwrap_or_default();
+            for op in ops {
+                self.run_op(now, op);
+            }
+            self.note_if_unused(now, name);
+        }
+        moved
     }
 }

@@ -743,6 +743,13 @@ impl Domain {
         String::from_utf8_lossy(&v).into_owned()
     }
 
+    /// Where recovery of this domain stands (for `o2cb status`): the dead node being
+    /// recovered, the recovery master once known, the nodes still to recover, how many
+    /// recoveries finished here.
+    pub fn recovery_state(&self) -> Option<crate::recovery::RecoveryState> {
+        self.shared.state.lock().core.recovery_state()
+    }
+
     /// The master of `name` as this node knows it.
     pub fn owner_of(&self, name: impl AsRef<[u8]>) -> Option<u8> {
         let name = LockName::new(name.as_ref()).ok()?;

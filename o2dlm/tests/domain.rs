@@ -252,29 +252,184 @@ fn bad_flags_and_unjoined_domains_are_refused() {
 }
 
 #[test]
-fn a_request_to_a_master_that_dies_finishes_with_recovering() {
+fn the_waiter_on_a_dead_masters_lock_gets_it_once_recovery_remasters_it() {
     let mut c = Cluster::new(3);
     c.lock(2, 21, "r", LockMode::Ex, LkmFlags::empty());
     c.settle();
     assert!(c.granted(2, 21).is_some());
-    // Node 0 asks for the lock; node 2 holds it, so the request waits on the master.
+    // Node 1 holds PR elsewhere first so it has a reference; node 0 asks for EX and waits.
     c.lock(0, 1, "r", LockMode::Ex, LkmFlags::empty());
     c.settle();
     assert!(c.granted(0, 1).is_none());
-    // The master dies: the waiting request ends with the kernel's status, it does not hang.
+    c.lock(1, 11, "r", LockMode::Pr, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(1, 11).is_none());
+    // The master (and holder) dies.
     c.dead.push(2);
     c.input(0, Input::NodeDown(2));
     c.input(1, Input::NodeDown(2));
     c.settle();
-    assert_eq!(c.failed(0, 1), Some(DlmStatus::Recovering));
-    // New requests on the orphaned resource say so too, until recovery exists.
-    c.lock(0, 2, "r", LockMode::Pr, LkmFlags::empty());
+    // Nobody is told DLM_RECOVERING: the requests wait for the new master.
+    assert_eq!(c.failed(0, 1), None);
+    assert_eq!(c.failed(1, 11), None);
+    let mut s = Vec::new();
+    c.cores[0].write_dlm_state(&mut s).expect("dump");
+    let dump = String::from_utf8_lossy(&s).into_owned();
+    assert!(
+        dump.contains("Recovery"),
+        "dlm_state shows recovery: {dump}"
+    );
+    c.wait(3000);
+    // One survivor is the master now, both agree, and recovery is over on both.
+    let m0 = c.cores[0].owner_of(&name("r"));
+    let m1 = c.cores[1].owner_of(&name("r"));
+    assert!(matches!(m0, Some(0 | 1)), "owner {m0:?}");
+    assert_eq!(m0, m1);
+    for n in 0..2 {
+        let st = c.cores[n].recovery_state().expect("recovery");
+        assert!(!st.active, "node {n} still recovering: {st:?}");
+        assert_eq!(st.completed, 1);
+    }
+    // Exactly one of the waiters holds the lock; the other gets it after the release.
+    let g0 = c.granted(0, 1).is_some();
+    let g1 = c.granted(1, 11).is_some();
+    assert!(g0 ^ g1, "exactly one grant: node 0 {g0}, node 1 {g1}");
+    if g0 {
+        c.unlock(0, 1, LkmFlags::empty());
+        c.settle();
+        assert!(c.granted(1, 11).is_some());
+    } else {
+        c.unlock(1, 11, LkmFlags::empty());
+        c.settle();
+        assert!(c.granted(0, 1).is_some());
+    }
+    // New requests on the recovered resource work, and new names master among survivors.
+    c.lock(1, 12, "fresh", LockMode::Pr, LkmFlags::empty());
     c.settle();
-    assert_eq!(c.failed(0, 2), Some(DlmStatus::Recovering));
-    // Other names master among the survivors.
-    c.lock(1, 11, "fresh", LockMode::Pr, LkmFlags::empty());
+    assert!(c.granted(1, 12).is_some());
+}
+
+#[test]
+fn recovery_keeps_a_pr_holders_value_block_and_drops_a_dead_ex_writers() {
+    // Value block kept: node 2 masters, node 0 wrote 7s under EX and now holds PR; node 2
+    // dies; the PR holder's copy survives on the new master.
+    let mut c = Cluster::new(3);
+    c.lock(2, 21, "keep", LockMode::Nl, LkmFlags::empty());
     c.settle();
-    assert!(c.granted(1, 11).is_some());
+    assert!(c.granted(2, 21).is_some());
+    c.lock(0, 1, "keep", LockMode::Ex, LkmFlags::VALBLK);
+    c.settle();
+    assert!(c.granted(0, 1).is_some());
+    c.unlock(0, 1, LkmFlags::VALBLK);
+    c.settle();
+    c.lock(0, 2, "keep", LockMode::Pr, LkmFlags::VALBLK);
+    c.settle();
+    assert_eq!(c.granted(0, 2).and_then(|g| g.lvb), Some([7; 64]));
+    // Value block dropped: on "drop", node 2 (the master) holds EX with a value written.
+    c.lock(2, 22, "drop", LockMode::Ex, LkmFlags::VALBLK);
+    c.settle();
+    assert!(c.granted(2, 22).is_some());
+    c.input(
+        2,
+        Input::Convert {
+            cookie: 22,
+            mode: LockMode::Nl,
+            flags: LkmFlags::VALBLK,
+            lvb: [9; 64],
+        },
+    );
+    c.settle();
+    c.input(
+        2,
+        Input::Convert {
+            cookie: 22,
+            mode: LockMode::Ex,
+            flags: LkmFlags::VALBLK,
+            lvb: [9; 64],
+        },
+    );
+    c.settle();
+    c.told.clear();
+    c.lock(1, 11, "drop", LockMode::Pr, LkmFlags::VALBLK);
+    c.settle();
+    assert!(c.granted(1, 11).is_none());
+    c.dead.push(2);
+    c.input(0, Input::NodeDown(2));
+    c.input(1, Input::NodeDown(2));
+    c.wait(3000);
+    // The waiter on "drop" gets PR with no value block: nobody alive had read the last one.
+    assert_eq!(c.granted(1, 11).and_then(|g| g.lvb), Some([0; 64]));
+    // "keep": an EX request from node 1 after recovery sees the PR holder's 7s once node 0
+    // lets go.
+    c.lock(1, 12, "keep", LockMode::Ex, LkmFlags::VALBLK);
+    c.settle();
+    assert!(c.granted(1, 12).is_none());
+    c.unlock(0, 2, LkmFlags::empty());
+    c.settle();
+    assert_eq!(c.granted(1, 12).and_then(|g| g.lvb), Some([7; 64]));
+}
+
+#[test]
+fn the_recovery_master_dying_mid_recovery_hands_it_to_another_survivor() {
+    let mut c = Cluster::new(4);
+    c.lock(3, 31, "r", LockMode::Ex, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(3, 31).is_some());
+    c.lock(1, 11, "r", LockMode::Ex, LkmFlags::empty());
+    c.lock(2, 21, "r", LockMode::Ex, LkmFlags::empty());
+    c.settle();
+    c.dead.push(3);
+    for n in 0..3 {
+        c.input(n, Input::NodeDown(3));
+    }
+    // Carry messages one at a time until someone knows the recovery master, then kill it
+    // before recovery completes.
+    let mut reco_master = None;
+    for _ in 0..10_000 {
+        reco_master = (0..3u8).find_map(|n| {
+            c.cores[usize::from(n)]
+                .recovery_state()
+                .filter(|s| s.completed == 0)
+                .and_then(|s| s.new_master)
+        });
+        if reco_master.is_some() || !c.deliver_one() {
+            break;
+        }
+    }
+    let rm = reco_master.expect("a recovery master is elected");
+    c.dead.push(rm);
+    for n in 0..3u8 {
+        if n != rm {
+            c.input(n, Input::NodeDown(rm));
+        }
+    }
+    c.wait(5000);
+    let alive: Vec<u8> = (0..3u8).filter(|n| *n != rm).collect();
+    let owners: Vec<Option<u8>> = alive
+        .iter()
+        .map(|&n| c.cores[usize::from(n)].owner_of(&name("r")))
+        .collect();
+    assert!(
+        owners
+            .iter()
+            .all(|o| *o == owners[0] && o.is_some_and(|m| alive.contains(&m))),
+        "owners {owners:?}"
+    );
+    for &n in &alive {
+        let st = c.cores[usize::from(n)].recovery_state().expect("state");
+        assert!(!st.active, "node {n}: {st:?}");
+    }
+    // Each surviving waiter (the dead recovery master's own request went with it) gets the
+    // lock in turn.
+    let waiters: Vec<(u8, u64)> = [(1u8, 11u64), (2, 21)]
+        .into_iter()
+        .filter(|(n, _)| *n != rm)
+        .collect();
+    for (n, cookie) in waiters {
+        assert!(c.granted(n, cookie).is_some(), "node {n} granted");
+        c.unlock(n, cookie, LkmFlags::empty());
+        c.settle();
+    }
 }
 
 #[test]
