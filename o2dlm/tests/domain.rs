@@ -268,17 +268,17 @@ fn the_waiter_on_a_dead_masters_lock_gets_it_once_recovery_remasters_it() {
     c.dead.push(2);
     c.input(0, Input::NodeDown(2));
     c.input(1, Input::NodeDown(2));
-    c.settle();
-    // Nobody is told DLM_RECOVERING: the requests wait for the new master.
-    assert_eq!(c.failed(0, 1), None);
-    assert_eq!(c.failed(1, 11), None);
     let mut s = Vec::new();
     c.cores[0].write_dlm_state(&mut s).expect("dump");
     let dump = String::from_utf8_lossy(&s).into_owned();
     assert!(
-        dump.contains("Recovery"),
+        dump.contains("Dead Node: 2") && dump.contains("State: ACTIVE"),
         "dlm_state shows recovery: {dump}"
     );
+    c.settle();
+    // Nobody is told DLM_RECOVERING: the requests wait for the new master.
+    assert_eq!(c.failed(0, 1), None);
+    assert_eq!(c.failed(1, 11), None);
     c.wait(3000);
     // One survivor is the master now, both agree, and recovery is over on both.
     let m0 = c.cores[0].owner_of(&name("r"));

@@ -1,0 +1,95 @@
+//! Recovery on real loopback TCP: three nodes in one process, heartbeat events fed directly.
+//! The master of a contended lock is killed (its o2net stops, its handles are never
+//! released); the survivors recover and their waiters get the lock; a counter kept under the
+//! lock ends exact.
+
+mod cluster;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use o2dlm::wire::{LkmFlags, LockMode};
+
+#[test]
+fn killing_the_master_of_a_contended_lock_hands_it_to_the_survivors() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cluster = cluster::start(3, cluster::config(300));
+        let domains = cluster.join_all("reco").await;
+        // Node 3 masters "counter" and holds it in EX.
+        let held = domains[2]
+            .lock("counter", LockMode::Ex, LkmFlags::VALBLK)
+            .await
+            .expect("EX on node 3");
+        assert_eq!(domains[0].owner_of("counter"), None);
+        let plain = Arc::new(AtomicU64::new(0));
+        let inside = Arc::new(AtomicU64::new(0));
+        const TASKS: usize = 2;
+        const ROUNDS: u64 = 15;
+        let mut joins = Vec::new();
+        for d in domains.iter().take(2) {
+            for _ in 0..TASKS {
+                let d = d.clone();
+                let plain = plain.clone();
+                let inside = inside.clone();
+                joins.push(tokio::spawn(async move {
+                    for _ in 0..ROUNDS {
+                        let l = d
+                            .lock("counter", LockMode::Ex, LkmFlags::empty())
+                            .await
+                            .expect("EX after recovery");
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
+                        let p = plain.load(Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        plain.store(p + 1, Ordering::SeqCst);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        l.unlock().await.expect("unlock");
+                    }
+                }));
+            }
+        }
+        // Everyone is queued behind node 3.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(plain.load(Ordering::SeqCst), 0);
+        // kill -9 of node 3: its connections drop, its lock is never released.
+        std::mem::forget(held);
+        cluster.nets[2].shutdown();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..2 {
+            cluster.nets[i].heartbeat_down(3);
+            cluster.dlms[i].node_down(3);
+        }
+        for j in joins {
+            tokio::time::timeout(Duration::from_secs(30), j)
+                .await
+                .expect("waiters finish after recovery")
+                .expect("task ok");
+        }
+        assert_eq!(plain.load(Ordering::SeqCst), 2 * TASKS as u64 * ROUNDS);
+        let owner = domains[0].owner_of("counter");
+        assert!(matches!(owner, Some(1 | 2)), "new master {owner:?}");
+        assert_eq!(domains[1].owner_of("counter"), owner);
+        for d in domains.iter().take(2) {
+            let st = d.recovery_state().expect("recovery state");
+            assert!(!st.active && st.completed == 1, "node {}: {st:?}", d.node());
+            assert!(
+                d.dlm_state().contains("State: INACTIVE"),
+                "{}",
+                d.dlm_state()
+            );
+        }
+        // The value block the dead EX holder may have written is gone.
+        let l = domains[0]
+            .lock("counter", LockMode::Pr, LkmFlags::VALBLK)
+            .await
+            .expect("PR");
+        assert_eq!(*l.lvb(), [0; 64]);
+        l.unlock().await.expect("unlock");
+        cluster.shutdown();
+    });
+}
