@@ -57,7 +57,8 @@ pub struct SimArgs {
     /// Only trace up to this many seconds of virtual time.
     #[arg(long)]
     pub trace_to: Option<f64>,
-    /// Workload: ping (requests between random nodes) or idle.
+    /// Workload: ping (requests between random nodes), locks (o2dlm clients on every node
+    /// contend for a few lock names) or idle.
     #[arg(long, default_value = "ping")]
     pub workload: String,
     /// Heartbeat dead threshold (iterations).
@@ -87,7 +88,8 @@ pub struct SimArgs {
     /// Random extra service time per I/O, up to this many microseconds.
     #[arg(long, default_value_t = 2000)]
     pub disk_spread_us: u64,
-    /// Break a rule on purpose to see the checkers catch it: wrong-side-survives or ignore-write-timeout.
+    /// Break a rule on purpose to see the checkers catch it: wrong-side-survives,
+    /// ignore-write-timeout, or (with --workload locks) dlm-bypass, dlm-lose-lvb, dlm-hold-forever.
     #[arg(long)]
     pub sabotage: Option<String>,
 }
@@ -119,12 +121,20 @@ impl SimArgs {
             "ping" => Workload::Ping {
                 interval: Duration::from_secs(5),
             },
+            "locks" => Workload::Locks {
+                clients: 3,
+                names: 3,
+                think: Duration::from_millis(200),
+            },
             other => return Err(SimError::Workload(other.to_string())),
         };
         cfg.sabotage = match self.sabotage.as_deref() {
             None => None,
             Some("wrong-side-survives") => Some(Sabotage::WrongSideSurvives),
             Some("ignore-write-timeout") => Some(Sabotage::IgnoreWriteTimeout),
+            Some("dlm-bypass") => Some(Sabotage::DlmBypass),
+            Some("dlm-lose-lvb") => Some(Sabotage::DlmLoseLvb),
+            Some("dlm-hold-forever") => Some(Sabotage::DlmHoldForever),
             Some(other) => return Err(SimError::Sabotage(other.to_string())),
         };
         cfg.trace = match self.trace.as_deref() {

@@ -59,6 +59,15 @@ pub enum Sabotage {
     /// A node's heartbeat write-timeout fence is ignored: it keeps running
     /// after its writes stalled, past the moment the others declare it dead.
     IgnoreWriteTimeout,
+    /// Node 0's lock clients take every lock without asking the DLM (a node that bypasses
+    /// the lock manager): the mutual-exclusion checker must see overlapping grants.
+    DlmBypass,
+    /// Node 0's EX holders report writing a value block but unlock without VALBLK (the
+    /// write-back is lost): the value-block checker must see a stale read.
+    DlmLoseLvb,
+    /// Node 0's lock clients never let go of a granted lock, BAST or not: the progress
+    /// checker must see requests that never finish.
+    DlmHoldForever,
 }
 
 /// The messages the simulated applications send, to exercise o2net end to end.
@@ -68,6 +77,14 @@ pub enum Workload {
     Idle,
     /// Each node sends a request to a random peer, on average every `interval`.
     Ping { interval: Duration },
+    /// Every node joins one o2dlm domain once the cluster is up, and `clients` lock clients
+    /// per node take, convert and release `names` contended lock names (NOQUEUE, VALBLK,
+    /// cancels), each pausing on average `think` between steps.
+    Locks {
+        clients: u8,
+        names: u8,
+        think: Duration,
+    },
 }
 
 /// How much trace to keep.

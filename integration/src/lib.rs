@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod disk;
 pub mod dlm_check;
+pub mod dlm_node;
 pub mod dlm_sim;
 pub mod error;
 pub mod events;

@@ -8,7 +8,9 @@
 //! request is an o2net message to a handler every node registers, so sends
 //! exercise the same request/reply path the DLM will use.
 
+use crate::config::Workload;
 use crate::disk::RegionSpec;
+use crate::dlm_node::{DlmAct, DlmLayer, DlmTimer, LockWork};
 use crate::stack::{
     ConnId, Effect, FenceReason, Input, NodeId, NodeSetup, Note, RegionId, Stack, TimerKey,
 };
@@ -25,6 +27,8 @@ pub const PING_MSG_TYPE: u16 = 0x0f00;
 pub const PING_KEY: u32 = 0x5349_4d50;
 /// Send ids at or above this are the stack's own (negotiation), not the workload's.
 const NEGO_SEND_BASE: u64 = 1 << 63;
+/// Send ids from here up to [`NEGO_SEND_BASE`] are the DLM's (token + base).
+const DLM_SEND_BASE: u64 = 1 << 62;
 /// The simulated wall clock starts on 2026-01-01 (heartbeat seq is wall-clock seconds).
 const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
 
@@ -32,6 +36,9 @@ const T_ITERATION: &str = "hb.iteration";
 const T_WRITE_TIMEOUT: &str = "hb.write_timeout";
 const T_NEGO: &str = "hb.nego_timeout";
 const T_NET: &str = "net.timers";
+const T_DLM_CORE: &str = "dlm.core";
+const T_DLM_JOIN: &str = "dlm.join";
+const T_DLM_CLIENT: &str = "dlm.client";
 
 /// What a delivered request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +46,8 @@ enum Handler {
     /// o2hb timeout negotiation of one region.
     Nego(NegoKind, o2hb::RegionId),
     Ping,
+    /// A DLM message of this o2net type.
+    Dlm(u16),
 }
 
 /// The address a node listens on in the simulated network (no packet ever leaves the process).
@@ -69,6 +78,8 @@ pub struct O2Stack {
     quorum_connected: NodeSet,
     workload_peers: BTreeMap<u64, NodeId>,
     next_nego_send: u64,
+    /// The node's o2dlm, when the workload takes locks.
+    dlm: Option<DlmLayer>,
 }
 
 impl O2Stack {
@@ -147,6 +158,41 @@ impl O2Stack {
                 .ok()?;
             Some(core)
         });
+        let dlm = match setup.workload {
+            Workload::Locks {
+                clients,
+                names,
+                think,
+            } => DlmLayer::new(
+                setup.node,
+                setup.incarnation,
+                setup.generation,
+                LockWork {
+                    clients,
+                    names,
+                    think_ms: u64::try_from(think.as_millis()).unwrap_or(u64::MAX),
+                    join_after_ms: u64::try_from(crate::faults::warmup(&t).as_millis())
+                        .unwrap_or(u64::MAX),
+                },
+                setup.sabotage,
+            ),
+            _ => None,
+        };
+        let mut net = net;
+        if let (Some(core), Some(layer)) = (net.as_mut(), dlm.as_ref()) {
+            let domain_key = layer.domain().key();
+            for t in o2dlm::wire::MsgType::ALL {
+                let key = match t.key_kind() {
+                    o2dlm::wire::KeyKind::Module => o2dlm::wire::DLM_MOD_KEY,
+                    o2dlm::wire::KeyKind::Domain => domain_key,
+                    o2dlm::wire::KeyKind::Unused => continue,
+                };
+                let max = u32::try_from(t.max_len()).unwrap_or(u32::MAX);
+                // A refused registration leaves that message type unhandled: peers see
+                // errors and the checkers report what follows.
+                let _ = core.register_handler(t.to_wire(), key, max, Handler::Dlm(t.to_wire()));
+            }
+        }
         O2Stack {
             node: setup.node,
             incarnation: setup.incarnation,
@@ -164,6 +210,7 @@ impl O2Stack {
             quorum_connected: NodeSet::new(),
             workload_peers: BTreeMap::new(),
             next_nego_send: NEGO_SEND_BASE,
+            dlm,
         }
     }
 
@@ -244,6 +291,7 @@ impl O2Stack {
                     generation,
                 }));
                 self.drive_net(now, o2net::Input::HeartbeatUp(node), out);
+                self.drive_dlm(now, out, |d, now, acts| d.node_up(now, node, acts));
             }
             H::NodeDown { region, node, .. } => {
                 out.push(Effect::Note(Note::HbDown {
@@ -251,6 +299,7 @@ impl O2Stack {
                     node,
                 }));
                 self.drive_net(now, o2net::Input::HeartbeatDown(node), out);
+                self.drive_dlm(now, out, |d, now, acts| d.node_down(now, node, acts));
             }
             H::Log(ev) => self.text(out, || format!("o2hb: {}", ev.message)),
             H::SendNego {
@@ -370,11 +419,27 @@ impl O2Stack {
             }
             N::Deliver {
                 conn,
+                node,
                 header,
                 payload,
                 handler,
-                ..
             } => {
+                let mut status = 0;
+                if let Handler::Dlm(msg_type) = handler {
+                    status = match o2dlm::wire::DlmMessage::decode(msg_type, &payload) {
+                        Ok(msg) => {
+                            let mut st = 0;
+                            self.drive_dlm(now, out, |d, now, acts| {
+                                st = d.message(now, node, msg, acts);
+                            });
+                            st
+                        }
+                        Err(e) => {
+                            self.text(out, || format!("o2dlm: bad message from n{node}: {e}"));
+                            -22
+                        }
+                    };
+                }
                 if let Handler::Nego(kind, region) = handler {
                     let node_num = payload.first().copied().unwrap_or(u8::MAX);
                     self.drive_hb(
@@ -392,7 +457,7 @@ impl O2Stack {
                     o2net::Input::HandlerDone {
                         conn,
                         request: header,
-                        status: 0,
+                        status,
                     },
                     out,
                 );
@@ -406,6 +471,14 @@ impl O2Stack {
                     }
                     return;
                 }
+                if id >= DLM_SEND_BASE {
+                    let result = result.map_err(|e| e.errno());
+                    let token = id - DLM_SEND_BASE;
+                    self.drive_dlm(now, out, |d, now, acts| {
+                        d.send_done(now, token, result, acts)
+                    });
+                    return;
+                }
                 let peer = self.workload_peers.remove(&id).unwrap_or(NodeId::MAX);
                 let status = match result {
                     Ok(s) => s,
@@ -416,6 +489,82 @@ impl O2Stack {
             // The reason was logged already, as the kernel logs it before fencing.
             N::Fence { .. } => out.push(Effect::Fence(FenceReason::Quorum)),
             N::Log { message, .. } => self.text(out, || format!("o2net: {message}")),
+        }
+    }
+}
+
+impl O2Stack {
+    /// Runs `f` on the DLM layer, then carries out what it asked: sends go through o2net
+    /// (to this node itself they are handled at once, as the kernel's o2net does).
+    fn drive_dlm(
+        &mut self,
+        now: SimTime,
+        out: &mut Vec<Effect>,
+        f: impl FnOnce(&mut DlmLayer, u64, &mut Vec<DlmAct>),
+    ) {
+        let Some(layer) = self.dlm.as_mut() else {
+            return;
+        };
+        let mut acts = Vec::new();
+        f(layer, now.as_millis(), &mut acts);
+        let mut i = 0;
+        while let Some(act) = acts.get(i).cloned() {
+            i += 1;
+            match act {
+                DlmAct::Send { token, to, msg } => {
+                    if self.verbose {
+                        let mut detail = format!("{msg:?}");
+                        if let Some((cut, _)) = detail.char_indices().nth(160) {
+                            detail.truncate(cut);
+                            detail.push('…');
+                        }
+                        let text = format!("o2dlm → n{to}: {} {detail}", msg.msg_type());
+                        out.push(Effect::Note(Note::Text(text)));
+                    }
+                    if to == self.node {
+                        let Some(layer) = self.dlm.as_mut() else {
+                            return;
+                        };
+                        let (ms, me) = (now.as_millis(), self.node);
+                        let st = layer.message(ms, me, msg, &mut acts);
+                        layer.send_done(ms, token, Ok(st), &mut acts);
+                        continue;
+                    }
+                    let Some(layer) = self.dlm.as_ref() else {
+                        return;
+                    };
+                    let key = msg.key(layer.domain());
+                    let input = o2net::Input::Send {
+                        id: DLM_SEND_BASE + token,
+                        node: to,
+                        msg_type: msg.msg_type().to_wire(),
+                        key,
+                        payload: Bytes::from(msg.to_vec()),
+                    };
+                    self.drive_net(now, input, out);
+                }
+                DlmAct::Timer { timer, at_ms } => {
+                    let key = match timer {
+                        DlmTimer::Core => TimerKey {
+                            name: T_DLM_CORE,
+                            index: 0,
+                        },
+                        DlmTimer::Join => TimerKey {
+                            name: T_DLM_JOIN,
+                            index: 0,
+                        },
+                        DlmTimer::Client(c) => TimerKey {
+                            name: T_DLM_CLIENT,
+                            index: u32::try_from(c).unwrap_or(u32::MAX),
+                        },
+                    };
+                    out.push(Effect::SetTimer {
+                        key,
+                        at: SimTime::from_millis(at_ms),
+                    });
+                }
+                DlmAct::Note(n) => out.push(Effect::Note(Note::Dlm(n))),
+            }
         }
     }
 }
@@ -515,8 +664,17 @@ impl O2Stack {
                     self.drive_hb(now, o2hb::Input::Start { region, generation }, out);
                 }
                 self.sync_net(out);
+                self.drive_dlm(now, out, |d, now, acts| d.boot(now, acts));
             }
             Input::Timer(key) => match key.name {
+                T_DLM_CORE | T_DLM_JOIN | T_DLM_CLIENT => {
+                    let timer = match key.name {
+                        T_DLM_CORE => DlmTimer::Core,
+                        T_DLM_JOIN => DlmTimer::Join,
+                        _ => DlmTimer::Client(usize::try_from(key.index).unwrap_or(usize::MAX)),
+                    };
+                    self.drive_dlm(now, out, |d, now, acts| d.timer(now, timer, acts));
+                }
                 T_NET => {
                     self.net_timer = None;
                     self.drive_net(now, o2net::Input::Timeout, out);

@@ -437,6 +437,8 @@ impl Simulation {
             incarnation: v.incarnation,
             generation: v.generation,
             verbose: self.trace.enabled(),
+            workload: self.cfg.workload,
+            sabotage: self.cfg.sabotage,
         };
         let generation = v.generation;
         let stack = (self.factory)(&setup);
@@ -788,7 +790,7 @@ impl Simulation {
                 }
             }
             Note::HbStartFailed { .. } => v.hb_failed = true,
-            Note::HbSteady { .. } | Note::Text(_) => {}
+            Note::HbSteady { .. } | Note::Text(_) | Note::Dlm(_) => {}
         }
     }
 

@@ -197,6 +197,8 @@ pub enum Note {
         peer: NodeId,
         status: i32,
     },
+    /// What the node's o2dlm lock clients saw (the lock checkers judge these).
+    Dlm(crate::dlm_node::DlmNote),
     /// Anything else a teaching trace should show.
     Text(String),
 }
@@ -220,4 +222,7 @@ pub struct NodeSetup {
     pub generation: u64,
     /// Fill trace descriptions (costs time; off for bulk seed runs).
     pub verbose: bool,
+    /// What the node's applications do (the lock workload runs inside the stack).
+    pub workload: crate::config::Workload,
+    pub sabotage: Option<crate::config::Sabotage>,
 }

@@ -273,6 +273,7 @@ fn note_text(n: &Note) -> String {
         Note::SendDone { id, peer, status } => {
             format!("send #{id} to n{peer} done, status {status}")
         }
+        Note::Dlm(d) => d.to_string(),
         Note::Text(t) => t.clone(),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! o2cb sim [--nodes N] [--seed S | --seeds A..B] [--faults all|none|partition,oneway,drop,stall,slow,crash,pause]
-//!          [--duration 900s] [--trace [readable|compact]] [--workload ping|idle] [--sabotage RULE] ...
+//!          [--duration 900s] [--trace [readable|compact]] [--workload ping|locks|idle] [--sabotage RULE] ...
 //! ```
 //!
 //! The simulator, its arguments and its report live in the `integration`
@@ -17,7 +17,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "o2cb sim", about = "Deterministic simulation of an O2CB cluster, with fault injection and checkers")]
+#[command(
+    name = "o2cb sim",
+    about = "Deterministic simulation of an O2CB cluster, with fault injection and checkers"
+)]
 struct SimCommand {
     #[command(flatten)]
     args: integration::cli::SimArgs,
@@ -32,9 +35,18 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
             e.print()?;
             return Ok(ExitCode::SUCCESS);
         }
-        Err(e) => return Err(anyhow::anyhow!("sim: {}", e.render().to_string().trim_end())),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "sim: {}",
+                e.render().to_string().trim_end()
+            ))
+        }
     };
     let mut stdout = std::io::stdout().lock();
     let clean = integration::cli::run(&cmd.args, &mut stdout)?;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

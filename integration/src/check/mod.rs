@@ -14,6 +14,7 @@
 
 pub mod converge;
 pub mod hb_rules;
+pub mod locks;
 pub mod progress;
 pub mod quorum;
 pub mod stall;
@@ -170,11 +171,16 @@ pub trait Checker {
 
 /// The checkers every run gets.
 pub fn standard(config: &SimConfig) -> Vec<Box<dyn Checker>> {
-    vec![
+    let mut all: Vec<Box<dyn Checker>> = vec![
         Box::new(hb_rules::HbRules::new(config)),
         Box::new(quorum::QuorumFences::new(config)),
         Box::new(stall::StallFence::new(config)),
         Box::new(progress::SendProgress::new(config)),
         Box::new(converge::Convergence::new(config)),
-    ]
+    ];
+    if let crate::config::Workload::Locks { .. } = config.workload {
+        all.push(Box::new(locks::LockRules::new(config)));
+        all.push(Box::new(locks::LockProgress::new(config)));
+    }
+    all
 }

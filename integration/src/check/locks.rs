@@ -1,0 +1,260 @@
+//! The lock checkers, on the [`Checker`] interface, for runs of the lock workload.
+//!
+//! - `dlm-exclusion` and `dlm-lvb`: the rules of [`crate::dlm_check::LockChecker`] (no two
+//!   incompatible grants on one name overlap; a value block read under PR or EX is the last
+//!   one written under EX, or zeros after the master purged the resource or may have died
+//!   with it). A node's grants end at its crash or fence, or when another node's heartbeat
+//!   declares it dead (the kernel's DLM frees a dead node's locks then, trusting that it
+//!   fenced; the stall-fence and quorum checkers judge that it did).
+//! - `dlm-progress`: every lock, conversion and unlock request finishes, granted or with an
+//!   error, within a bound (the heartbeat dead time, quorum delay and o2net idle timeout,
+//!   plus a warm-up) after the fault episodes that could hold it up have healed. Requests
+//!   of a node that went down are forgotten with it.
+//!
+//! Both judge only what the node's lock clients report ([`Note::Dlm`]), never the cores'
+//! internals.
+
+use super::{Checker, Tally, Violation, World};
+use crate::config::SimConfig;
+use crate::dlm_check::{LockChecker, LockEvent};
+use crate::dlm_node::DlmNote;
+use crate::stack::{NodeId, Note};
+use crate::time::SimTime;
+use crate::trace::{Record, What};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Mutual exclusion and value blocks. See the module documentation.
+pub struct LockRules {
+    rules: LockChecker,
+    reported: usize,
+    tally: Tally,
+}
+
+impl LockRules {
+    pub fn new(_config: &SimConfig) -> Self {
+        LockRules {
+            rules: LockChecker::default(),
+            reported: 0,
+            tally: Tally::default(),
+        }
+    }
+
+    fn event(&mut self, at: u64, node: NodeId, note: &DlmNote) -> Option<LockEvent> {
+        Some(match *note {
+            DlmNote::Granted {
+                cookie,
+                name,
+                mode,
+                lvb,
+            } => {
+                self.tally.judged += 1;
+                LockEvent::Granted {
+                    at,
+                    node,
+                    cookie,
+                    name,
+                    mode,
+                    lvb,
+                }
+            }
+            DlmNote::Released {
+                cookie,
+                name,
+                now_mode,
+                wrote,
+            } => LockEvent::Released {
+                at,
+                node,
+                cookie,
+                name,
+                now_mode,
+                wrote,
+            },
+            DlmNote::Purged { name } => LockEvent::Purged { at, name },
+            _ => return None,
+        })
+    }
+}
+
+impl Checker for LockRules {
+    fn name(&self) -> &'static str {
+        "dlm-locks"
+    }
+
+    fn observe(&mut self, rec: &Record<'_>, world: &World<'_>, out: &mut Vec<Violation>) {
+        let Some(node) = rec.node else { return };
+        match &rec.what {
+            What::Crash | What::Fence(_) => {
+                self.rules.node_gone(node);
+                self.rules.value_blocks_may_be_lost();
+            }
+            What::Note(Note::HbDown { node: dead, .. }) if *dead != node => {
+                self.rules.node_gone(*dead);
+                self.rules.value_blocks_may_be_lost();
+            }
+            What::Note(Note::Dlm(d)) => {
+                let at = rec.at.as_millis();
+                if let Some(ev) = self.event(at, node, d) {
+                    self.rules.see(ev);
+                }
+                let found = self.rules.violations();
+                for v in found.iter().skip(self.reported) {
+                    let checker = if v.starts_with("value block") {
+                        "dlm-lvb"
+                    } else {
+                        "dlm-exclusion"
+                    };
+                    out.push(Violation {
+                        checker,
+                        at: rec.at,
+                        since: super::before(rec.at, Duration::from_secs(5)),
+                        nodes: world.running(),
+                        message: v.clone(),
+                    });
+                }
+                self.reported = found.len();
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, _world: &World<'_>, _out: &mut Vec<Violation>) {}
+
+    fn tally(&self) -> Tally {
+        self.tally
+    }
+}
+
+/// A request under way: when it was made and what it was.
+#[derive(Clone, Debug)]
+struct Pending {
+    since: SimTime,
+    what: String,
+}
+
+/// Every request finishes. See the module documentation.
+pub struct LockProgress {
+    bound: Duration,
+    pending: BTreeMap<(NodeId, u64), Pending>,
+    tally: Tally,
+}
+
+impl LockProgress {
+    pub fn new(config: &SimConfig) -> Self {
+        LockProgress {
+            bound: crate::faults::tail(&config.timing),
+            pending: BTreeMap::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// When a request made at `since` must have finished: `bound` after it was made or
+    /// after the last fault episode that began before the deadline healed.
+    fn deadline(&self, world: &World<'_>, since: SimTime) -> SimTime {
+        let mut due = since + self.bound;
+        for ep in &world.plan.episodes {
+            if ep.start <= due && ep.recover + self.bound > due {
+                due = ep.recover + self.bound;
+            }
+        }
+        due
+    }
+
+    fn judge(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        let late: Vec<((NodeId, u64), Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.deadline(world, p.since) < world.now)
+            .map(|(k, p)| (*k, p.clone()))
+            .collect();
+        for ((node, cookie), p) in late {
+            self.pending.remove(&(node, cookie));
+            out.push(Violation {
+                checker: "dlm-progress",
+                at: world.now,
+                since: p.since,
+                nodes: vec![node],
+                message: format!(
+                    "n{node}: {} (lock {cookie:#x}) made at {} has not finished by {} (bound {:?} after faults heal)",
+                    p.what,
+                    p.since.to_string().trim(),
+                    world.now.to_string().trim(),
+                    self.bound
+                ),
+            });
+        }
+    }
+}
+
+impl Checker for LockProgress {
+    fn name(&self) -> &'static str {
+        "dlm-progress"
+    }
+
+    fn observe(&mut self, rec: &Record<'_>, _world: &World<'_>, _out: &mut Vec<Violation>) {
+        let Some(node) = rec.node else { return };
+        match &rec.what {
+            What::Crash | What::Fence(_) | What::Boot { .. } => {
+                self.pending.retain(|&(n, _), _| n != node);
+            }
+            What::Note(Note::Dlm(d)) => match d {
+                DlmNote::Requested {
+                    cookie,
+                    name,
+                    mode,
+                    convert,
+                } => {
+                    let what = if *convert {
+                        "conversion"
+                    } else {
+                        "lock request"
+                    };
+                    self.pending.insert(
+                        (node, *cookie),
+                        Pending {
+                            since: rec.at,
+                            what: format!("{what} of {name} to {mode}"),
+                        },
+                    );
+                }
+                DlmNote::Released {
+                    cookie,
+                    name,
+                    now_mode: None,
+                    ..
+                } => {
+                    self.pending.insert(
+                        (node, *cookie),
+                        Pending {
+                            since: rec.at,
+                            what: format!("unlock of {name}"),
+                        },
+                    );
+                }
+                DlmNote::Granted { cookie, .. }
+                | DlmNote::Failed { cookie, .. }
+                | DlmNote::Unlocked { cookie, .. }
+                    if self.pending.remove(&(node, *cookie)).is_some() =>
+                {
+                    self.tally.judged += 1;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        self.judge(world, out);
+    }
+
+    fn finish(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        self.tally.open += self.pending.len() as u64;
+        self.judge(world, out);
+    }
+
+    fn tally(&self) -> Tally {
+        self.tally
+    }
+}
