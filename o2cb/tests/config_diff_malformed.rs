@@ -252,3 +252,26 @@ fn a_directory_as_configuration_file_behaves_like_ocfs2_tools() {
         );
     }
 }
+
+/// A file ocfs2-tools accepts but the O2CB rules do not (node number 255,
+/// port 70000) lists the same as ocfs2-tools does, and with -v our warnings
+/// point at the stanza as file:line, as our load errors do.
+#[test]
+fn rule_breaking_files_list_alike_and_warn_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = "cluster:\n\tname = c\n\tnode_count = 1\n\nnode:\n\tname = a\n\tcluster = c\n\
+                \tnumber = 255\n\tip_address = 1.2.3.4\n\tip_port = 70000\n";
+    std::fs::write(dir.path().join("c.conf"), text).expect("write");
+    let args = vec!["-v".to_string(), "list-nodes".to_string(), "c".to_string()];
+    let t = run(&oracle(), dir.path(), "c.conf", &args);
+    let o = run(&ours(), dir.path(), "c.conf", &args);
+    assert_eq!((t.code, &t.stdout), (o.code, &o.stdout), "{t:?}\n{o:?}");
+    for what in ["node 'a' has number 255", "node 'a' has port 70000"] {
+        assert!(
+            o.stderr
+                .contains(&format!("o2cb: warning: c.conf:5: {what}")),
+            "{}",
+            o.stderr
+        );
+    }
+}

@@ -235,10 +235,14 @@ pub fn run(global: &Global, cmd: &'static Command, argv: &[String]) -> ExitCode 
         Ok((conf, warnings)) => {
             if global.verbose {
                 for w in warnings {
+                    // file:line: as in our load errors, so both point the same way.
+                    let place = match w.line.0 {
+                        Some(line) => format!("{}:{line}", path_text(path)),
+                        None => path_text(path),
+                    };
                     eprint_text(&format!(
-                        "{}: warning: {}: {w}\n",
-                        global.progname,
-                        path_text(path)
+                        "{}: warning: {place}: {}\n",
+                        global.progname, w.what
                     ));
                 }
             }
