@@ -126,6 +126,9 @@ enum Waiter {
     Unlock(oneshot::Sender<(DlmStatus, bool)>),
     /// Nobody waits any more: a grant that still comes is unlocked at once.
     Abandoned,
+    /// A conversion whose caller stopped waiting and was cancelled: a grant that still
+    /// comes (the cancel came too late) gives the handle its new mode.
+    ConvertCancelled,
 }
 
 #[derive(Default)]
@@ -138,6 +141,8 @@ struct State {
     core: DomainCore,
     waiters: HashMap<u64, Waiter>,
     basts: HashMap<u64, BastSlot>,
+    /// Modes granted to conversions cancelled too late, for their handles.
+    late_modes: HashMap<u64, LockMode>,
     join: Option<oneshot::Sender<Result<(), i32>>>,
     leave: Option<oneshot::Sender<()>>,
     out: Vec<Output>,
@@ -253,6 +258,7 @@ impl Dlm {
             state: Mutex::new(State {
                 core,
                 waiters: HashMap::new(),
+                late_modes: HashMap::new(),
                 basts: HashMap::new(),
                 join: Some(tx),
                 leave: None,
@@ -437,6 +443,11 @@ impl Shared {
                                     unlock_now.push(cookie);
                                 }
                                 st.waiters.insert(cookie, Waiter::Abandoned);
+                            }
+                            Some(Waiter::ConvertCancelled) => {
+                                if let Ok(g) = result {
+                                    st.late_modes.insert(cookie, g.mode);
+                                }
                             }
                             Some(w) => {
                                 st.waiters.insert(cookie, w);
@@ -818,6 +829,36 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
+/// Cancels a conversion whose caller stopped waiting.
+struct CancelConvertOnDrop<'a> {
+    shared: &'a Arc<Shared>,
+    cookie: u64,
+    armed: bool,
+}
+
+impl Drop for CancelConvertOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut sends = Vec::new();
+        let now = self.shared.now();
+        let mut st = self.shared.state.lock();
+        st.waiters.insert(self.cookie, Waiter::ConvertCancelled);
+        st.core.handle(
+            now,
+            Input::Unlock {
+                cookie: self.cookie,
+                flags: LkmFlags::CANCEL,
+                lvb: [0; LVB_LEN],
+            },
+        );
+        self.shared.dispatch(&mut st, &mut sends, None);
+        drop(st);
+        self.shared.launch(sends);
+    }
+}
+
 /// A granted lock. Unlock it with [`LockHandle::unlock`]; dropping it unlocks it too, without
 /// waiting.
 pub struct LockHandle {
@@ -842,7 +883,25 @@ impl std::fmt::Debug for LockHandle {
 impl LockHandle {
     /// The granted mode.
     pub fn mode(&self) -> LockMode {
-        self.mode
+        let st = self.domain.shared.state.lock();
+        st.late_modes
+            .get(&self.cookie)
+            .copied()
+            .unwrap_or(self.mode)
+    }
+
+    /// Takes the mode a cancelled conversion was granted anyway.
+    fn take_late_mode(&mut self) {
+        if let Some(m) = self
+            .domain
+            .shared
+            .state
+            .lock()
+            .late_modes
+            .remove(&self.cookie)
+        {
+            self.mode = m;
+        }
     }
 
     /// The resource name.
@@ -870,7 +929,13 @@ impl LockHandle {
     /// Converts to `mode` (`dlmlock` with `LKM_CONVERT`); VALBLK reads the value block on an
     /// up-conversion and writes it back when converting down from EX; NOQUEUE fails instead
     /// of waiting. On failure the lock keeps its mode.
+    ///
+    /// Dropping the returned future while the conversion waits cancels it (`dlmunlock` with
+    /// `LKM_CANCEL`): the lock stays in its granted mode, so two holders of PR that both want
+    /// EX can break their standoff by giving up (e.g. with a timeout) and letting go of PR.
+    /// If the grant raced the cancel, [`LockHandle::mode`] shows the new mode.
     pub async fn convert(&mut self, mode: LockMode, flags: LkmFlags) -> Result<(), DlmError> {
+        self.take_late_mode();
         let shared = &self.domain.shared;
         let cookie = self.cookie;
         let (found, rx) = {
@@ -900,7 +965,16 @@ impl LockHandle {
         };
         let r = match (found, rx) {
             (Some(r), _) => r,
-            (None, Some(rx)) => rx.await.unwrap_or(Err(DlmStatus::Nolockmgr)),
+            (None, Some(rx)) => {
+                let mut guard = CancelConvertOnDrop {
+                    shared,
+                    cookie,
+                    armed: true,
+                };
+                let r = rx.await.unwrap_or(Err(DlmStatus::Nolockmgr));
+                guard.armed = false;
+                r
+            }
             (None, None) => Err(DlmStatus::Nolockmgr),
         };
         match r {
