@@ -32,9 +32,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The namespace every packet of this test stays in (fixed, so that a run can remove what a
-/// killed run left behind).
-const NS: &str = "o2cb-kinterop";
+/// Namespaces of this test are `o2cb-ki-PID`: one per test process, so that runs in separate
+/// processes (two engineers' `cargo test`) never touch each other's, and a run can remove what
+/// a killed run left behind (its PID is gone).
+const NS_PREFIX: &str = "o2cb-ki-";
+
+/// The namespace every packet of this process's tests stays in.
+fn ns() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("{NS_PREFIX}{}", std::process::id()))
+}
 const TAP: &str = "o2tap0";
 const CLUSTER: &str = "kpeer";
 const OUR_NODE: (&str, u8, &str) = ("hostpeer", 0, "10.213.0.1");
@@ -93,26 +100,28 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-/// Removes the namespace and every process in it. Runs before the test (leftovers of a killed
-/// run) and from [`Harness`]'s Drop.
-fn remove_namespace() {
-    let listed = Command::new("ip").args(["netns", "list"]).output();
-    let exists = listed
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(NS))
-        })
-        .unwrap_or(false);
-    if !exists {
+/// Removes this process's namespace and every process in it, and those of test processes
+/// that are gone. Runs before a test (leftovers of a killed run) and from [`Harness`]'s Drop.
+fn remove_namespaces() {
+    let Ok(listed) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
-    }
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", NS]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
+    };
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for name in listed.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(pid) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let ours = name == ns();
+        if !ours && Path::new("/proc").join(pid).exists() {
+            continue;
         }
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
     }
-    let _ = Command::new("ip").args(["netns", "del", NS]).status();
 }
 
 /// Everything this test started: processes, the namespace, the scratch directory. Drop ends the
@@ -125,28 +134,28 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        remove_namespace();
+        remove_namespaces();
         let scratch = workspace_root().join("target/kernel-guest/run");
         std::fs::create_dir_all(&scratch).expect("create target/kernel-guest/run");
         // Under target/, not /tmp: O_DIRECT (ours and qemu's cache=none) fails on tmpfs.
         let dir = tempfile::tempdir_in(&scratch).expect("scratch directory");
-        run_ok(Command::new("ip").args(["netns", "add", NS]));
+        run_ok(Command::new("ip").args(["netns", "add", ns()]));
         let h = Harness {
             dir,
             children: Vec::new(),
         };
-        run_ok(Command::new("ip").args(["-n", NS, "link", "set", "lo", "up"]));
-        run_ok(Command::new("ip").args(["-n", NS, "tuntap", "add", TAP, "mode", "tap"]));
+        run_ok(Command::new("ip").args(["-n", ns(), "link", "set", "lo", "up"]));
+        run_ok(Command::new("ip").args(["-n", ns(), "tuntap", "add", TAP, "mode", "tap"]));
         run_ok(Command::new("ip").args([
             "-n",
-            NS,
+            ns(),
             "addr",
             "add",
             &format!("{}/24", OUR_NODE.2),
             "dev",
             TAP,
         ]));
-        run_ok(Command::new("ip").args(["-n", NS, "link", "set", TAP, "up"]));
+        run_ok(Command::new("ip").args(["-n", ns(), "link", "set", TAP, "up"]));
         h
     }
 
@@ -208,7 +217,7 @@ impl Drop for Harness {
             let _ = child.kill();
             let _ = child.wait();
         }
-        remove_namespace();
+        remove_namespaces();
         if std::thread::panicking() {
             for name in ["console.log", "qemu.err", "peer.err", "peer.out"] {
                 let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
@@ -236,7 +245,7 @@ impl Guest {
         let _ = std::fs::remove_file(&sock);
         let console = h.path("console.log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", NS])
+        cmd.args(["netns", "exec", ns()])
             .arg(qemu)
             .args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-cpu", "max"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
@@ -273,37 +282,54 @@ impl Guest {
                 std::fs::File::create(h.path("qemu.err")).expect("qemu.err"),
             ));
         h.spawn("qemu", &mut cmd);
-        let stream = wait_for("qemu's control socket", Duration::from_secs(30), || {
-            UnixStream::connect(&sock).ok()
-        });
-        stream
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .expect("read timeout");
-        let writer = stream.try_clone().expect("clone control socket");
-        let mut g = Guest {
-            reader: BufReader::new(stream),
-            writer,
+        // The first command is answered once init has loaded the modules. A connection made
+        // while qemu is still setting up its devices can be reset (seen once after a reboot):
+        // connect again.
+        let mut attempt = 0;
+        let (g, rc, uname) = loop {
+            attempt += 1;
+            let stream = wait_for("qemu's control socket", Duration::from_secs(30), || {
+                UnixStream::connect(&sock).ok()
+            });
+            stream
+                .set_read_timeout(Some(Duration::from_secs(120)))
+                .expect("read timeout");
+            let writer = stream.try_clone().expect("clone control socket");
+            let mut g = Guest {
+                reader: BufReader::new(stream),
+                writer,
+            };
+            match g.try_run("uname -r") {
+                Ok((rc, out)) => break (g, rc, out),
+                Err(e) if attempt < 5 => {
+                    eprintln!("control channel: {e}; connecting again");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => panic!("guest did not answer on its control channel: {e}"),
+            }
         };
-        // The first command is answered once init has loaded the modules.
-        let (rc, uname) = g.run("uname -r");
         assert_eq!(rc, 0, "guest did not answer: {uname}");
         g
     }
 
     /// Runs one shell command line in the guest; returns its status and output.
     fn run(&mut self, cmd: &str) -> (i32, String) {
+        self.try_run(cmd)
+            .unwrap_or_else(|e| panic!("guest's answer to {cmd:?}: {e}"))
+    }
+
+    fn try_run(&mut self, cmd: &str) -> std::io::Result<(i32, String)> {
         assert!(!cmd.contains('\n'), "one line per command");
-        self.writer
-            .write_all(format!("{cmd}\n").as_bytes())
-            .expect("write to the guest's control channel");
+        self.writer.write_all(format!("{cmd}\n").as_bytes())?;
         let mut out = String::new();
         loop {
             let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .unwrap_or_else(|e| panic!("guest's answer to {cmd:?}: {e}"));
-            assert!(n > 0, "control channel closed while running {cmd:?}");
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("control channel closed while running {cmd:?}"),
+                ));
+            }
             // Output without a final newline puts the marker at the end of its last line.
             if let Some(at) = line.find("@@O2END@@ ") {
                 out.push_str(&line[..at]);
@@ -311,7 +337,7 @@ impl Guest {
                     .trim()
                     .parse()
                     .expect("status after the end marker");
-                return (rc, out);
+                return Ok((rc, out));
             }
             out.push_str(&line);
         }
@@ -379,11 +405,20 @@ impl Peer {
             )
         };
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", NS])
+        cmd.args(["netns", "exec", ns()])
             .arg(o2cb)
             .arg("--config-file")
             .arg(conf)
-            .args(["node", "run", "--node", OUR_NODE.0, "--sysconfig"])
+            // No dlmfs: its default mount point is the host's /dlm, outside what this test
+            // owns (the DLM checks use kernel-guest/peer until they move to a scratch mount).
+            .args([
+                "node",
+                "run",
+                "--no-dlmfs",
+                "--node",
+                OUR_NODE.0,
+                "--sysconfig",
+            ])
             .arg(sysconfig)
             .arg("--region-path")
             .arg(volume)
@@ -950,7 +985,7 @@ impl DlmPeer {
     fn start(h: &mut Harness, bin: &Path, conf: &Path, sysconfig: &Path, volume: &Path) -> DlmPeer {
         let err = std::fs::File::create(h.path("peer.err")).expect("peer.err");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", NS])
+        cmd.args(["netns", "exec", ns()])
             .arg(bin)
             .arg(conf)
             .arg(sysconfig)
