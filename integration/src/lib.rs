@@ -15,13 +15,17 @@
 //!            ├─ Agenda                     events.rs   (time, seq)-ordered events
 //!            ├─ SimNet / SimDisk           net.rs, disk.rs
 //!            ├─ O2Stack per node           o2stack.rs  o2hb + o2net cores (a Stack)
+//!            │   └─ DlmLayer               dlm_node.rs o2dlm domain core + lock clients
 //!            ├─ Trace                      trace.rs    readable / compact lines
 //!            └─ Checkers                   check/      the rules, re-derived
 //!          Outcome → cli::run              cli.rs      what `o2cb sim` prints
 //! ```
 //!
-//! [`dlm_sim`] and [`dlm_check`] are the o2dlm engineer's lock workload and
-//! checkers, run on their own event loop.
+//! With the lock workload (`--workload locks`) every node also runs the real o2dlm
+//! domain core, its messages through o2net, judged by the lock checkers of
+//! [`check::locks`] (whose rules are [`dlm_check`]'s). [`dlm_sim`] is the older
+//! lock-only simulator (per-pair FIFO links, pauses without node deaths), kept while
+//! the main simulator's pause runs still find o2dlm violations.
 
 pub mod check;
 pub mod cli;

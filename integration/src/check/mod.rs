@@ -7,10 +7,9 @@
 //! what the kernel's rules require *independently of the cores* and reports
 //! a [`Violation`] when a core's behaviour differs.
 //!
-//! Adding a checker (the DLM's mutual exclusion, value blocks and progress
-//! checkers will): implement [`Checker`], observe the records you need
-//! (new [`crate::stack::Note`] variants carry DLM grants and releases), and
-//! add it to [`standard`].
+//! Adding a checker (as the DLM's [`locks`] checkers do): implement
+//! [`Checker`], observe the records you need ([`crate::stack::Note::Dlm`]
+//! carries DLM grants and releases), and add it to [`standard`].
 
 pub mod converge;
 pub mod hb_rules;
