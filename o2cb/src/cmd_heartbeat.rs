@@ -24,7 +24,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "o2cb heartbeat", about = "Disk heartbeat regions")]
+#[command(
+    name = "o2cb heartbeat",
+    about = "Disk heartbeat regions",
+    // start and stop are parsed by cmd_hbctl before this parser runs; say so
+    // here, or `o2cb heartbeat --help` hides them.
+    after_help = "Also, for a running node (what ocfs2_hb_ctl does):\n  \
+                  o2cb heartbeat start REGION [CLUSTER]   start heartbeat on a local-mode region\n  \
+                  o2cb heartbeat stop REGION [CLUSTER]    stop it"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -197,3 +197,22 @@ fn dump_raw_decodes_the_kernels_region_capture() {
     );
     assert_eq!(lines[3], "(254 empty slots not shown)");
 }
+
+#[test]
+fn help_names_start_and_stop() {
+    let out = Command::new(BIN)
+        .args(["heartbeat", "--help"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    for cmd in [
+        "heartbeat start REGION",
+        "heartbeat stop REGION",
+        "format",
+        "dump",
+        "run",
+    ] {
+        assert!(stdout.contains(cmd), "{cmd} missing from:\n{stdout}");
+    }
+}
