@@ -494,8 +494,8 @@ impl O2Stack {
 }
 
 impl O2Stack {
-    /// Runs `f` on the DLM layer, then carries out what it asked: sends go through o2net
-    /// (to this node itself they are handled at once, as the kernel's o2net does).
+    /// Runs `f` on the DLM layer, then carries out what it asked: sends go through o2net,
+    /// as o2dlm's driver sends them.
     fn drive_dlm(
         &mut self,
         now: SimTime,
@@ -507,9 +507,7 @@ impl O2Stack {
         };
         let mut acts = Vec::new();
         f(layer, now.as_millis(), &mut acts);
-        let mut i = 0;
-        while let Some(act) = acts.get(i).cloned() {
-            i += 1;
+        for act in acts {
             match act {
                 DlmAct::Send { token, to, msg } => {
                     if self.verbose {
@@ -520,15 +518,6 @@ impl O2Stack {
                         }
                         let text = format!("o2dlm → n{to}: {} {detail}", msg.msg_type());
                         out.push(Effect::Note(Note::Text(text)));
-                    }
-                    if to == self.node {
-                        let Some(layer) = self.dlm.as_mut() else {
-                            return;
-                        };
-                        let (ms, me) = (now.as_millis(), self.node);
-                        let st = layer.message(ms, me, msg, &mut acts);
-                        layer.send_done(ms, token, Ok(st), &mut acts);
-                        continue;
                     }
                     let Some(layer) = self.dlm.as_ref() else {
                         return;

@@ -143,3 +143,50 @@ fn the_trace_can_be_limited_to_nodes_and_a_time_window() {
         assert!((10.0..=20.0).contains(&t), "outside the window: {l}");
     }
 }
+
+const LOCK_RUN: [&str; 18] = [
+    "--nodes",
+    "3",
+    "--seed",
+    "1",
+    "--workload",
+    "locks",
+    "--duration",
+    "60s",
+    "--hb-period-ms",
+    "200",
+    "--dead-threshold",
+    "7",
+    "--idle-timeout-ms",
+    "3000",
+    "--keepalive-ms",
+    "500",
+    "--reconnect-ms",
+    "500",
+];
+
+#[test]
+fn the_lock_workload_shows_dlm_grants_in_the_trace_and_its_checkers_in_the_table() {
+    let mut args = LOCK_RUN.to_vec();
+    args.extend(["--faults", "none", "--trace", "readable", "--trace-to", "8"]);
+    let (code, out, err) = sim(&args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for want in [
+        "dlm: joined domain simdomain",
+        "dlm: GRANT ",
+        "o2dlm → n",
+        "dlm-locks",
+        "dlm-progress",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn a_lock_sabotage_is_reported_with_its_checker_and_exit_one() {
+    let mut args = LOCK_RUN.to_vec();
+    args.extend(["--faults", "none", "--sabotage", "dlm-bypass"]);
+    let (code, out, err) = sim(&args);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("dlm-exclusion: mutual exclusion"), "{out}");
+}
