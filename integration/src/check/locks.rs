@@ -5,7 +5,8 @@
 //!   one written under EX, or zeros after the master purged the resource or may have died
 //!   with it). A node's grants end at its crash or fence, or when another node's heartbeat
 //!   declares it dead (the kernel's DLM frees a dead node's locks then, trusting that it
-//!   fenced; the stall-fence and quorum checkers judge that it did).
+//!   fenced; the stall-fence and quorum checkers judge that it did). What a node declared
+//!   dead still reports before its fence (a paused process resuming) is not judged.
 //! - `dlm-progress`: every lock, conversion and unlock request finishes, granted or with an
 //!   error, within a bound (the heartbeat dead time, quorum delay and o2net idle timeout,
 //!   plus a warm-up) after the fault episodes that could hold it up have healed. Requests
@@ -14,19 +15,22 @@
 //! Both judge only what the node's lock clients report ([`Note::Dlm`]), never the cores'
 //! internals.
 
-use super::{Checker, Tally, Violation, World};
+use super::{Checker, Life, Tally, Violation, World};
 use crate::config::SimConfig;
 use crate::dlm_check::{LockChecker, LockEvent};
 use crate::dlm_node::DlmNote;
 use crate::stack::{NodeId, Note};
 use crate::time::SimTime;
 use crate::trace::{Record, What};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Mutual exclusion and value blocks. See the module documentation.
 pub struct LockRules {
     rules: LockChecker,
+    /// Nodes another node's heartbeat has declared dead in their current boot: what such a
+    /// node still sees before its fence takes effect (a paused process resuming) is moot.
+    declared_dead: BTreeSet<NodeId>,
     reported: usize,
     tally: Tally,
 }
@@ -35,6 +39,7 @@ impl LockRules {
     pub fn new(_config: &SimConfig) -> Self {
         LockRules {
             rules: LockChecker::default(),
+            declared_dead: BTreeSet::new(),
             reported: 0,
             tally: Tally::default(),
         }
@@ -89,10 +94,24 @@ impl Checker for LockRules {
                 self.rules.node_gone(node);
                 self.rules.value_blocks_may_be_lost();
             }
+            What::Boot { .. } => {
+                self.declared_dead.remove(&node);
+            }
             What::Note(Note::HbDown { node: dead, .. }) if *dead != node => {
+                // A DOWN seen shortly after a reboot is the old boot's (its generation
+                // changed): only a boot older than the dead time can be the one declared dead.
+                let this_boot = world.nodes.get(usize::from(*dead)).is_some_and(|v| {
+                    v.life == Life::Paused
+                        || (v.life == Life::Running
+                            && v.booted_at + world.config.timing.dead_time() < world.now)
+                });
+                if this_boot {
+                    self.declared_dead.insert(*dead);
+                }
                 self.rules.node_gone(*dead);
                 self.rules.value_blocks_may_be_lost();
             }
+            What::Note(Note::Dlm(_)) if self.declared_dead.contains(&node) => {}
             What::Note(Note::Dlm(d)) => {
                 let at = rec.at.as_millis();
                 if let Some(ev) = self.event(at, node, d) {
