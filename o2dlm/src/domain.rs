@@ -2606,12 +2606,7 @@ impl RecoveryStore for DomainCore {
             r.recovering = true;
             self.res.insert(mres.name, r);
         }
-        let own_lvbs: Vec<(u64, Lvb)> = self
-            .own
-            .iter()
-            .filter(|(_, m)| m.name == mres.name)
-            .map(|(c, m)| (*c, m.lvb))
-            .collect();
+        let own_meta = &self.own;
         let Some(res) = self.res.get_mut(&mres.name) else {
             return Ok(());
         };
@@ -2633,10 +2628,7 @@ impl RecoveryStore for DomainCore {
                         highest_blocked: None,
                         node: me,
                     };
-                    let lvb = own_lvbs
-                        .iter()
-                        .find(|(c, _)| *c == l.cookie)
-                        .map_or([0; LVB_LEN], |(_, v)| *v);
+                    let lvb = own_meta.get(&l.cookie).map_or([0; LVB_LEN], |m| m.lvb);
                     engine.add_migrated_lock(NODE_UNKNOWN, MRES_RECOVERY, &lvb, &ml)?;
                 }
             }

@@ -1,0 +1,146 @@
+//! Node-down to recovery complete with real o2net on loopback TCP:
+//! `cargo bench -p o2dlm --bench recovery_loopback`.
+//!
+//! Three nodes (127.0.0.1-3) in one process, each with its own o2net and o2dlm driver. Node 3
+//! masters N resources (it takes NL on each first), nodes 1 and 2 each hold PR on every one.
+//! Node 3's o2net is shut down (its locks are never released, as after kill -9), then both
+//! survivors are told it is dead; the clock runs from those node-down calls until both report
+//! recovery complete (`Domain::recovery_state`), through the whole protocol over TCP.
+//! Baseline in the same run: the time the survivors took to acquire their 2N PR locks on
+//! node 3's resources (CREATE_LOCK, reply and proxy AST over the same sockets).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use o2dlm::wire::{LkmFlags, LockMode};
+use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
+use o2net::{Net, NetConfig, NodeInfo};
+
+fn start(port: u16) -> (Vec<Net>, Vec<Dlm>) {
+    let infos: Vec<NodeInfo> = (1..=3u8)
+        .map(|i| NodeInfo {
+            num: i,
+            name: format!("n{i}"),
+            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
+        })
+        .collect();
+    let mut nets = Vec::new();
+    let mut dlms = Vec::new();
+    for i in 1..=3u8 {
+        let net = Net::start(NetConfig::new(i, infos.clone()), Arc::new(|_: &str| {}))
+            .expect("o2net starts");
+        let cfg = DlmConfig {
+            purge_interval_ms: 600_000,
+            ..DlmConfig::default()
+        };
+        let dlm = Dlm::start(net.clone(), cfg).expect("dlm starts");
+        nets.push(net);
+        dlms.push(dlm);
+    }
+    for net in &nets {
+        for i in 1..=3 {
+            net.heartbeat_up(i);
+        }
+    }
+    for d in &dlms {
+        for i in 1..=3 {
+            d.node_up(i);
+        }
+    }
+    (nets, dlms)
+}
+
+async fn take_all(d: &Domain, n: usize, mode: LockMode) -> Vec<LockHandle> {
+    let mut set = tokio::task::JoinSet::new();
+    const PARALLEL: usize = 64;
+    let mut out = Vec::with_capacity(n);
+    for chunk in 0..PARALLEL {
+        let d = d.clone();
+        set.spawn(async move {
+            let mut v = Vec::new();
+            let mut i = chunk;
+            while i < n {
+                v.push(
+                    d.lock(format!("res{i}"), mode, LkmFlags::empty())
+                        .await
+                        .expect("lock"),
+                );
+                i += PARALLEL;
+            }
+            v
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        out.extend(r.expect("task"));
+    }
+    out
+}
+
+fn run(n: usize, port: u16) -> (Duration, Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (nets, dlms) = start(port);
+        let mut domains = Vec::new();
+        for d in &dlms {
+            domains.push(d.join("bench").await.expect("join"));
+        }
+        let held3 = take_all(&domains[2], n, LockMode::Nl).await;
+        let t = Instant::now();
+        let (h1, h2) = tokio::join!(
+            take_all(&domains[0], n, LockMode::Pr),
+            take_all(&domains[1], n, LockMode::Pr)
+        );
+        let acquire = t.elapsed();
+        assert_eq!(domains[0].owner_of("res0"), Some(3));
+        std::mem::forget(held3);
+        nets[2].shutdown();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        for i in 0..2 {
+            nets[i].heartbeat_down(3);
+            dlms[i].node_down(3);
+        }
+        loop {
+            let done = domains.iter().take(2).all(|d| {
+                d.recovery_state()
+                    .is_some_and(|s| !s.active && s.completed == 1)
+            });
+            if done {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "recovery never ends"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let recovery = t.elapsed();
+        let owner = domains[0].owner_of(format!("res{}", n - 1));
+        assert!(matches!(owner, Some(1 | 2)), "remastered: {owner:?}");
+        drop((h1, h2));
+        for net in &nets {
+            net.shutdown();
+        }
+        (recovery, acquire)
+    })
+}
+
+fn main() {
+    let base = 25000 + (std::process::id() % 100) as u16 * 10;
+    println!("| resources mastered by the dead node | node-down to recovery complete | baseline: survivors acquire their 2N PR locks | ratio |");
+    println!("|---|---|---|---|");
+    for (k, n) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
+        let (reco, acq) = run(n, base + k as u16);
+        println!(
+            "| {n} | {:.1} ms | {:.1} ms | {:.2}x |",
+            reco.as_secs_f64() * 1e3,
+            acq.as_secs_f64() * 1e3,
+            reco.as_secs_f64() / acq.as_secs_f64()
+        );
+    }
+}
