@@ -31,9 +31,9 @@
 //!
 //! How the domain core runs it (with [`crate::migration::Migration`] beside it):
 //! - heartbeat node-down of a member: [`RecoInput::NodeDown`]; its [`RecoveryStore::local_cleanup`]
-//!   is what the core's member clean-up does today (operations pending with the dead master
-//!   still end with DLM_RECOVERING and are retried by the caller every 100 ms, as `dlmlock`
-//!   does, until FINALIZE gives the resource its new owner); a clean exit:
+//!   is the core's member clean-up (operations pending with the dead master are parked in
+//!   the core, as `dlmlock` keeps retrying them, and run against the new owner FINALIZE
+//!   gives the resource); a clean exit:
 //!   [`RecoInput::NodeLeft`]; a join: [`RecoInput::NodeJoined`]. A
 //!   [`RecoEvent::NodeDied`] that BEGIN_RECO caused drops the node from the domain map too;
 //! - BEGIN_RECO, LOCK_REQUEST, RECO_DATA_DONE, FINALIZE_RECO and MIG_LOCKRES with
