@@ -3,8 +3,10 @@
 //! with a file). The exit status is COMMAND's (128 + N when killed by signal N); a trylock
 //! that is not granted at once prints why and exits with `--conflict-exit-code` (1).
 //!
-//! `o2cb lockdump DOMAIN`: the domain's lock resources in the kernel's debugfs
-//! `locking_state` format.
+//! `o2cb lockdump DOMAIN [--dump locking_state|dlm_state|mle_state]`: one of the kernel's
+//! debugfs dumps of a domain the node is in (through /dlm or `o2cb lock`), in the kernel's
+//! format: the lock resources (default), the domain's state with its recovery state
+//! (recovery master and state, dead node, recovery map), or the master list entries.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,10 +110,13 @@ pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
 #[derive(Parser, Debug)]
 #[command(
     name = "o2cb lockdump",
-    about = "A domain's locks (debugfs locking_state format)"
+    about = "A domain's locks, state or MLEs (the kernel's debugfs dumps)"
 )]
 struct LockdumpCli {
     domain: String,
+    /// Which dump: the file of the kernel's /sys/kernel/debug/o2dlm/DOMAIN/.
+    #[arg(long, default_value = "locking_state", value_parser = ["locking_state", "dlm_state", "mle_state"])]
+    dump: String,
     #[arg(long)]
     cluster: Option<String>,
     #[arg(long)]
@@ -126,6 +131,10 @@ pub fn lockdump(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let t = target(cli.cluster, cli.node, cli.sysconfig);
-    crate::print_text(&client::simple(global, &t, &["lockdump", &cli.domain])?);
+    crate::print_text(&client::simple(
+        global,
+        &t,
+        &["lockdump", &cli.domain, &cli.dump],
+    )?);
     Ok(ExitCode::SUCCESS)
 }

@@ -143,6 +143,17 @@ fn trylock_fails_while_held_elsewhere_and_a_waiter_gets_the_lock_after() {
     // The node holding it shows the resource and the domain.
     let dump = c.ok(0, &["lockdump", "dom"]);
     assert!(dump.lines().any(|l| l == "NAME:res"), "{dump}");
+    // The domain's state as the kernel's debugfs dlm_state shows it: this node in the domain
+    // map (nodes 1 and 2 may be leaving it after their trylocks) and no recovery under way.
+    let state = c.ok(0, &["lockdump", "dom", "--dump", "dlm_state"]);
+    assert!(state.starts_with("Domain: dom  Key: 0x"), "{state}");
+    assert!(state.contains("\nDomain Map: 0 "), "{state}");
+    assert!(state.contains("\nRecovery Map: \n"), "{state}");
+    assert!(state.contains("  State: INACTIVE\n"), "{state}");
+    let mles = c.o2cb(0, &["lockdump", "dom", "--dump", "mle_state"]);
+    assert!(mles.status.success(), "{mles:?}");
+    let bad = c.o2cb(0, &["lockdump", "dom", "--dump", "nonsense"]);
+    assert!(!bad.status.success());
     let status = c.ok(0, &["status"]);
     assert!(
         status.ends_with("Active userdlm domains:  dom\n"),

@@ -651,17 +651,30 @@ impl Daemon {
             )),
             ("hb-start", [path]) => self.hb_start(path).await,
             ("hb-stop", [region]) => self.hb_stop(region).await,
-            ("lockdump", [domain]) => match self.domains.get(domain) {
-                Some(d) => Reply::ok(d.locking_state()),
-                None => Reply::err(format!(
-                    "domain {domain} is not joined on node {} (nothing holds a lock in it here)",
-                    self.local
-                )),
-            },
+            ("lockdump", [domain]) => self.lockdump(domain, "locking_state"),
+            ("lockdump", [domain, what]) => self.lockdump(domain, what),
             _ => Reply::err(format!(
                 "unknown request '{}' with {} arguments",
                 words.join(" "),
                 args.len()
+            )),
+        }
+    }
+
+    /// One of the kernel's debugfs dumps of a domain the node is in.
+    fn lockdump(&self, domain: &str, what: &str) -> Reply {
+        let Some(d) = self.domains.get(domain) else {
+            return Reply::err(format!(
+                "domain {domain} is not joined on node {} (nothing holds a lock in it here)",
+                self.local
+            ));
+        };
+        match what {
+            "locking_state" => Reply::ok(d.locking_state()),
+            "dlm_state" => Reply::ok(d.dlm_state()),
+            "mle_state" => Reply::ok(d.mle_state()),
+            _ => Reply::err(format!(
+                "unknown dump '{what}' (locking_state, dlm_state or mle_state)"
             )),
         }
     }
