@@ -223,3 +223,59 @@ fn a_killed_lock_client_releases_its_lock() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_lock_held_by_a_killed_node_is_recovered_and_granted_to_a_waiter() {
+    let mut c = up(124);
+    let mut pids = Pids(Vec::new());
+    let d = c.dir.path().to_path_buf();
+    // The commands run until the test ends (the file `stop`, made even if it fails).
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let _stop = Stop(d.join("stop"));
+    // Ends also once the test's directory is gone.
+    let until_stop = format!(
+        "while [ -d '{0}' ] && [ ! -e '{0}/stop' ]; do sleep 0.05; done",
+        d.display()
+    );
+    // Node 2 holds EX (its client keeps running: only the node is killed).
+    let mut holder = lock_cmd(
+        &c,
+        2,
+        &[],
+        &["sh", "-c", &format!("touch held; {until_stop}")],
+    )
+    .current_dir(&d)
+    .spawn()
+    .unwrap();
+    pids.0.push(holder.id() as i32);
+    wait_file(&d.join("held"), Duration::from_secs(20));
+    // It keeps the lock (and node 0 in the domain) while status is read.
+    let mut waiter = lock_cmd(
+        &c,
+        0,
+        &[],
+        &["sh", "-c", &format!("touch got; {until_stop}")],
+    )
+    .current_dir(&d)
+    .spawn()
+    .unwrap();
+    pids.0.push(waiter.id() as i32);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!d.join("got").exists(), "node 0 got the lock node 2 holds");
+    c.kill9(2);
+    // Node 2 is declared dead, the domain recovered, and node 0's waiter granted.
+    wait_file(&d.join("got"), Duration::from_secs(30));
+    let status = c.wait_for(0, &["status"], Duration::from_secs(10), |s| {
+        s.contains("Recovery of domain dom: idle,") && s.contains("completed: 1\n")
+    });
+    assert!(status.contains("to recover: none"), "{status}");
+    std::fs::write(d.join("stop"), "").unwrap();
+    assert!(waiter.wait().unwrap().success());
+    // Node 2's client lost its daemon: its command's end is all it can report.
+    let _ = holder.wait();
+}

@@ -100,6 +100,15 @@ pub(crate) fn status(d: &Daemon) -> String {
     }
     domains.sort();
     domains.dedup();
+    for name in d.domains.names() {
+        if let Some(line) = d
+            .domains
+            .get(&name)
+            .and_then(|dom| recovery_line(&name, &dom))
+        {
+            s.push_str(&line);
+        }
+    }
     if !domains.is_empty() {
         // The init script's `echo "Active userdlm domains: " $(ls /dlm)`: two spaces.
         let _ = writeln!(s, "Active userdlm domains:  {}", domains.join(" "));
@@ -163,6 +172,25 @@ pub(crate) fn ping(d: &Daemon) -> String {
         },
         d.started.elapsed().as_millis()
     )
+}
+
+/// A domain's recovery, once there has been one: active or idle, the dead node, the
+/// recovery master, the nodes still to recover and the recoveries completed here.
+fn recovery_line(name: &str, dom: &o2dlm::Domain) -> Option<String> {
+    let r = dom.recovery_state()?;
+    let to_recover: Vec<String> = r.recovery_map.iter().map(|n| n.to_string()).collect();
+    if !r.active && to_recover.is_empty() && r.completed == 0 {
+        return None;
+    }
+    let node = |n: Option<u8>| n.map_or_else(|| "none".to_string(), |n| n.to_string());
+    Some(format!(
+        "Recovery of domain {name}: {}, dead node {}, recovery master {}, to recover: {}, completed: {}\n",
+        if r.active { "active" } else { "idle" },
+        node(r.dead_node),
+        node(r.new_master),
+        if to_recover.is_empty() { "none".to_string() } else { to_recover.join(" ") },
+        r.completed
+    ))
 }
 
 #[cfg(test)]
