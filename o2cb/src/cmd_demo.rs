@@ -196,6 +196,44 @@ impl Demo {
 }
 
 impl Demo {
+    /// Node 2 takes an EX lock and node 1 starts waiting for it: the lock node 2's death
+    /// leaves behind, which node 1 gets once the survivors have recovered the domain. The
+    /// holder's connection (kept until node 2 is gone) and the waiter's result.
+    #[allow(clippy::type_complexity)]
+    fn lock_before_kill(
+        &self,
+    ) -> anyhow::Result<(
+        Client,
+        std::sync::mpsc::Receiver<anyhow::Result<(Client, Duration)>>,
+    )> {
+        const DOMAIN: &str = "demo";
+        const LOCK: &str = "survivor";
+        let mut holder = Client::connect(&self.socket(2)).context("node 2 does not answer")?;
+        let r = holder.call(&["lock", DOMAIN, LOCK, "ex"])?;
+        if r.status != Status::Ok {
+            bail!("node 2: {}", r.word);
+        }
+        println!("node 2: EX lock \"{LOCK}\" granted");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let socket = self.socket(1);
+        let asked = Instant::now();
+        std::thread::spawn(move || {
+            let got = (|| -> anyhow::Result<(Client, Duration)> {
+                let mut c = Client::connect(&socket)
+                    .with_context(|| format!("node 1: {}", socket.display()))?;
+                let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
+                if r.status != Status::Ok {
+                    bail!("node 1: {}", r.word);
+                }
+                Ok((c, asked.elapsed()))
+            })();
+            let _ = tx.send(got);
+        });
+        println!("node 1: asks for it in EX and waits");
+        std::thread::sleep(Duration::from_millis(300));
+        Ok((holder, rx))
+    }
+
     /// Node 0 holds an EX lock, node 1 waits for it, gets it when node 0 lets go.
     fn handoff(&self) -> anyhow::Result<()> {
         const DOMAIN: &str = "demo";
@@ -409,7 +447,8 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     step("A lock handed over (o2cb lock)");
     demo.handoff()?;
 
-    step("Killing node 2 with SIGKILL");
+    step("Killing node 2 with SIGKILL while it holds a lock");
+    let (_node2_lock, recovered) = demo.lock_before_kill()?;
     let Some(mut victim) = demo.children.get_mut(2).and_then(Option::take) else {
         bail!("node 2 is not running");
     };
@@ -428,6 +467,14 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         node_is(t, 2, "down")
     })?;
     demo.show(1, "nodes", "nodes")?;
+    let (mut got, waited) = recovered
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow::anyhow!("node 1 was not granted node 2's lock within 30 s"))??;
+    println!(
+        "node 1: granted the lock node 2 held, {:.1} s after asking (node 2 declared dead, its lock gone)",
+        waited.as_secs_f64()
+    );
+    got.call(&["unlock"])?;
 
     step("Taking node 0 and node 1 offline (o2cb offline)");
     for n in 0..2u8 {

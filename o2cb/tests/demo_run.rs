@@ -77,6 +77,8 @@ fn the_demo_runs_to_completion_and_cleans_up() {
         "node 1: granted after waiting ",
         "node 0 declared node 2 dead after ",
         "   2  node2             127.0.0.3:17801        down       no         -\n",
+        "node 2: EX lock \"survivor\" granted\n",
+        "node 1: granted the lock node 2 held, ",
         "Stopping O2CB cluster demo: Unregistering O2CB cluster \"demo\": OK\n",
         "node 0's heartbeat slot now holds generation 0: a clean stop\n",
     ] {
