@@ -707,7 +707,7 @@ fn a_cluster_in_containers_survives_kill_partition_and_restart() {
 const INCREMENTS: usize = 30;
 
 #[test]
-#[ignore = "needs o2dlm recovery: after node0's death node1 logs 'master 0 of L died; resource awaits recovery' and never gets L"]
+#[ignore = "recovery now runs (node1 becomes recovery master and moves the resources), but node0 finishes all its increments before the counter shows half of them, so the kill lands too late to test anything: the workload needs pacing"]
 fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
     let sysconfig = o2nm::O2cbSysconfig::load(&containers_dir().join("o2cb.sysconfig"))
         .expect("containers/o2cb.sysconfig");
