@@ -700,6 +700,7 @@ impl Domain {
                 let mut guard = CancelOnDrop {
                     shared: &self.shared,
                     cookie,
+                    abandoned: || Waiter::Abandoned,
                     armed: true,
                 };
                 let r = rx.await.unwrap_or(Err(DlmStatus::Nolockmgr));
@@ -799,10 +800,14 @@ impl Domain {
     }
 }
 
-/// Cancels a lock request whose caller stopped waiting.
+/// Cancels a lock request or conversion whose caller stopped waiting (its
+/// future was dropped). `abandoned` says what a grant that still comes means:
+/// [`Waiter::Abandoned`] for a new lock (unlocked at once),
+/// [`Waiter::ConvertCancelled`] for a conversion (the handle takes the mode).
 struct CancelOnDrop<'a> {
     shared: &'a Arc<Shared>,
     cookie: u64,
+    abandoned: fn() -> Waiter,
     armed: bool,
 }
 
@@ -814,37 +819,7 @@ impl Drop for CancelOnDrop<'_> {
         let mut sends = Vec::new();
         let now = self.shared.now();
         let mut st = self.shared.state.lock();
-        st.waiters.insert(self.cookie, Waiter::Abandoned);
-        st.core.handle(
-            now,
-            Input::Unlock {
-                cookie: self.cookie,
-                flags: LkmFlags::CANCEL,
-                lvb: [0; LVB_LEN],
-            },
-        );
-        self.shared.dispatch(&mut st, &mut sends, None);
-        drop(st);
-        self.shared.launch(sends);
-    }
-}
-
-/// Cancels a conversion whose caller stopped waiting.
-struct CancelConvertOnDrop<'a> {
-    shared: &'a Arc<Shared>,
-    cookie: u64,
-    armed: bool,
-}
-
-impl Drop for CancelConvertOnDrop<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let mut sends = Vec::new();
-        let now = self.shared.now();
-        let mut st = self.shared.state.lock();
-        st.waiters.insert(self.cookie, Waiter::ConvertCancelled);
+        st.waiters.insert(self.cookie, (self.abandoned)());
         st.core.handle(
             now,
             Input::Unlock {
@@ -966,9 +941,10 @@ impl LockHandle {
         let r = match (found, rx) {
             (Some(r), _) => r,
             (None, Some(rx)) => {
-                let mut guard = CancelConvertOnDrop {
+                let mut guard = CancelOnDrop {
                     shared,
                     cookie,
+                    abandoned: || Waiter::ConvertCancelled,
                     armed: true,
                 };
                 let r = rx.await.unwrap_or(Err(DlmStatus::Nolockmgr));
