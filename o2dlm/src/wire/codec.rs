@@ -163,6 +163,28 @@ impl<'a> Reader<'a> {
         self.array::<LVB_LEN>(field)
     }
 
+    /// The LVB that follows a lock message's fixed part when its flags announce one.
+    pub(crate) fn opt_lvb(
+        &mut self,
+        field: &'static str,
+        present: bool,
+    ) -> Result<Option<Lvb>, DecodeError> {
+        present.then(|| self.lvb(field)).transpose()
+    }
+
+    /// `count`, read from `field`, unless it exceeds `max` (the slots the message has).
+    pub(crate) fn at_most(
+        &self,
+        field: &'static str,
+        count: usize,
+        max: usize,
+    ) -> Result<usize, DecodeError> {
+        if count > max {
+            return Err(self.error(field, Problem::TooMany { count, max }));
+        }
+        Ok(count)
+    }
+
     /// A lock name in a `field_len`-byte field whose length was read earlier.
     pub(crate) fn lock_name(
         &mut self,
@@ -225,6 +247,13 @@ impl<'a> Reader<'a> {
             super::NameError::Nul { offset } => self.error(field, Problem::NulInName { offset }),
             _ => self.error(len_field, Problem::EmptyName),
         })
+    }
+}
+
+/// Writes the LVB of a lock message when it carries one.
+pub(crate) fn put_opt_lvb<B: BufMut>(buf: &mut B, lvb: &Option<Lvb>) {
+    if let Some(lvb) = lvb {
+        buf.put_slice(lvb);
     }
 }
 

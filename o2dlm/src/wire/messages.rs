@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use bytes::BufMut;
 
-use super::codec::{put_name, Reader};
+use super::codec::{put_name, put_opt_lvb, Reader};
 use super::{
     DecodeError, DomainName, LkmFlags, LockMode, LockName, Lvb, MsgType, NodeMap, Problem,
     ProtocolVersion, LOCK_NAME_MAX, LVB_LEN, MAX_MIGRATABLE_LOCKS, MAX_NODES, NAME_FIELD_LEN,
@@ -271,7 +271,10 @@ pub struct CreateLock {
 impl CreateLock {
     pub const LEN: usize = 80;
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(MsgType::CreateLock.name(), buf);
+        Self::read(&mut Reader::new(MsgType::CreateLock.name(), buf))
+    }
+    /// Reads the fixed part, which `dlm_convert_lock` shares.
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let cookie = r.u64("cookie")?;
         let flags = LkmFlags(r.u32("flags")?);
         r.skip("pad1", 1)?;
@@ -323,38 +326,27 @@ impl ConvertLock {
     pub const LEN: usize = 80;
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(MsgType::ConvertLock.name(), buf);
-        let cookie = r.u64("cookie")?;
-        let flags = LkmFlags(r.u32("flags")?);
-        r.skip("pad1", 1)?;
-        let node_idx = r.u8("node_idx")?;
-        let requested_type = r.mode("requested_type")?;
-        let namelen = r.u8("namelen")?;
-        let name = r.lock_name("namelen", namelen, "name", NAME_FIELD_LEN)?;
-        let lvb = if flags.contains(LkmFlags::PUT_LVB) {
-            Some(r.lvb("lvb")?)
-        } else {
-            None
-        };
+        let fixed = CreateLock::read(&mut r)?;
+        let lvb = r.opt_lvb("lvb", fixed.flags.contains(LkmFlags::PUT_LVB))?;
         Ok(ConvertLock {
-            cookie,
-            flags,
-            node_idx,
-            requested_type,
-            name,
+            cookie: fixed.cookie,
+            flags: fixed.flags,
+            node_idx: fixed.node_idx,
+            requested_type: fixed.requested_type,
+            name: fixed.name,
             lvb,
         })
     }
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
-        buf.put_u64(self.cookie);
-        buf.put_u32(flags_with_lvb(self.flags, LkmFlags::PUT_LVB, self.lvb.is_some()).0);
-        buf.put_u8(0);
-        buf.put_u8(self.node_idx);
-        buf.put_i8(self.requested_type.to_wire());
-        buf.put_u8(self.name.len() as u8);
-        put_name(buf, self.name.as_bytes(), NAME_FIELD_LEN);
-        if let Some(lvb) = &self.lvb {
-            buf.put_slice(lvb);
+        CreateLock {
+            cookie: self.cookie,
+            flags: flags_with_lvb(self.flags, LkmFlags::PUT_LVB, self.lvb.is_some()),
+            node_idx: self.node_idx,
+            requested_type: self.requested_type,
+            name: self.name,
         }
+        .encode(buf);
+        put_opt_lvb(buf, &self.lvb);
     }
 }
 
@@ -380,11 +372,7 @@ impl UnlockLock {
         let node_idx = r.u8("node_idx")?;
         let namelen = r.u8("namelen")?;
         let name = r.lock_name("namelen", namelen, "name", NAME_FIELD_LEN)?;
-        let lvb = if flags.contains(LkmFlags::PUT_LVB) {
-            Some(r.lvb("lvb")?)
-        } else {
-            None
-        };
+        let lvb = r.opt_lvb("lvb", flags.contains(LkmFlags::PUT_LVB))?;
         Ok(UnlockLock {
             cookie,
             flags,
@@ -400,9 +388,7 @@ impl UnlockLock {
         buf.put_u8(self.node_idx);
         buf.put_u8(self.name.len() as u8);
         put_name(buf, self.name.as_bytes(), NAME_FIELD_LEN);
-        if let Some(lvb) = &self.lvb {
-            buf.put_slice(lvb);
-        }
+        put_opt_lvb(buf, &self.lvb);
     }
 }
 
@@ -449,11 +435,7 @@ impl ProxyAst {
         let blocked_type = r.opt_mode("blocked_type")?;
         let namelen = r.u8("namelen")?;
         let name = r.lock_name("namelen", namelen, "name", NAME_FIELD_LEN)?;
-        let lvb = if flags.contains(LkmFlags::GET_LVB) {
-            Some(r.lvb("lvb")?)
-        } else {
-            None
-        };
+        let lvb = r.opt_lvb("lvb", flags.contains(LkmFlags::GET_LVB))?;
         Ok(ProxyAst {
             cookie,
             flags,
@@ -472,9 +454,7 @@ impl ProxyAst {
         buf.put_i8(super::mode_to_wire(self.blocked_type));
         buf.put_u8(self.name.len() as u8);
         put_name(buf, self.name.as_bytes(), NAME_FIELD_LEN);
-        if let Some(lvb) = &self.lvb {
-            buf.put_slice(lvb);
-        }
+        put_opt_lvb(buf, &self.lvb);
     }
 }
 
@@ -597,15 +577,7 @@ impl MigLockres {
         let mig_cookie = r.u64("mig_cookie")?;
         let name = r.lock_name("lockname_len", lockname_len, "lockname", LOCK_NAME_MAX)?;
         let lvb = r.lvb("lvb")?;
-        if num_locks > MAX_MIGRATABLE_LOCKS {
-            return Err(r.error(
-                "num_locks",
-                Problem::TooMany {
-                    count: num_locks,
-                    max: MAX_MIGRATABLE_LOCKS,
-                },
-            ));
-        }
+        r.at_most("num_locks", num_locks, MAX_MIGRATABLE_LOCKS)?;
         r.require(
             "ml",
             MIG_LOCKRES_HEADER_LEN + num_locks * MIGRATABLE_LOCK_LEN,
@@ -883,6 +855,71 @@ impl FinalizeReco {
     }
 }
 
+/// The layout the two join-time queries share: the sender, a count of table entries, the
+/// domain name, then a fixed table of `max` slots of `slot_len` bytes of which `count` are
+/// used. Only the kernel's field names differ.
+struct QueryHeader {
+    node: &'static str,
+    count: &'static str,
+    namelen: &'static str,
+    domain: &'static str,
+    table: &'static str,
+    max: usize,
+    slot_len: usize,
+    /// The whole message: header and table.
+    len: usize,
+}
+
+const QUERY_REGION_HEADER: QueryHeader = QueryHeader {
+    node: "qr_node",
+    count: "qr_numregions",
+    namelen: "qr_namelen",
+    domain: "qr_domain",
+    table: "qr_regions",
+    max: MAX_REGIONS,
+    slot_len: REGION_NAME_LEN,
+    len: QUERY_REGION_LEN,
+};
+
+const QUERY_NODEINFO_HEADER: QueryHeader = QueryHeader {
+    node: "qn_nodenum",
+    count: "qn_numnodes",
+    namelen: "qn_namelen",
+    domain: "qn_domain",
+    table: "qn_nodes",
+    max: MAX_NODES,
+    slot_len: 8,
+    len: QUERY_NODEINFO_LEN,
+};
+
+impl QueryHeader {
+    /// Reads the header and checks that the whole table is present; returns the sender, the
+    /// number of used slots and the domain.
+    fn decode(&self, r: &mut Reader<'_>) -> Result<(u8, usize, DomainName), DecodeError> {
+        let node = r.u8(self.node)?;
+        let count = usize::from(r.u8(self.count)?);
+        let namelen = r.u8(self.namelen)?;
+        r.skip("pad1", 1)?;
+        let domain = r.domain_name(self.namelen, namelen, self.domain)?;
+        let count = r.at_most(self.count, count, self.max)?;
+        r.require(self.table, self.len)?;
+        Ok((node, count, domain))
+    }
+
+    fn encode<B: BufMut>(&self, buf: &mut B, node: u8, count: usize, domain: &DomainName) {
+        buf.put_u8(node);
+        buf.put_u8(count as u8);
+        buf.put_u8(domain.as_bytes().len() as u8);
+        buf.put_u8(0);
+        put_name(buf, domain.as_bytes(), NAME_FIELD_LEN);
+    }
+
+    /// Zero-fills the table's unused slots.
+    fn pad_table<B: BufMut>(&self, buf: &mut B, used: usize) {
+        buf.put_bytes(0, (self.max - used) * self.slot_len);
+    }
+}
+
 /// `dlm_query_region` (519): the joining node's global-heartbeat regions; must equal ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRegion {
@@ -895,21 +932,7 @@ pub struct QueryRegion {
 impl QueryRegion {
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(MsgType::QueryRegion.name(), buf);
-        let node = r.u8("qr_node")?;
-        let numregions = usize::from(r.u8("qr_numregions")?);
-        let namelen = r.u8("qr_namelen")?;
-        r.skip("pad1", 1)?;
-        let domain = r.domain_name("qr_namelen", namelen, "qr_domain")?;
-        if numregions > MAX_REGIONS {
-            return Err(r.error(
-                "qr_numregions",
-                Problem::TooMany {
-                    count: numregions,
-                    max: MAX_REGIONS,
-                },
-            ));
-        }
-        r.require("qr_regions", QUERY_REGION_LEN)?;
+        let (node, numregions, domain) = QUERY_REGION_HEADER.decode(&mut r)?;
         let mut regions = Vec::with_capacity(numregions);
         for _ in 0..numregions {
             regions.push(r.array::<REGION_NAME_LEN>("qr_regions")?);
@@ -923,15 +946,11 @@ impl QueryRegion {
     /// Encodes the message; regions beyond [`MAX_REGIONS`] are not written.
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
         let regions = &self.regions[..self.regions.len().min(MAX_REGIONS)];
-        buf.put_u8(self.node);
-        buf.put_u8(regions.len() as u8);
-        buf.put_u8(self.domain.as_bytes().len() as u8);
-        buf.put_u8(0);
-        put_name(buf, self.domain.as_bytes(), NAME_FIELD_LEN);
+        QUERY_REGION_HEADER.encode(buf, self.node, regions.len(), &self.domain);
         for region in regions {
             buf.put_slice(region);
         }
-        buf.put_bytes(0, (MAX_REGIONS - regions.len()) * REGION_NAME_LEN);
+        QUERY_REGION_HEADER.pad_table(buf, regions.len());
     }
 }
 
@@ -955,21 +974,7 @@ pub struct QueryNodeinfo {
 impl QueryNodeinfo {
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(MsgType::QueryNodeinfo.name(), buf);
-        let nodenum = r.u8("qn_nodenum")?;
-        let numnodes = usize::from(r.u8("qn_numnodes")?);
-        let namelen = r.u8("qn_namelen")?;
-        r.skip("pad1", 1)?;
-        let domain = r.domain_name("qn_namelen", namelen, "qn_domain")?;
-        if numnodes > MAX_NODES {
-            return Err(r.error(
-                "qn_numnodes",
-                Problem::TooMany {
-                    count: numnodes,
-                    max: MAX_NODES,
-                },
-            ));
-        }
-        r.require("qn_nodes", QUERY_NODEINFO_LEN)?;
+        let (nodenum, numnodes, domain) = QUERY_NODEINFO_HEADER.decode(&mut r)?;
         let mut nodes = Vec::with_capacity(numnodes);
         for _ in 0..numnodes {
             let nodenum = r.u8("ni_nodenum")?;
@@ -991,149 +996,89 @@ impl QueryNodeinfo {
     /// Encodes the message; nodes beyond [`MAX_NODES`] are not written.
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
         let nodes = &self.nodes[..self.nodes.len().min(MAX_NODES)];
-        buf.put_u8(self.nodenum);
-        buf.put_u8(nodes.len() as u8);
-        buf.put_u8(self.domain.as_bytes().len() as u8);
-        buf.put_u8(0);
-        put_name(buf, self.domain.as_bytes(), NAME_FIELD_LEN);
+        QUERY_NODEINFO_HEADER.encode(buf, self.nodenum, nodes.len(), &self.domain);
         for n in nodes {
             buf.put_u8(n.nodenum);
             buf.put_u8(0);
             buf.put_u16(n.ipv4_port);
             buf.put_u32(u32::from(n.ipv4_address));
         }
-        buf.put_bytes(0, (MAX_NODES - nodes.len()) * 8);
+        QUERY_NODEINFO_HEADER.pad_table(buf, nodes.len());
     }
 }
 
-/// Any DLM message payload, tagged by its o2net message type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DlmMessage {
-    MasterRequest(MasterRequest),
-    AssertMaster(AssertMaster),
-    CreateLock(CreateLock),
-    ConvertLock(ConvertLock),
-    ProxyAst(ProxyAst),
-    UnlockLock(UnlockLock),
-    DerefLockres(DerefLockres),
-    MigrateRequest(MigrateRequest),
-    MigLockres(MigLockres),
-    QueryJoin(QueryJoinRequest),
-    AssertJoined(JoinNotice),
-    CancelJoin(JoinNotice),
-    ExitDomain(ExitDomain),
-    MasterRequery(MasterRequery),
-    LockRequest(RecoNotice),
-    RecoDataDone(RecoDataDone),
-    BeginReco(RecoNotice),
-    FinalizeReco(FinalizeReco),
-    QueryRegion(QueryRegion),
-    QueryNodeinfo(QueryNodeinfo),
-    BeginExitDomain(ExitDomain),
-    DerefLockresDone(DerefLockres),
+/// Defines [`DlmMessage`] from one table of (variant = o2net message type, payload type,
+/// decoder), so that the enum, its decoder, its type and its encoder cannot disagree.
+macro_rules! dlm_messages {
+    ($($variant:ident($payload:ty) = $decode:path,)*) => {
+        /// Any DLM message payload, tagged by its o2net message type.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum DlmMessage {
+            $($variant($payload),)*
+        }
+
+        impl DlmMessage {
+            /// Decodes the payload of an o2net request of type `msg_type`.
+            pub fn decode(msg_type: u16, payload: &[u8]) -> Result<DlmMessage, DecodeError> {
+                let unknown = || DecodeError {
+                    message: "o2net request",
+                    field: "msg_type",
+                    problem: Problem::UnknownType(msg_type),
+                };
+                Ok(match MsgType::from_wire(msg_type).ok_or_else(unknown)? {
+                    $(MsgType::$variant => DlmMessage::$variant($decode(payload)?),)*
+                    MsgType::Unused1 => return Err(unknown()),
+                })
+            }
+
+            /// The o2net message type of this payload.
+            pub fn msg_type(&self) -> MsgType {
+                match self {
+                    $(DlmMessage::$variant(_) => MsgType::$variant,)*
+                }
+            }
+
+            /// Appends the payload bytes.
+            pub fn encode<B: BufMut>(&self, buf: &mut B) {
+                match self {
+                    $(DlmMessage::$variant(m) => m.encode(buf),)*
+                }
+            }
+        }
+    };
+}
+
+dlm_messages! {
+    MasterRequest(MasterRequest) = MasterRequest::decode,
+    AssertMaster(AssertMaster) = AssertMaster::decode,
+    CreateLock(CreateLock) = CreateLock::decode,
+    ConvertLock(ConvertLock) = ConvertLock::decode,
+    ProxyAst(ProxyAst) = ProxyAst::decode,
+    UnlockLock(UnlockLock) = UnlockLock::decode,
+    DerefLockres(DerefLockres) = DerefLockres::decode,
+    MigrateRequest(MigrateRequest) = MigrateRequest::decode,
+    MigLockres(MigLockres) = MigLockres::decode,
+    QueryJoin(QueryJoinRequest) = QueryJoinRequest::decode,
+    AssertJoined(JoinNotice) = JoinNotice::decode_assert_joined,
+    CancelJoin(JoinNotice) = JoinNotice::decode_cancel_join,
+    ExitDomain(ExitDomain) = ExitDomain::decode,
+    MasterRequery(MasterRequery) = MasterRequery::decode,
+    LockRequest(RecoNotice) = RecoNotice::decode_lock_request,
+    RecoDataDone(RecoDataDone) = RecoDataDone::decode,
+    BeginReco(RecoNotice) = RecoNotice::decode_begin_reco,
+    FinalizeReco(FinalizeReco) = FinalizeReco::decode,
+    QueryRegion(QueryRegion) = QueryRegion::decode,
+    QueryNodeinfo(QueryNodeinfo) = QueryNodeinfo::decode,
+    BeginExitDomain(ExitDomain) = ExitDomain::decode_begin,
+    DerefLockresDone(DerefLockres) = DerefLockres::decode_done,
 }
 
 impl DlmMessage {
-    /// Decodes the payload of an o2net request of type `msg_type`.
-    pub fn decode(msg_type: u16, payload: &[u8]) -> Result<DlmMessage, DecodeError> {
-        let unknown = || DecodeError {
-            message: "o2net request",
-            field: "msg_type",
-            problem: Problem::UnknownType(msg_type),
-        };
-        let t = MsgType::from_wire(msg_type).ok_or_else(unknown)?;
-        Ok(match t {
-            MsgType::MasterRequest => DlmMessage::MasterRequest(MasterRequest::decode(payload)?),
-            MsgType::Unused1 => return Err(unknown()),
-            MsgType::AssertMaster => DlmMessage::AssertMaster(AssertMaster::decode(payload)?),
-            MsgType::CreateLock => DlmMessage::CreateLock(CreateLock::decode(payload)?),
-            MsgType::ConvertLock => DlmMessage::ConvertLock(ConvertLock::decode(payload)?),
-            MsgType::ProxyAst => DlmMessage::ProxyAst(ProxyAst::decode(payload)?),
-            MsgType::UnlockLock => DlmMessage::UnlockLock(UnlockLock::decode(payload)?),
-            MsgType::DerefLockres => DlmMessage::DerefLockres(DerefLockres::decode(payload)?),
-            MsgType::MigrateRequest => DlmMessage::MigrateRequest(MigrateRequest::decode(payload)?),
-            MsgType::MigLockres => DlmMessage::MigLockres(MigLockres::decode(payload)?),
-            MsgType::QueryJoin => DlmMessage::QueryJoin(QueryJoinRequest::decode(payload)?),
-            MsgType::AssertJoined => {
-                DlmMessage::AssertJoined(JoinNotice::decode_assert_joined(payload)?)
-            }
-            MsgType::CancelJoin => DlmMessage::CancelJoin(JoinNotice::decode_cancel_join(payload)?),
-            MsgType::ExitDomain => DlmMessage::ExitDomain(ExitDomain::decode(payload)?),
-            MsgType::MasterRequery => DlmMessage::MasterRequery(MasterRequery::decode(payload)?),
-            MsgType::LockRequest => {
-                DlmMessage::LockRequest(RecoNotice::decode_lock_request(payload)?)
-            }
-            MsgType::RecoDataDone => DlmMessage::RecoDataDone(RecoDataDone::decode(payload)?),
-            MsgType::BeginReco => DlmMessage::BeginReco(RecoNotice::decode_begin_reco(payload)?),
-            MsgType::FinalizeReco => DlmMessage::FinalizeReco(FinalizeReco::decode(payload)?),
-            MsgType::QueryRegion => DlmMessage::QueryRegion(QueryRegion::decode(payload)?),
-            MsgType::QueryNodeinfo => DlmMessage::QueryNodeinfo(QueryNodeinfo::decode(payload)?),
-            MsgType::BeginExitDomain => {
-                DlmMessage::BeginExitDomain(ExitDomain::decode_begin(payload)?)
-            }
-            MsgType::DerefLockresDone => {
-                DlmMessage::DerefLockresDone(DerefLockres::decode_done(payload)?)
-            }
-        })
-    }
-
-    /// The o2net message type of this payload.
-    pub fn msg_type(&self) -> MsgType {
-        match self {
-            DlmMessage::MasterRequest(_) => MsgType::MasterRequest,
-            DlmMessage::AssertMaster(_) => MsgType::AssertMaster,
-            DlmMessage::CreateLock(_) => MsgType::CreateLock,
-            DlmMessage::ConvertLock(_) => MsgType::ConvertLock,
-            DlmMessage::ProxyAst(_) => MsgType::ProxyAst,
-            DlmMessage::UnlockLock(_) => MsgType::UnlockLock,
-            DlmMessage::DerefLockres(_) => MsgType::DerefLockres,
-            DlmMessage::MigrateRequest(_) => MsgType::MigrateRequest,
-            DlmMessage::MigLockres(_) => MsgType::MigLockres,
-            DlmMessage::QueryJoin(_) => MsgType::QueryJoin,
-            DlmMessage::AssertJoined(_) => MsgType::AssertJoined,
-            DlmMessage::CancelJoin(_) => MsgType::CancelJoin,
-            DlmMessage::ExitDomain(_) => MsgType::ExitDomain,
-            DlmMessage::MasterRequery(_) => MsgType::MasterRequery,
-            DlmMessage::LockRequest(_) => MsgType::LockRequest,
-            DlmMessage::RecoDataDone(_) => MsgType::RecoDataDone,
-            DlmMessage::BeginReco(_) => MsgType::BeginReco,
-            DlmMessage::FinalizeReco(_) => MsgType::FinalizeReco,
-            DlmMessage::QueryRegion(_) => MsgType::QueryRegion,
-            DlmMessage::QueryNodeinfo(_) => MsgType::QueryNodeinfo,
-            DlmMessage::BeginExitDomain(_) => MsgType::BeginExitDomain,
-            DlmMessage::DerefLockresDone(_) => MsgType::DerefLockresDone,
-        }
-    }
-
     /// The o2net key to send this message with, given the domain it belongs to.
     pub fn key(&self, domain: &DomainName) -> u32 {
         match self.msg_type().key_kind() {
             super::KeyKind::Module => super::DLM_MOD_KEY,
             super::KeyKind::Domain | super::KeyKind::Unused => domain.key(),
-        }
-    }
-
-    /// Appends the payload bytes.
-    pub fn encode<B: BufMut>(&self, buf: &mut B) {
-        match self {
-            DlmMessage::MasterRequest(m) => m.encode(buf),
-            DlmMessage::AssertMaster(m) => m.encode(buf),
-            DlmMessage::CreateLock(m) => m.encode(buf),
-            DlmMessage::ConvertLock(m) => m.encode(buf),
-            DlmMessage::ProxyAst(m) => m.encode(buf),
-            DlmMessage::UnlockLock(m) => m.encode(buf),
-            DlmMessage::DerefLockres(m) | DlmMessage::DerefLockresDone(m) => m.encode(buf),
-            DlmMessage::MigrateRequest(m) => m.encode(buf),
-            DlmMessage::MigLockres(m) => m.encode(buf),
-            DlmMessage::QueryJoin(m) => m.encode(buf),
-            DlmMessage::AssertJoined(m) | DlmMessage::CancelJoin(m) => m.encode(buf),
-            DlmMessage::ExitDomain(m) | DlmMessage::BeginExitDomain(m) => m.encode(buf),
-            DlmMessage::MasterRequery(m) => m.encode(buf),
-            DlmMessage::LockRequest(m) | DlmMessage::BeginReco(m) => m.encode(buf),
-            DlmMessage::RecoDataDone(m) => m.encode(buf),
-            DlmMessage::FinalizeReco(m) => m.encode(buf),
-            DlmMessage::QueryRegion(m) => m.encode(buf),
-            DlmMessage::QueryNodeinfo(m) => m.encode(buf),
         }
     }
 
