@@ -464,23 +464,69 @@ mod tests {
     use super::*;
     use crate::rng::Stream;
 
-    fn run(
-        net: &mut SimNet,
-        agenda: &mut Agenda,
-        rng: &mut SimRng,
-        up: &[Option<u32>],
-    ) -> Vec<(SimTime, Delivery)> {
-        let mut out = Vec::new();
-        while let Some((at, ev)) = agenda.pop() {
-            if let Event::Net(ev) = ev {
-                let current = |n: NodeId| up.get(usize::from(n)).copied().flatten();
-                if let Some(d) = net.arrive(at, ev, &current, agenda, rng) {
-                    out.push((at, d));
-                }
+    /// A two-node network on which node 1 has opened connection `conn` to node 0 at time 0,
+    /// with the agenda and random stream that drive it.
+    struct Pair {
+        net: SimNet,
+        agenda: Agenda,
+        rng: SimRng,
+        conn: ConnId,
+    }
+
+    /// Incarnation 0 of `node`, the owner every test's sockets belong to.
+    fn owner(node: NodeId) -> Owner {
+        Owner {
+            node,
+            incarnation: 0,
+        }
+    }
+
+    impl Pair {
+        fn new(seed: u64, params: NetParams) -> Pair {
+            let mut net = SimNet::new(2, params);
+            let mut agenda = Agenda::default();
+            let mut rng = SimRng::new(seed, Stream::Network);
+            let conn = net.allocate();
+            net.connect(SimTime::ZERO, conn, owner(1), 0, &mut agenda, &mut rng);
+            Pair {
+                net,
+                agenda,
+                rng,
+                conn,
             }
         }
-        out
+
+        /// `node` writes `data` on the connection at `at`.
+        fn send(&mut self, at: SimTime, node: NodeId, data: Vec<u8>) {
+            let Pair {
+                net,
+                agenda,
+                rng,
+                conn,
+            } = self;
+            net.send(at, *conn, owner(node), data, agenda, rng);
+        }
+
+        /// Delivers everything scheduled, with `up[n]` the incarnation node `n` runs (None:
+        /// down).
+        fn run(&mut self, up: &[Option<u32>]) -> Vec<(SimTime, Delivery)> {
+            let mut out = Vec::new();
+            while let Some((at, ev)) = self.agenda.pop() {
+                if let Event::Net(ev) = ev {
+                    let current = |n: NodeId| up.get(usize::from(n)).copied().flatten();
+                    if let Some(d) =
+                        self.net
+                            .arrive(at, ev, &current, &mut self.agenda, &mut self.rng)
+                    {
+                        out.push((at, d));
+                    }
+                }
+            }
+            out
+        }
     }
+
+    const BOTH_UP: [Option<u32>; 2] = [Some(0), Some(0)];
 
     fn received(ds: &[(SimTime, Delivery)], node: NodeId) -> Vec<u8> {
         ds.iter()
@@ -494,48 +540,23 @@ mod tests {
 
     #[test]
     fn bytes_arrive_in_order_despite_spread_and_segmentation() {
-        let mut net = SimNet::new(
-            2,
+        let mut p = Pair::new(
+            1,
             NetParams {
                 latency: Duration::from_micros(100),
                 spread: Duration::from_millis(5),
             },
         );
-        let mut agenda = Agenda::default();
-        let mut rng = SimRng::new(1, Stream::Network);
-        let up = [Some(0), Some(0)];
-        let c = net.allocate();
-        net.connect(
-            SimTime::ZERO,
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            0,
-            &mut agenda,
-            &mut rng,
-        );
-        let ds = run(&mut net, &mut agenda, &mut rng, &up);
+        let ds = p.run(&BOTH_UP);
         assert!(matches!(ds[0].1.input, Input::Accepted { from: 1, .. }));
         assert!(matches!(ds[1].1.input, Input::Connected { peer: 0, .. }));
         let mut expected = Vec::new();
         for i in 0..200u32 {
             let msg = i.to_be_bytes().repeat(3);
             expected.extend_from_slice(&msg);
-            net.send(
-                SimTime::from_micros(u64::from(i) * 10),
-                c,
-                Owner {
-                    node: 1,
-                    incarnation: 0,
-                },
-                msg,
-                &mut agenda,
-                &mut rng,
-            );
+            p.send(SimTime::from_micros(u64::from(i) * 10), 1, msg);
         }
-        let ds = run(&mut net, &mut agenda, &mut rng, &up);
+        let ds = p.run(&BOTH_UP);
         assert!(ds.len() > 200, "some writes should be split into segments");
         assert_eq!(received(&ds, 0), expected);
         assert!(ds.windows(2).all(|w| w[0].0 <= w[1].0));
@@ -543,100 +564,39 @@ mod tests {
 
     #[test]
     fn a_cut_direction_holds_data_until_it_heals() {
-        let mut net = SimNet::new(2, NetParams::default());
-        let mut agenda = Agenda::default();
-        let mut rng = SimRng::new(2, Stream::Network);
-        let up = [Some(0), Some(0)];
-        let c = net.allocate();
-        net.connect(
-            SimTime::ZERO,
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            0,
-            &mut agenda,
-            &mut rng,
-        );
-        run(&mut net, &mut agenda, &mut rng, &up);
-        net.set_blocked(SimTime::from_secs(1), 1, 0, true, &mut agenda, &mut rng);
-        net.send(
-            SimTime::from_secs(1),
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            b"held".to_vec(),
-            &mut agenda,
-            &mut rng,
-        );
-        net.send(
-            SimTime::from_secs(1),
-            c,
-            Owner {
-                node: 0,
-                incarnation: 0,
-            },
-            b"flows".to_vec(),
-            &mut agenda,
-            &mut rng,
-        );
-        let ds = run(&mut net, &mut agenda, &mut rng, &up);
+        let mut p = Pair::new(2, NetParams::default());
+        p.run(&BOTH_UP);
+        p.net
+            .set_blocked(SimTime::from_secs(1), 1, 0, true, &mut p.agenda, &mut p.rng);
+        p.send(SimTime::from_secs(1), 1, b"held".to_vec());
+        p.send(SimTime::from_secs(1), 0, b"flows".to_vec());
+        let ds = p.run(&BOTH_UP);
         assert_eq!(received(&ds, 1), b"flows");
         assert!(received(&ds, 0).is_empty());
-        net.set_blocked(SimTime::from_secs(50), 1, 0, false, &mut agenda, &mut rng);
-        let ds = run(&mut net, &mut agenda, &mut rng, &up);
+        p.net.set_blocked(
+            SimTime::from_secs(50),
+            1,
+            0,
+            false,
+            &mut p.agenda,
+            &mut p.rng,
+        );
+        let ds = p.run(&BOTH_UP);
         assert_eq!(received(&ds, 0), b"held");
         assert!(ds.iter().all(|(t, _)| *t >= SimTime::from_secs(50)));
     }
 
     #[test]
     fn crashed_machine_is_silent_and_rebooted_one_resets() {
-        let mut net = SimNet::new(2, NetParams::default());
-        let mut agenda = Agenda::default();
-        let mut rng = SimRng::new(3, Stream::Network);
-        let c = net.allocate();
-        net.connect(
-            SimTime::ZERO,
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            0,
-            &mut agenda,
-            &mut rng,
-        );
-        run(&mut net, &mut agenda, &mut rng, &[Some(0), Some(0)]);
-        net.crash(0);
-        net.send(
-            SimTime::from_secs(1),
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            b"x".to_vec(),
-            &mut agenda,
-            &mut rng,
-        );
+        let mut p = Pair::new(3, NetParams::default());
+        p.run(&BOTH_UP);
+        p.net.crash(0);
+        p.send(SimTime::from_secs(1), 1, b"x".to_vec());
         // Node 0 is down: nothing comes back.
-        assert!(run(&mut net, &mut agenda, &mut rng, &[None, Some(0)]).is_empty());
-        net.send(
-            SimTime::from_secs(2),
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            b"y".to_vec(),
-            &mut agenda,
-            &mut rng,
-        );
+        assert!(p.run(&[None, Some(0)]).is_empty());
+        p.send(SimTime::from_secs(2), 1, b"y".to_vec());
         // Node 0 rebooted (incarnation 1): node 1 gets a reset.
-        let ds = run(&mut net, &mut agenda, &mut rng, &[Some(1), Some(0)]);
+        let ds = p.run(&[Some(1), Some(0)]);
         assert_eq!(ds.len(), 1);
         assert_eq!(ds[0].1.node, 1);
         assert!(matches!(
@@ -650,25 +610,11 @@ mod tests {
 
     #[test]
     fn network_reset_reaches_both_ends() {
-        let mut net = SimNet::new(2, NetParams::default());
-        let mut agenda = Agenda::default();
-        let mut rng = SimRng::new(4, Stream::Network);
-        let up = [Some(0), Some(0)];
-        let c = net.allocate();
-        net.connect(
-            SimTime::ZERO,
-            c,
-            Owner {
-                node: 1,
-                incarnation: 0,
-            },
-            0,
-            &mut agenda,
-            &mut rng,
-        );
-        run(&mut net, &mut agenda, &mut rng, &up);
-        net.reset_between(SimTime::from_secs(1), 0, 1, &mut agenda);
-        let ds = run(&mut net, &mut agenda, &mut rng, &up);
+        let mut p = Pair::new(4, NetParams::default());
+        p.run(&BOTH_UP);
+        p.net
+            .reset_between(SimTime::from_secs(1), 0, 1, &mut p.agenda);
+        let ds = p.run(&BOTH_UP);
         let mut closed: Vec<NodeId> = ds
             .iter()
             .filter(|(_, d)| {
@@ -684,6 +630,6 @@ mod tests {
             .collect();
         closed.sort_unstable();
         assert_eq!(closed, vec![0, 1]);
-        assert_eq!(net.open_connections(), 0);
+        assert_eq!(p.net.open_connections(), 0);
     }
 }
