@@ -54,57 +54,82 @@ fn new_set(bb: usize) -> HeartbeatSet {
     set
 }
 
-/// Feeds outputs back like an instant disk; returns when the iteration timer is armed again.
-fn drive(
-    set: &mut HeartbeatSet,
-    now: u64,
-    first: Input<'_>,
-    disk: &mut dyn FnMut(&Output, &mut Vec<u8>),
-    out: &mut Vec<Output>,
-    scratch: &mut Vec<u8>,
-) -> u64 {
-    out.clear();
-    set.handle_into(Now::virtual_ms(now), first, out);
-    let mut i = 0;
-    while i < out.len() {
-        let o = out[i].clone();
-        i += 1;
-        match o {
-            Output::Read { .. } => {
-                disk(&o, scratch);
-                let mut more = Vec::new();
-                set.handle_into(
-                    Now::virtual_ms(now),
+/// A region's set under test, fed by `disk` (which answers each read and write output at
+/// once), and when its iteration timer fires next.
+struct Runner<D> {
+    set: HeartbeatSet,
+    disk: D,
+    out: Vec<Output>,
+    scratch: Vec<u8>,
+    at: u64,
+}
+
+impl<D: FnMut(&Output, &mut Vec<u8>)> Runner<D> {
+    /// Starts heartbeating on a fresh set and runs its first iteration.
+    fn start(bb: usize, disk: D) -> Self {
+        let mut r = Runner {
+            set: new_set(bb),
+            disk,
+            out: Vec::new(),
+            scratch: Vec::new(),
+            at: 0,
+        };
+        r.drive(Input::Start {
+            region: 0,
+            generation: 7,
+        });
+        r
+    }
+
+    /// One heartbeat iteration.
+    fn iterate(&mut self) {
+        self.drive(Input::Timer {
+            region: 0,
+            timer: TimerKind::Iteration,
+        });
+    }
+
+    /// Feeds outputs back like an instant disk until the iteration timer is armed again.
+    fn drive(&mut self, first: Input<'_>) {
+        let now = Now::virtual_ms(self.at);
+        let out = &mut self.out;
+        out.clear();
+        self.set.handle_into(now, first, out);
+        let mut i = 0;
+        while i < out.len() {
+            let o = out[i].clone();
+            i += 1;
+            let done = match o {
+                Output::ArmTimer {
+                    timer: TimerKind::Iteration,
+                    at_ms,
+                    ..
+                } => {
+                    self.at = at_ms;
+                    return;
+                }
+                Output::Read { .. } => {
+                    (self.disk)(&o, &mut self.scratch);
                     Input::ReadDone {
                         region: 0,
-                        result: Ok(scratch),
-                    },
-                    &mut more,
-                );
-                out.extend(more);
-            }
-            Output::Write { .. } => {
-                disk(&o, scratch);
-                let mut more = Vec::new();
-                set.handle_into(
-                    Now::virtual_ms(now),
+                        result: Ok(&self.scratch),
+                    }
+                }
+                Output::Write { .. } => {
+                    (self.disk)(&o, &mut self.scratch);
                     Input::WriteDone {
                         region: 0,
                         result: Ok(()),
-                    },
-                    &mut more,
-                );
-                out.extend(more);
-            }
-            Output::ArmTimer {
-                timer: TimerKind::Iteration,
-                at_ms,
-                ..
-            } => return at_ms,
-            _ => {}
+                    }
+                }
+                _ => continue,
+            };
+            let mut more = Vec::new();
+            self.set.handle_into(now, done, &mut more);
+            out.extend(more);
         }
+        panic!("iteration did not re-arm its timer");
     }
-    panic!("iteration did not re-arm its timer");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -112,14 +137,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Nanoseconds per call of `f` (given the call's index) over `iters` calls.
+fn per_call(iters: usize, mut f: impl FnMut(usize)) -> f64 {
+    let t = Instant::now();
+    for i in 0..iters {
+        f(i);
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
 /// Nanoseconds per iteration of the core with in-memory slots, and of the memcpy baseline.
 fn core_vs_copy(bb: usize, iters: usize) -> (f64, f64) {
     let mut versions = regions(bb);
-    let mut set = new_set(bb);
-    let mut out = Vec::new();
-    let mut scratch = Vec::new();
     let mut turn = 0usize;
-    let mut disk = |o: &Output, scratch: &mut Vec<u8>| match o {
+    let mut run = Runner::start(bb, |o: &Output, scratch: &mut Vec<u8>| match o {
         Output::Read {
             first_slot, slots, ..
         } => {
@@ -135,33 +166,12 @@ fn core_vs_copy(bb: usize, iters: usize) -> (f64, f64) {
             }
         }
         _ => {}
-    };
-    let mut at = drive(
-        &mut set,
-        0,
-        Input::Start {
-            region: 0,
-            generation: 7,
-        },
-        &mut disk,
-        &mut out,
-        &mut scratch,
-    );
+    });
     for _ in 0..50 {
-        at = drive(
-            &mut set,
-            at,
-            Input::Timer {
-                region: 0,
-                timer: TimerKind::Iteration,
-            },
-            &mut disk,
-            &mut out,
-            &mut scratch,
-        );
+        run.iterate();
     }
     assert_eq!(
-        set.live_nodes().len(),
+        run.set.live_nodes().len(),
         SLOTS,
         "every slot is live, as in a full cluster"
     );
@@ -170,29 +180,13 @@ fn core_vs_copy(bb: usize, iters: usize) -> (f64, f64) {
     let region = regions(bb);
     let mut copy = vec![0u8; SLOTS * bb];
     for _ in 0..7 {
-        let t = Instant::now();
-        for _ in 0..iters {
-            at = drive(
-                &mut set,
-                at,
-                Input::Timer {
-                    region: 0,
-                    timer: TimerKind::Iteration,
-                },
-                &mut disk,
-                &mut out,
-                &mut scratch,
-            );
-        }
-        core.push(t.elapsed().as_nanos() as f64 / iters as f64);
-        let t = Instant::now();
-        for i in 0..iters {
+        core.push(per_call(iters, |_| run.iterate()));
+        base.push(per_call(iters, |i| {
             copy.copy_from_slice(&region[i % 2]);
             black_box(&copy);
-        }
-        base.push(t.elapsed().as_nanos() as f64 / iters as f64);
+        }));
     }
-    assert_eq!(set.live_nodes().len(), SLOTS);
+    assert_eq!(run.set.live_nodes().len(), SLOTS);
     (median(core), median(base))
 }
 
@@ -207,10 +201,7 @@ fn direct_vs_read(bb: usize, iters: usize) -> (f64, f64, f64, bool) {
     std::fs::write(&dir, &image).unwrap();
     let mut dev = DirectFile::open(&dir).unwrap();
     let direct = dev.is_direct();
-    let mut set = new_set(bb);
-    let mut out = Vec::new();
-    let mut scratch = Vec::new();
-    let mut disk = |o: &Output, scratch: &mut Vec<u8>| match o {
+    let mut run = Runner::start(bb, |o: &Output, scratch: &mut Vec<u8>| match o {
         Output::Read {
             first_slot, slots, ..
         } => {
@@ -222,18 +213,7 @@ fn direct_vs_read(bb: usize, iters: usize) -> (f64, f64, f64, bool) {
             dev.write_at(geometry.slot_offset(*slot), block).unwrap()
         }
         _ => {}
-    };
-    let mut at = drive(
-        &mut set,
-        0,
-        Input::Start {
-            region: 0,
-            generation: 7,
-        },
-        &mut disk,
-        &mut out,
-        &mut scratch,
-    );
+    });
     let mut full = Vec::new();
     let mut base = Vec::new();
     let mut raw = Vec::new();
@@ -248,34 +228,16 @@ fn direct_vs_read(bb: usize, iters: usize) -> (f64, f64, f64, bool) {
     let mut reader = DirectFile::open(&dir).unwrap();
     let mut buf = vec![0u8; SLOTS * bb];
     for _ in 0..5 {
-        let t = Instant::now();
-        for _ in 0..iters {
-            at = drive(
-                &mut set,
-                at,
-                Input::Timer {
-                    region: 0,
-                    timer: TimerKind::Iteration,
-                },
-                &mut disk,
-                &mut out,
-                &mut scratch,
-            );
-        }
-        full.push(t.elapsed().as_nanos() as f64 / iters as f64);
-        let t = Instant::now();
-        for _ in 0..iters {
+        full.push(per_call(iters, |_| run.iterate()));
+        base.push(per_call(iters, |_| {
             reader.read_at(geometry.slot_offset(0), &mut buf).unwrap();
             black_box(&buf);
-        }
-        base.push(t.elapsed().as_nanos() as f64 / iters as f64);
-        let t = Instant::now();
-        for _ in 0..iters {
+        }));
+        raw.push(per_call(iters, |_| {
             reader.read_at(geometry.slot_offset(0), &mut buf).unwrap();
             reader.write_at(geometry.slot_offset(0), &own).unwrap();
             black_box(&buf);
-        }
-        raw.push(t.elapsed().as_nanos() as f64 / iters as f64);
+        }));
     }
     let _ = std::fs::remove_file(&dir);
     (median(full), median(base), median(raw), direct)
