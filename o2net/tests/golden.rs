@@ -410,6 +410,34 @@ fn config_from_the_capture_runs_cluster_conf_gives_the_kernels_handshake() {
     assert_eq!(&data[..], &kernel[..HANDSHAKE_LEN]);
 }
 
+/// A core playing node `local` of the kernel-to-kernel capture, where node 1 listens on
+/// `n1` and node 2 connected from `from2`, with a handler for every request type `incoming`
+/// (the stream sent to it) carries.
+fn capture_core(local: u8, n1: SocketAddrV4, from2: SocketAddrV4, incoming: &[u8]) -> NetCore<()> {
+    let nodes = vec![
+        NodeInfo {
+            num: 1,
+            name: "k1".into(),
+            addr: n1,
+        },
+        NodeInfo {
+            num: 2,
+            name: "k2".into(),
+            addr: SocketAddrV4::new(*from2.ip(), 7777),
+        },
+    ];
+    let mut core: NetCore<()> = NetCore::new(NetConfig::new(local, nodes)).expect("config");
+    for f in decode_all(incoming, true).iter().skip(1) {
+        if let Frame::Message(h, _) = f {
+            if h.kind() == Some(Magic::Request) {
+                // Already registered for an earlier request: fine.
+                let _ = core.register_handler(h.msg_type, h.key, 4072, ());
+            }
+        }
+    }
+    core
+}
+
 /// Our core as the capture's node 1 (10.213.0.2), fed everything kernel node
 /// 2 sent it, with handlers that return what kernel node 1's handlers
 /// returned, answers with exactly kernel node 1's bytes: the same handshake,
@@ -437,27 +465,7 @@ fn core_replays_the_kernel_acceptors_side_of_the_capture_byte_for_byte() {
         .filter(|f| matches!(f, Frame::Message(h, _) if h.kind() == Some(Magic::KeepResp)))
         .count();
 
-    let nodes = vec![
-        NodeInfo {
-            num: 1,
-            name: "k1".into(),
-            addr: n1,
-        },
-        NodeInfo {
-            num: 2,
-            name: "k2".into(),
-            addr: SocketAddrV4::new(*from2.ip(), 7777),
-        },
-    ];
-    let mut core: NetCore<()> = NetCore::new(NetConfig::new(1, nodes)).expect("config");
-    for f in decode_all(&to1.data, true).iter().skip(1) {
-        if let Frame::Message(h, _) = f {
-            if h.kind() == Some(Magic::Request) {
-                // Already registered for an earlier request: fine.
-                let _ = core.register_handler(h.msg_type, h.key, 4072, ());
-            }
-        }
-    }
+    let mut core = capture_core(1, n1, from2, &to1.data);
     core.handle(0, Input::HeartbeatUp(1));
     core.handle(0, Input::HeartbeatUp(2));
     let conn = core.new_conn_id();
@@ -531,28 +539,9 @@ fn core_replays_the_kernel_connectors_side_byte_for_byte() {
         .expect("2 -> 1");
     let up = (from2, n1);
     let down = (n1, from2);
-    let nodes = vec![
-        NodeInfo {
-            num: 1,
-            name: "k1".into(),
-            addr: n1,
-        },
-        NodeInfo {
-            num: 2,
-            name: "k2".into(),
-            addr: SocketAddrV4::new(*from2.ip(), 7777),
-        },
-    ];
-    let mut core: NetCore<()> = NetCore::new(NetConfig::new(2, nodes)).expect("config");
-    let kernel_up = &dirs[&up].data;
     // Handlers for what node 1 asks of node 2.
-    for f in decode_all(&dirs[&down].data, true).iter().skip(1) {
-        if let Frame::Message(h, _) = f {
-            if h.kind() == Some(Magic::Request) {
-                let _ = core.register_handler(h.msg_type, h.key, 4072, ());
-            }
-        }
-    }
+    let mut core = capture_core(2, n1, from2, &dirs[&down].data);
+    let kernel_up = &dirs[&up].data;
     core.handle(0, Input::HeartbeatUp(1));
     core.handle(0, Input::HeartbeatUp(2));
     core.handle(0, Input::Timeout);
