@@ -224,31 +224,14 @@ impl SimArgs {
         Ok((from, to, nodes))
     }
 
-    fn defaults() -> SimArgs {
-        SimArgs {
-            nodes: 3,
-            regions: 1,
-            seed: 1,
-            seeds: None,
-            faults: "all".into(),
-            overlap: false,
-            duration: "900s".into(),
-            trace: None,
-            trace_nodes: None,
-            trace_from: None,
-            trace_to: None,
-            workload: "ping".into(),
-            dead_threshold: 31,
-            hb_period_ms: 2000,
-            idle_timeout_ms: 30000,
-            keepalive_ms: 2000,
-            reconnect_ms: 2000,
-            latency_us: 200,
-            spread_us: 300,
-            disk_latency_us: 500,
-            disk_spread_us: 2000,
-            sabotage: None,
-        }
+    /// The arguments of `o2cb sim` given no option: each field's default is the one its
+    /// `#[arg]` attribute declares, so the command line and this value cannot disagree.
+    pub fn defaults() -> SimArgs {
+        use clap::{Args, FromArgMatches};
+        let matches = SimArgs::augment_args(clap::Command::new("sim"))
+            .try_get_matches_from(["sim"])
+            .expect("every option of o2cb sim has a default or is optional");
+        SimArgs::from_arg_matches(&matches).expect("the matches come from SimArgs itself")
     }
 }
 

@@ -23,21 +23,25 @@ fn first_violation(o: &Outcome) -> Option<&'static str> {
     o.violations.first().map(|v| v.checker)
 }
 
+/// Runs `seed` with faults of `kind` only, checks it is clean, and returns the run of the
+/// same seed with `sabotage`.
+fn sabotaged(nodes: u16, seed: u64, kind: FaultKind, sabotage: Sabotage) -> Outcome {
+    let clean = Simulation::new(config(nodes, seed, &[kind])).unwrap().run();
+    assert!(
+        clean.violations.is_empty(),
+        "seed {seed}: {}",
+        clean.violations[0]
+    );
+    let mut cfg = config(nodes, seed, &[kind]);
+    cfg.sabotage = Some(sabotage);
+    Simulation::new(cfg).unwrap().run()
+}
+
 #[test]
 fn the_wrong_side_of_a_partition_surviving_is_caught_by_the_quorum_checker() {
     let mut caught = 0;
     for seed in 0..10 {
-        let clean = Simulation::new(config(5, seed, &[FaultKind::Partition]))
-            .unwrap()
-            .run();
-        assert!(
-            clean.violations.is_empty(),
-            "seed {seed}: {}",
-            clean.violations[0]
-        );
-        let mut cfg = config(5, seed, &[FaultKind::Partition]);
-        cfg.sabotage = Some(Sabotage::WrongSideSurvives);
-        let broken = Simulation::new(cfg).unwrap().run();
+        let broken = sabotaged(5, seed, FaultKind::Partition, Sabotage::WrongSideSurvives);
         if let Some(checker) = first_violation(&broken) {
             assert_eq!(checker, "quorum", "seed {seed}: {}", broken.violations[0]);
             caught += 1;
@@ -54,17 +58,7 @@ fn the_wrong_side_of_a_partition_surviving_is_caught_by_the_quorum_checker() {
 fn a_node_ignoring_its_write_timeout_is_caught_by_the_stall_checker() {
     let mut caught = 0;
     for seed in 0..10 {
-        let clean = Simulation::new(config(3, seed, &[FaultKind::Stall]))
-            .unwrap()
-            .run();
-        assert!(
-            clean.violations.is_empty(),
-            "seed {seed}: {}",
-            clean.violations[0]
-        );
-        let mut cfg = config(3, seed, &[FaultKind::Stall]);
-        cfg.sabotage = Some(Sabotage::IgnoreWriteTimeout);
-        let broken = Simulation::new(cfg).unwrap().run();
+        let broken = sabotaged(3, seed, FaultKind::Stall, Sabotage::IgnoreWriteTimeout);
         if let Some(v) = broken.violations.first() {
             assert_eq!(v.checker, "stall-fence", "seed {seed}: {v}");
             assert!(

@@ -7,30 +7,12 @@ use integration::{FaultKind, FaultPlan, FaultSet, SimConfig, SimTime, Simulation
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// `o2cb sim`'s defaults for a cluster of `nodes` (the seeds come from each test's range).
 fn args(nodes: u16) -> SimArgs {
     SimArgs {
         nodes,
-        regions: 1,
         seed: 0,
-        seeds: None,
-        faults: "all".into(),
-        overlap: false,
-        duration: "900s".into(),
-        trace: None,
-        trace_nodes: None,
-        trace_from: None,
-        trace_to: None,
-        workload: "ping".into(),
-        dead_threshold: 31,
-        hb_period_ms: 2000,
-        idle_timeout_ms: 30000,
-        keepalive_ms: 2000,
-        reconnect_ms: 2000,
-        latency_us: 200,
-        spread_us: 300,
-        disk_latency_us: 500,
-        disk_spread_us: 2000,
-        sabotage: None,
+        ..SimArgs::defaults()
     }
 }
 
