@@ -334,6 +334,8 @@ struct OwnMeta {
     /// The value block this lock's status block holds (last read or written), which
     /// recovery sends to the new master.
     lvb: Lvb,
+    /// The unlock in progress writes `lvb` back (VALBLK from EX): a retry writes it too.
+    unlock_puts_lvb: bool,
 }
 
 /// A join in progress (`dlm_try_to_join_domain`).
@@ -391,6 +393,10 @@ pub struct DomainCore {
     /// time in ascending node order, as `dlm_do_master_request` sends them, so a node that
     /// answered has its BLOCK entry before the eventual master's assert can reach it.
     asking: FastMap<LockName, u8>,
+    /// Masteries held until recovery ends (`dlm_get_lock_resource`'s wait_on_recovery): a
+    /// node still to recover may have mastered the name, and the survivor that recovers it
+    /// answers YES only once it has.
+    after_recovery: std::collections::BTreeSet<LockName>,
     own: FastMap<u64, OwnMeta>,
     sends: FastMap<u64, Sent>,
     next_token: u64,
@@ -431,6 +437,7 @@ impl DomainCore {
             res: FastMap::default(),
             mles: FastMap::default(),
             asking: FastMap::default(),
+            after_recovery: std::collections::BTreeSet::new(),
             own: FastMap::default(),
             sends: FastMap::default(),
             next_token: 1,
@@ -535,6 +542,7 @@ impl DomainCore {
         self.now = now;
         let status = self.handle_input(now, input);
         self.pump_recovery(now);
+        self.resume_masteries(now);
         status
     }
 
@@ -976,6 +984,7 @@ impl DomainCore {
                 cancel_wanted: false,
                 convert: None,
                 lvb: [0; LVB_LEN],
+                unlock_puts_lvb: false,
             },
         );
         let res = self.res.entry(name).or_insert_with(|| {
@@ -1170,6 +1179,14 @@ impl DomainCore {
                         }
                         match own.begin_unlock(cookie, flags, &lvb) {
                             Ok(msg) => {
+                                if let Some(m) = self.own.get_mut(&cookie) {
+                                    // The caller's write is in its status block from now on,
+                                    // as in the kernel's lksb: a retry and recovery use it.
+                                    m.unlock_puts_lvb = msg.lvb.is_some();
+                                    if let Some(v) = msg.lvb {
+                                        m.lvb = v;
+                                    }
+                                }
                                 self.send(owner, DlmMessage::UnlockLock(msg), Sent::Unlock(cookie))
                             }
                             Err(s) => self.out.push(Output::Unlocked {
@@ -1343,19 +1360,55 @@ impl DomainCore {
         mle.maybe.insert(me);
         self.mles.insert(name, mle);
         self.counts.mles_total[1] += 1;
+        self.ask_anew(now, name);
+    }
+
+    /// Starts (or restarts) the votes of our MASTER entry for `name`, unless recovery runs:
+    /// then they start when it ends. `$RECOVERY` itself is mastered at once.
+    fn ask_anew(&mut self, now: u64, name: LockName) {
         self.asking.remove(&name);
-        self.ask_next(name);
         self.defer(
             now + self.cfg.mastery_timeout_ms,
             Deferred::MasteryTimeout(name),
         );
+        if self.recovery_running() && !name.is_recovery_lock() {
+            self.after_recovery.insert(name);
+            return;
+        }
+        self.after_recovery.remove(&name);
+        self.ask_next(name);
         self.check_mastery(now, name);
+    }
+
+    /// Recovery is active, or running now (its machine is out while it calls this core).
+    fn recovery_running(&self) -> bool {
+        self.reco.as_ref().is_none_or(|r| r.is_active())
+    }
+
+    /// Once recovery has ended, the masteries it held ask everyone from scratch.
+    fn resume_masteries(&mut self, now: u64) {
+        if self.after_recovery.is_empty() || self.recovery_running() {
+            return;
+        }
+        for name in std::mem::take(&mut self.after_recovery) {
+            if self
+                .mles
+                .get(&name)
+                .is_some_and(|m| m.kind == MleKind::Master)
+            {
+                self.ask_next(name);
+                self.check_mastery(now, name);
+            }
+        }
     }
 
     /// Asks the lowest node that has not answered yet, unless one is being asked or the
     /// master is known.
     fn ask_next(&mut self, name: LockName) {
         if self.asking.contains_key(&name) {
+            return;
+        }
+        if self.after_recovery.contains(&name) {
             return;
         }
         let Some(mle) = self.mles.get(&name) else {
@@ -1421,8 +1474,8 @@ impl DomainCore {
                 }
                 Some(MasterResponse::No) | None => mle.response.insert(node),
             },
-            // A node going down is left out; heartbeat will say so.
-            Err(e) if is_host_down(e) => mle.response.insert(node),
+            // No answer is no vote (`dlm_do_master_request`): the node is asked again until
+            // it answers or heartbeat declares it dead, which restarts the votes.
             Err(_) => {
                 self.asking.insert(name, node);
                 self.defer(
@@ -1440,10 +1493,27 @@ impl DomainCore {
     /// master; else the lowest node of the maybe map is, and if that is us we assert.
     fn check_mastery(&mut self, now: u64, name: LockName) {
         let me = self.cfg.node;
+        if self.after_recovery.contains(&name) {
+            return;
+        }
         let Some(mle) = self.mles.get(&name) else {
             return;
         };
         if mle.kind != MleKind::Master {
+            return;
+        }
+        // Recovery made a master meanwhile (`dlm_wait_for_lock_mastery`: the owner is
+        // suddenly known): the entry is done, and that master learns of our reference.
+        let settled = self
+            .res
+            .get(&name)
+            .filter(|r| !r.in_progress && !r.recovering);
+        if let Some(owner) = settled.and_then(|r| r.owner) {
+            self.mles.remove(&name);
+            self.asking.remove(&name);
+            if owner != me {
+                self.send_master_request(name, owner);
+            }
             return;
         }
         // Told who the master is: done, whoever has not been asked yet.
@@ -1517,13 +1587,7 @@ impl DomainCore {
         let mut mle = Mle::new(MleKind::Master, name, me, &self.domain_map);
         mle.maybe.insert(me);
         self.mles.insert(name, mle);
-        self.asking.remove(&name);
-        self.ask_next(name);
-        self.defer(
-            now + self.cfg.mastery_timeout_ms,
-            Deferred::MasteryTimeout(name),
-        );
-        self.check_mastery(now, name);
+        self.ask_anew(now, name);
     }
 
     // ----- purge and deref -----
@@ -1753,7 +1817,31 @@ impl DomainCore {
             return;
         }
         own.convert_reply(cookie, status);
-        if status == DlmStatus::Normal {
+        let again = matches!(
+            status,
+            DlmStatus::Recovering
+                | DlmStatus::Migrating
+                | DlmStatus::Forward
+                | DlmStatus::Nolockmgr
+        ) && owner.is_some_and(|o| self.domain_map.contains(o));
+        let conv = self.own.get(&cookie).filter(|m| !m.cancel_wanted);
+        if let (true, Some((mode, flags, lvb))) = (again, conv.and_then(|m| m.convert)) {
+            // `dlmlock` asks again (after the master's death is known, if it is dying);
+            // the caller does not see the status.
+            let name = conv.map(|m| m.name);
+            if let Some(name) = name {
+                self.retry_later(
+                    now,
+                    name,
+                    Op::Convert {
+                        cookie,
+                        mode,
+                        flags,
+                        lvb,
+                    },
+                );
+            }
+        } else if status == DlmStatus::Normal {
             self.after_reply(now, cookie);
             self.retry(now, cookie);
         } else {
@@ -1807,21 +1895,19 @@ impl DomainCore {
                 | DlmStatus::Forward
                 | DlmStatus::Nolockmgr
         ) {
+            let (puts, lvb) = self
+                .own
+                .get(&cookie)
+                .map_or((false, [0; LVB_LEN]), |m| (m.unlock_puts_lvb, m.lvb));
             let flags = if was_cancel {
                 LkmFlags::CANCEL
+            } else if puts {
+                LkmFlags::VALBLK
             } else {
                 LkmFlags::empty()
             };
-            // The LVB write-back of a retried unlock is lost; the kernel keeps it in the lksb.
-            self.retry_later(
-                now,
-                name,
-                Op::Unlock {
-                    cookie,
-                    flags,
-                    lvb: [0; LVB_LEN],
-                },
-            );
+            // The retry writes back the value block the caller gave (kept as in its lksb).
+            self.retry_later(now, name, Op::Unlock { cookie, flags, lvb });
             return;
         }
         if was_cancel && status == DlmStatus::Normal && queue != QueueKind::Granted {
@@ -2242,8 +2328,14 @@ impl DomainCore {
             }
             match mle.kind {
                 MleKind::Master => {
-                    self.ask_next(name);
-                    self.check_mastery(now, name);
+                    // `dlm_restart_lock_mastery`: answers given before the change may name
+                    // a master that is gone or miss one that recovery makes, so the votes
+                    // start over, after recovery if a node died.
+                    mle.maybe = NodeMap::new();
+                    mle.maybe.insert(me);
+                    mle.response = NodeMap::new();
+                    mle.vote = mle.node;
+                    self.ask_anew(now, name);
                 }
                 MleKind::Block | MleKind::Migration => {
                     let waiting = self.res.get(&name).is_some_and(|r| r.in_progress);
