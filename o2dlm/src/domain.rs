@@ -187,7 +187,8 @@ enum Sent {
     QueryNodeinfo(u8),
     QueryRegion(u8),
     AssertJoined(u8),
-    MasterRequest(LockName, u8),
+    /// A master request of one round of votes (see [`Mle::round`]).
+    MasterRequest(LockName, u8, u64),
     AssertMaster(LockName, u8),
     Create(u64),
     Convert(u64),
@@ -397,6 +398,8 @@ pub struct DomainCore {
     /// node still to recover may have mastered the name, and the survivor that recovers it
     /// answers YES only once it has.
     after_recovery: std::collections::BTreeSet<LockName>,
+    /// Rounds of votes started, to tell their answers apart.
+    mle_rounds: u64,
     own: FastMap<u64, OwnMeta>,
     sends: FastMap<u64, Sent>,
     next_token: u64,
@@ -438,6 +441,7 @@ impl DomainCore {
             mles: FastMap::default(),
             asking: FastMap::default(),
             after_recovery: std::collections::BTreeSet::new(),
+            mle_rounds: 0,
             own: FastMap::default(),
             sends: FastMap::default(),
             next_token: 1,
@@ -1367,6 +1371,10 @@ impl DomainCore {
     /// then they start when it ends. `$RECOVERY` itself is mastered at once.
     fn ask_anew(&mut self, now: u64, name: LockName) {
         self.asking.remove(&name);
+        self.mle_rounds += 1;
+        if let Some(mle) = self.mles.get_mut(&name) {
+            mle.round = self.mle_rounds;
+        }
         self.defer(
             now + self.cfg.mastery_timeout_ms,
             Deferred::MasteryTimeout(name),
@@ -1425,6 +1433,7 @@ impl DomainCore {
     }
 
     fn send_master_request(&mut self, name: LockName, n: u8) {
+        let round = self.mles.get(&name).map_or(0, |m| m.round);
         let msg = MasterRequest {
             node_idx: self.cfg.node,
             flags: 0,
@@ -1433,7 +1442,7 @@ impl DomainCore {
         self.send(
             n,
             DlmMessage::MasterRequest(msg),
-            Sent::MasterRequest(name, n),
+            Sent::MasterRequest(name, n, round),
         );
     }
 
@@ -1442,8 +1451,13 @@ impl DomainCore {
         now: u64,
         name: LockName,
         node: u8,
+        round: u64,
         result: Result<i32, i32>,
     ) {
+        if self.mles.get(&name).is_some_and(|m| m.round != round) {
+            // An answer to a round of votes that has been restarted since.
+            return;
+        }
         if self.asking.get(&name) == Some(&node) {
             self.asking.remove(&name);
         }
@@ -1668,7 +1682,9 @@ impl DomainCore {
             | Sent::QueryNodeinfo(_)
             | Sent::QueryRegion(_)
             | Sent::AssertJoined(_) => self.join_reply(now, what, result),
-            Sent::MasterRequest(name, n) => self.master_request_reply(now, name, n, result),
+            Sent::MasterRequest(name, n, round) => {
+                self.master_request_reply(now, name, n, round, result)
+            }
             Sent::AssertMaster(name, n) => match result {
                 Ok(v) if v >= 0 => {
                     if v & ASSERT_RESPONSE_MASTERY_REF != 0 {

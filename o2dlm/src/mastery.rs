@@ -41,6 +41,9 @@ pub struct Mle {
     pub response: NodeMap,
     /// The domain members other than us, kept current by node up/down events.
     pub node: NodeMap,
+    /// The round of votes of a MASTER entry: a restart after a membership change starts a
+    /// new one, and answers to the old one's requests no longer count.
+    pub round: u64,
 }
 
 impl Mle {
@@ -57,6 +60,7 @@ impl Mle {
             vote: others,
             response: NodeMap::new(),
             node: others,
+            round: 0,
         }
     }
 }
