@@ -148,26 +148,10 @@ fn main() -> ExitCode {
     let progname = basename(&argv0);
 
     const LONGS: &[LongOpt] = &[
-        LongOpt {
-            name: "config-file",
-            has_arg: true,
-            key: 'c',
-        },
-        LongOpt {
-            name: "help",
-            has_arg: false,
-            key: 'h',
-        },
-        LongOpt {
-            name: "verbose",
-            has_arg: false,
-            key: 'v',
-        },
-        LongOpt {
-            name: "version",
-            has_arg: false,
-            key: 'V',
-        },
+        LongOpt::with_arg("config-file", 'c'),
+        LongOpt::flag("help", 'h'),
+        LongOpt::flag("verbose", 'v'),
+        LongOpt::flag("version", 'V'),
     ];
     let mut config_file = None;
     let (mut show_help, mut show_version, mut verbosity) = (false, false, 0u32);

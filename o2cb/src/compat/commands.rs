@@ -8,8 +8,8 @@ use std::path::Path;
 
 use o2nm::cnum::{c_space, strtol0_int};
 use o2nm::{
-    check_cluster_name, parse_ipv4_strict, ClusterNameProblem, HeartbeatMode, NodeStanza,
-    SourceLine,
+    check_cluster_name, parse_ipv4_strict, ClusterNameProblem, ClusterStanza, HeartbeatMode,
+    NodeStanza, SourceLine,
 };
 
 use super::getopt::{Getopt, Item, LongOpt, Order};
@@ -111,21 +111,9 @@ fn resolve_ipv4(name: &str) -> Result<Ipv4Addr, String> {
 
 pub(super) fn add_node(ctx: &mut Ctx) -> Outcome {
     const LONGS: &[LongOpt] = &[
-        LongOpt {
-            name: "ip",
-            has_arg: true,
-            key: 'i',
-        },
-        LongOpt {
-            name: "port",
-            has_arg: true,
-            key: 'p',
-        },
-        LongOpt {
-            name: "number",
-            has_arg: true,
-            key: 'n',
-        },
+        LongOpt::with_arg("ip", 'i'),
+        LongOpt::with_arg("port", 'p'),
+        LongOpt::with_arg("number", 'n'),
     ];
     let (mut ip, mut port, mut number) = (None::<String>, -1i32, -1i32);
     let mut bad_usage = false;
@@ -246,17 +234,31 @@ pub(super) fn remove_node(ctx: &mut Ctx) -> Outcome {
     let (Some(cluster_name), Some(node_name)) = (ctx.argv.get(1), ctx.argv.get(2)) else {
         return Outcome::usage();
     };
+    edit_cluster(
+        ctx,
+        cluster_name,
+        |c| c.remove_node(node_name),
+        format!("Removed node '{node_name}' from cluster '{cluster_name}'"),
+    )
+}
+
+/// Applies `edit` to the cluster named `cluster_name` and says `done` at `-v`; an unknown
+/// cluster or an edit the configuration refuses is reported and fails the command.
+fn edit_cluster<T, E: ToString>(
+    ctx: &mut Ctx,
+    cluster_name: &str,
+    edit: impl FnOnce(&mut ClusterStanza) -> Result<T, E>,
+    done: String,
+) -> Outcome {
     let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
         ctx.error(&format!("Unknown cluster '{cluster_name}'"));
         return Outcome::failed();
     };
-    if let Err(err) = cluster.remove_node(node_name) {
+    if let Err(err) = edit(cluster) {
         ctx.error(&err.to_string());
         return Outcome::failed();
     }
-    ctx.verbose(&format!(
-        "Removed node '{node_name}' from cluster '{cluster_name}'"
-    ));
+    ctx.verbose(&done);
     Outcome::done(true)
 }
 
@@ -298,18 +300,12 @@ pub(super) fn add_heartbeat(ctx: &mut Ctx) -> Outcome {
     let Some(region) = region_of(ctx, strip(arg)) else {
         return Outcome::failed();
     };
-    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
-        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
-        return Outcome::failed();
-    };
-    if let Err(err) = cluster.add_heartbeat(&region) {
-        ctx.error(&err.to_string());
-        return Outcome::failed();
-    }
-    ctx.verbose(&format!(
-        "Added heartbeat region '{region}' to cluster '{cluster_name}'"
-    ));
-    Outcome::done(true)
+    edit_cluster(
+        ctx,
+        cluster_name,
+        |c| c.add_heartbeat(&region),
+        format!("Added heartbeat region '{region}' to cluster '{cluster_name}'"),
+    )
 }
 
 pub(super) fn remove_heartbeat(ctx: &mut Ctx) -> Outcome {
@@ -319,18 +315,12 @@ pub(super) fn remove_heartbeat(ctx: &mut Ctx) -> Outcome {
     let Some(region) = region_of(ctx, arg) else {
         return Outcome::failed();
     };
-    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
-        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
-        return Outcome::failed();
-    };
-    if let Err(err) = cluster.remove_heartbeat(&region) {
-        ctx.error(&err.to_string());
-        return Outcome::failed();
-    }
-    ctx.verbose(&format!(
-        "Removed heartbeat region '{region}' from cluster '{cluster_name}'"
-    ));
-    Outcome::done(true)
+    edit_cluster(
+        ctx,
+        cluster_name,
+        |c| c.remove_heartbeat(&region),
+        format!("Removed heartbeat region '{region}' from cluster '{cluster_name}'"),
+    )
 }
 
 pub(super) fn heartbeat_mode(ctx: &mut Ctx) -> Outcome {
@@ -343,15 +333,15 @@ pub(super) fn heartbeat_mode(ctx: &mut Ctx) -> Outcome {
         "local" => HeartbeatMode::Local,
         _ => return Outcome::usage(),
     };
-    let Some(cluster) = ctx.conf.cluster_mut(cluster_name) else {
-        ctx.error(&format!("Unknown cluster '{cluster_name}'"));
-        return Outcome::failed();
-    };
-    cluster.heartbeat_mode = mode;
-    ctx.verbose(&format!(
-        "Changed heartbeat mode in cluster '{cluster_name}' to '{mode}'"
-    ));
-    Outcome::done(true)
+    edit_cluster(
+        ctx,
+        cluster_name,
+        |c| {
+            c.heartbeat_mode = mode;
+            Ok::<(), std::convert::Infallible>(())
+        },
+        format!("Changed heartbeat mode in cluster '{cluster_name}' to '{mode}'"),
+    )
 }
 
 pub(super) fn list_clusters(ctx: &Ctx) -> Outcome {
@@ -365,11 +355,7 @@ pub(super) fn list_clusters(ctx: &Ctx) -> Outcome {
 }
 
 pub(super) fn list(ctx: &Ctx, what: ListWhat) -> Outcome {
-    const LONGS: &[LongOpt] = &[LongOpt {
-        name: "oneline",
-        has_arg: false,
-        key: 'o',
-    }];
+    const LONGS: &[LongOpt] = &[LongOpt::flag("oneline", 'o')];
     let mut oneline = false;
     let mut bad_usage = false;
     let mut opts = Getopt::new(ctx.argv, "", LONGS, Order::Permute);

@@ -15,6 +15,26 @@ pub struct LongOpt {
     pub key: char,
 }
 
+impl LongOpt {
+    /// `--name`, which takes no value.
+    pub const fn flag(name: &'static str, key: char) -> LongOpt {
+        LongOpt {
+            name,
+            has_arg: false,
+            key,
+        }
+    }
+
+    /// `--name value` or `--name=value`.
+    pub const fn with_arg(name: &'static str, key: char) -> LongOpt {
+        LongOpt {
+            name,
+            has_arg: true,
+            key,
+        }
+    }
+}
+
 /// Whether parsing stops at the first operand (`+` in the C optstring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -221,21 +241,9 @@ mod tests {
     use super::*;
 
     const LONGS: &[LongOpt] = &[
-        LongOpt {
-            name: "config-file",
-            has_arg: true,
-            key: 'c',
-        },
-        LongOpt {
-            name: "verbose",
-            has_arg: false,
-            key: 'v',
-        },
-        LongOpt {
-            name: "version",
-            has_arg: false,
-            key: 'V',
-        },
+        LongOpt::with_arg("config-file", 'c'),
+        LongOpt::flag("verbose", 'v'),
+        LongOpt::flag("version", 'V'),
     ];
 
     fn words(s: &str) -> Vec<String> {
@@ -269,11 +277,7 @@ mod tests {
 
     #[test]
     fn permute_collects_operands_around_options() {
-        let longs = [LongOpt {
-            name: "ip",
-            has_arg: true,
-            key: 'i',
-        }];
+        let longs = [LongOpt::with_arg("ip", 'i')];
         let argv = words("add-node c1 --ip 1.2.3.4 n1 -- --ip");
         let mut g = Getopt::new(&argv, "", &longs, Order::Permute);
         let items: Vec<Item> = g.by_ref().collect();
