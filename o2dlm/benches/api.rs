@@ -288,8 +288,21 @@ fn memory() {
 }
 
 fn main() {
-    local_pairs();
-    remote_and_handoff(2, 27011);
-    remote_and_handoff(1, 27021);
-    memory();
+    // `cargo bench -p o2dlm --bench api -- remote` runs only the parts whose name contains
+    // "remote" (local, remote, memory); no filter runs them all.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |part: &str| filter.is_empty() || filter.iter().any(|f| part.contains(f.as_str()));
+    if wanted("local") {
+        local_pairs();
+    }
+    if wanted("remote") {
+        remote_and_handoff(2, 27011);
+        remote_and_handoff(1, 27021);
+    }
+    if wanted("memory") {
+        memory();
+    }
 }

@@ -4,8 +4,11 @@
 //! Each domain's [`DomainCore`] sits behind a mutex with the API's waiters. Whoever has an
 //! event (an API call, an o2net handler, a send completion, the domain's timer task) runs
 //! the core and hands out what it produced: grants, BASTs and unlock completions go to their
-//! waiters at once; messages go out on spawned tasks, so an o2net handler never waits for
-//! the network (the kernel defers such work to its dlm worker). A lock on a resource this
+//! waiters at once; messages are written at once and their status comes back through a
+//! callback ([`o2net::Net::send_then`]), so an o2net handler never waits for the network
+//! (the kernel defers such work to its dlm worker) and no message costs a task. A proxy AST
+//! sent while the master handles CREATE_LOCK goes out in one write with the handler's
+//! status, AST first. A lock on a resource this
 //! node masters is granted inside the `lock` call itself, without a task switch.
 //!
 //! ```no_run
@@ -24,7 +27,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -539,29 +541,21 @@ impl Shared {
         found
     }
 
-    /// Sends the messages. Each send is polled once here, which puts its bytes on the
-    /// connection at once (no task switch before the write, a third of a round trip on
-    /// loopback); what remains, waiting for the peer's status, runs on its own task.
+    /// Sends the messages: o2net writes each one before `send_then` returns (no task switch
+    /// before the write, a third of a round trip on loopback) and gives the peer's status to
+    /// the core from the task that reads it (no task per message to spawn and wake).
     fn launch(self: &Arc<Self>, sends: Vec<OutMsg>) {
         for m in sends {
             let me = self.clone();
-            let mut send = Box::pin(async move {
-                let r = me
-                    .node
-                    .net
-                    .send(m.to, m.msg_type, m.key, m.payload)
-                    .await
-                    .map_err(|e| e.errno());
-                me.run(Input::SendDone {
-                    token: m.token,
-                    result: r,
+            let token = m.token;
+            self.node
+                .net
+                .send_then(m.to, m.msg_type, m.key, m.payload, move |r| {
+                    me.run(Input::SendDone {
+                        token,
+                        result: r.map_err(|e| e.errno()),
+                    });
                 });
-            });
-            let waker = noop_waker();
-            let mut cx = std::task::Context::from_waker(&waker);
-            if send.as_mut().poll(&mut cx).is_pending() {
-                tokio::spawn(send);
-            }
         }
     }
 
@@ -603,18 +597,6 @@ impl Shared {
         self.node.domains.lock().remove(&self.name);
         self.timer.notify_one();
     }
-}
-
-/// A waker that does nothing: the first poll of a send only needs to run, not be woken
-/// (the task it moves to polls it again with its own waker).
-fn noop_waker() -> std::task::Waker {
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    static NOOP: std::sync::OnceLock<std::task::Waker> = std::sync::OnceLock::new();
-    NOOP.get_or_init(|| std::task::Waker::from(Arc::new(Noop)))
-        .clone()
 }
 
 /// A lock name from bytes, with the kernel's limits.

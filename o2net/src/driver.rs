@@ -7,7 +7,9 @@
 //! runs the handler and writes the reply, our reader completes the sender.
 //! Bytes for a connection are appended to its write buffer while the core's
 //! lock is held (keeping the core's order) and written after it is released;
-//! a per-connection flusher task takes over when the socket is full.
+//! a per-connection flusher task takes over when the socket is full. What a
+//! handler sends is written with its status reply, in one write.
+//! [`Net::send_then`] sends without a task: its callback gets the status.
 //!
 //! Handlers run on the reader task of the connection the request came in
 //! on, one at a time across all peers (the kernel's ordered work queue), so
@@ -49,6 +51,21 @@ const DEFER_FLUSH_ABOVE: usize = 8;
 /// How many log lines [`Net::recent_log`] keeps.
 const LOG_RING: usize = 256;
 
+thread_local! {
+    /// While a handler runs on this thread: the connections its sends wrote to, flushed
+    /// with the handler's status reply (one write for a reply and what the handler sent, as
+    /// o2dlm's proxy AST with its CREATE_LOCK status) instead of one write each.
+    static HELD: std::cell::RefCell<Option<Vec<Arc<ConnIo>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Adds `io` to `list` unless it is there.
+fn add_conn(list: &mut Vec<Arc<ConnIo>>, io: Arc<ConnIo>) {
+    if !list.iter().any(|f| Arc::ptr_eq(f, &io)) {
+        list.push(io);
+    }
+}
+
 /// A request as a handler sees it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -66,6 +83,30 @@ pub type PostHandler = Box<dyn FnOnce(i32) + Send>;
 
 type HandlerFn = dyn Fn(&Request) -> (i32, Option<PostHandler>) + Send + Sync;
 type Handler = Arc<HandlerFn>;
+
+/// Told a send's outcome by [`Net::send_then`]: the peer handler's status or the failure.
+pub type SendDone = Box<dyn FnOnce(Result<i32, NetError>) + Send>;
+
+/// Who waits for a send's status.
+enum Waiter {
+    /// An awaiting [`Net::send`].
+    Task(oneshot::Sender<Result<i32, NetError>>),
+    /// A [`Net::send_then`] callback, called after the state lock is released.
+    Call(SendDone),
+}
+
+impl Waiter {
+    /// Hands `result` to a waiting task now, or returns the callback to call with it.
+    fn complete(self, result: Result<i32, NetError>) -> Option<(SendDone, Result<i32, NetError>)> {
+        match self {
+            Waiter::Task(tx) => {
+                let _ = tx.send(result);
+                None
+            }
+            Waiter::Call(done) => Some((done, result)),
+        }
+    }
+}
 
 /// Called with the kernel's reason when quorum is lost. The daemon maps it
 /// onto the configured fence method (reset, panic, or a userspace action).
@@ -89,7 +130,7 @@ struct WriteState {
 
 struct State {
     core: NetCore<Handler>,
-    waiters: FastMap<SendId, oneshot::Sender<Result<i32, NetError>>>,
+    waiters: FastMap<SendId, Waiter>,
     conns: FastMap<ConnId, Arc<ConnIo>>,
     log: VecDeque<String>,
 }
@@ -127,6 +168,8 @@ struct Batch {
     deliver: Vec<(ConnId, u8, MsgHeader, Bytes, Handler)>,
     connect: Vec<(ConnId, SocketAddrV4, SocketAddrV4)>,
     fence: Vec<String>,
+    /// [`Net::send_then`] callbacks whose status came.
+    done: Vec<(SendDone, Result<i32, NetError>)>,
     /// Many sends outstanding: leave writing to the flusher task so that
     /// the requests of all runnable senders go out in one write.
     defer: bool,
@@ -252,23 +295,10 @@ impl Net {
         key: u32,
         payload: impl Into<Bytes>,
     ) -> Result<i32, NetError> {
-        let payload = payload.into();
-        let id = self.inner.next_send.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut st = self.inner.state.lock();
-            if !self.inner.running.load(Ordering::Acquire) {
-                return Err(NetError::NotRunning);
-            }
-            st.waiters.insert(id, tx);
-        }
-        self.run(Input::Send {
-            id,
-            node,
-            msg_type,
-            key,
-            payload,
-        });
+        let Ok(id) = self.start_send(node, msg_type, key, payload.into(), Waiter::Task(tx)) else {
+            return Err(NetError::NotRunning);
+        };
         let mut guard = AbandonOnDrop {
             net: self,
             id,
@@ -277,6 +307,56 @@ impl Net {
         let r = rx.await.unwrap_or(Err(NetError::NotRunning));
         guard.armed = false;
         r
+    }
+
+    /// Like [`Net::send`], without a task: the bytes are written before this returns (unless
+    /// the connection is still being set up or the socket is full), and `done` is called
+    /// with the status from the task that reads the reply (or with the failure, possibly
+    /// before this returns). `done` runs where handlers run, so it must be as quick and must
+    /// not block. Saves a task, its spawn and its wake-up per message (the o2dlm driver's
+    /// sends: their status only feeds the domain core).
+    pub fn send_then(
+        &self,
+        node: u8,
+        msg_type: u16,
+        key: u32,
+        payload: impl Into<Bytes>,
+        done: impl FnOnce(Result<i32, NetError>) + Send + 'static,
+    ) {
+        let waiter = Waiter::Call(Box::new(done));
+        if let Err(waiter) = self.start_send(node, msg_type, key, payload.into(), waiter) {
+            if let Some((done, result)) = waiter.complete(Err(NetError::NotRunning)) {
+                done(result);
+            }
+        }
+    }
+
+    /// Registers `waiter` for a new send and hands the send to the core (which writes it
+    /// out or queues it); a stopped node hands the waiter back.
+    fn start_send(
+        &self,
+        node: u8,
+        msg_type: u16,
+        key: u32,
+        payload: Bytes,
+        waiter: Waiter,
+    ) -> Result<SendId, Waiter> {
+        let id = self.inner.next_send.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.inner.state.lock();
+            if !self.inner.running.load(Ordering::Acquire) {
+                return Err(waiter);
+            }
+            st.waiters.insert(id, waiter);
+        }
+        self.run(Input::Send {
+            id,
+            node,
+            msg_type,
+            key,
+            payload,
+        });
+        Ok(id)
     }
 
     /// `o2net_send_message_vec`: the slices are sent as one payload.
@@ -375,7 +455,9 @@ impl Net {
             close_io(&c);
         }
         for w in waiters {
-            let _ = w.send(Err(NetError::NotRunning));
+            if let Some((done, result)) = w.complete(Err(NetError::NotRunning)) {
+                done(result);
+            }
         }
     }
 
@@ -423,9 +505,7 @@ impl Net {
                         let mut w = io.w.lock();
                         if !w.closed {
                             w.buf.extend_from_slice(&data);
-                            if !b.flush.iter().any(|f| Arc::ptr_eq(f, io)) {
-                                b.flush.push(io.clone());
-                            }
+                            add_conn(&mut b.flush, io.clone());
                         }
                     }
                 }
@@ -452,7 +532,7 @@ impl Net {
                 } => b.deliver.push((conn, node, header, payload, handler)),
                 Output::SendDone { id, result } => {
                     if let Some(w) = st.waiters.remove(&id) {
-                        let _ = w.send(result);
+                        b.done.extend(w.complete(result));
                     }
                 }
                 Output::Fence { reason } => b.fence.push(reason),
@@ -492,6 +572,7 @@ impl Net {
             deliver,
             connect,
             mut fence,
+            done,
             defer,
         } = b;
         for (conn, from, remote) in connect {
@@ -506,9 +587,10 @@ impl Net {
             };
             let (status, post) = {
                 let _serial = self.inner.handler_lock.lock();
+                let outer = HELD.with(|h| h.borrow_mut().replace(Vec::new()));
                 // A panicking handler must not take the connection's reader
                 // down with it: the sender gets −EIO instead.
-                match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
+                let r = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
                     Ok(r) => r,
                     Err(_) => {
                         tracing::error!(
@@ -519,7 +601,12 @@ impl Net {
                         );
                         (-errno::EIO, None)
                     }
+                };
+                let held = HELD.with(|h| std::mem::replace(&mut *h.borrow_mut(), outer));
+                for io in held.unwrap_or_default() {
+                    add_conn(&mut to_flush, io);
                 }
+                r
             };
             let mut sub = {
                 let mut st = self.inner.state.lock();
@@ -535,9 +622,7 @@ impl Net {
                 self.drain(&mut st)
             };
             for io in sub.flush.drain(..) {
-                if !to_flush.iter().any(|f| Arc::ptr_eq(f, &io)) {
-                    to_flush.push(io);
-                }
+                add_conn(&mut to_flush, io);
             }
             fence.append(&mut sub.fence);
             self.execute(sub);
@@ -554,6 +639,12 @@ impl Net {
         }
         for io in &to_flush {
             flush(io, defer);
+        }
+        // After the flush: a callback may send again, and replies go first.
+        for (done, result) in done {
+            if std::panic::catch_unwind(AssertUnwindSafe(move || done(result))).is_err() {
+                tracing::error!(node = self.inner.local, "o2net: a send's callback panicked");
+            }
         }
         for reason in fence {
             (self.inner.fence)(&reason);
@@ -743,8 +834,19 @@ fn close_io(io: &ConnIo) {
 }
 
 /// Writes the buffer now if nobody else is (or hands it to the flusher
-/// task when `defer`); leaves what the socket refuses to the flusher.
-fn flush(io: &ConnIo, defer: bool) {
+/// task when `defer`); leaves what the socket refuses to the flusher. Inside
+/// a handler, leaves it to the handler's reply flush.
+fn flush(io: &Arc<ConnIo>, defer: bool) {
+    let held = HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(list) => {
+            add_conn(list, io.clone());
+            true
+        }
+        None => false,
+    });
+    if held {
+        return;
+    }
     let stream = {
         let mut w = io.w.lock();
         if w.flushing || w.buf.is_empty() {

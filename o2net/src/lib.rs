@@ -48,7 +48,7 @@ pub use crate::core::{
     ConnId, Counters, Input, LogLevel, NetConfig, NetCore, NodeInfo, Output, PeerState, PeerStats,
     SendId, Traffic,
 };
-pub use crate::driver::{FenceFn, Net, PostHandler, Request};
+pub use crate::driver::{FenceFn, Net, PostHandler, Request, SendDone};
 pub use crate::error::{errno, NetError};
 pub use crate::quorum::{Decision, NodeSet, Quorum};
 pub use crate::wire::{Handshake, Magic, MsgHeader, SysStatus, MAX_PAYLOAD};

@@ -117,6 +117,14 @@ fn read_exact_timeout(s: &mut TcpStream, n: usize) -> Vec<u8> {
     b
 }
 
+/// Node 1 of two, both reported heartbeating: node 2 is the test's spec-only peer.
+fn node_1_of_2(port: u16) -> Net {
+    let net = start(short(1, nodes(2, port)), &Fences::default());
+    net.heartbeat_up(1);
+    net.heartbeat_up(2);
+    net
+}
+
 /// Connects from `from_ip` (any port) to `to`, as a peer node would.
 fn raw_connect(from_ip: Ipv4Addr, to: SocketAddrV4) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -144,10 +152,7 @@ fn closed_by_peer(s: &mut TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_only_peer_handshakes_and_exchanges_keepalives_and_messages() {
     let port = 27101;
-    let fences = Fences::default();
-    let net = start(short(1, nodes(2, port)), &fences);
-    net.heartbeat_up(1);
-    net.heartbeat_up(2);
+    let net = node_1_of_2(port);
     net.register_handler(7, 0x1234_5678, 16, |r| {
         assert_eq!(&r.payload[..], b"ping");
         -22
@@ -689,4 +694,112 @@ async fn a_full_socket_keeps_every_frame_whole_and_every_reply_matched() {
 fn starting_outside_a_runtime_is_an_error_not_a_panic() {
     let e = Net::start(short(1, nodes(2, 27991)), Fences::default().hook()).unwrap_err();
     assert!(e.to_string().contains("tokio runtime"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_then_calls_back_with_the_status_or_the_failure() {
+    let port = 27921;
+    let fences = Fences::default();
+    let n1 = start(short(1, nodes(2, port)), &fences);
+    let n2 = start(short(2, nodes(2, port)), &fences);
+    n2.register_handler(11, 1, 16, |r| r.payload.len() as i32)
+        .unwrap();
+    all_heartbeat(&[&n1, &n2], 2);
+    wait_for("nodes connected", 5, || {
+        state(&n1, 2) == PeerState::Connected
+    })
+    .await;
+    // The peer handler's status comes back through the callback.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    n1.send_then(2, 11, 1, &b"seven!!"[..], move |r| {
+        let _ = tx.send(r);
+    });
+    let r = tokio::time::timeout(Duration::from_secs(5), rx).await;
+    assert_eq!(
+        r.expect("callback called").expect("sent").expect("status"),
+        7
+    );
+    // A node that is not configured fails at once, with the kernel's -ENOTCONN.
+    let (tx, rx) = std::sync::mpsc::channel();
+    n1.send_then(9, 11, 1, &b"x"[..], move |r| {
+        let _ = tx.send(r.map_err(|e| e.errno()));
+    });
+    assert_eq!(
+        rx.try_recv().expect("called before returning"),
+        Err(-errno::ENOTCONN)
+    );
+    // A stopped node fails at once too.
+    n1.shutdown();
+    let (tx, rx) = std::sync::mpsc::channel();
+    n1.send_then(2, 11, 1, &b"x"[..], move |r| {
+        let _ = tx.send(r.map_err(|e| e.errno()));
+    });
+    assert_eq!(rx.try_recv(), Ok(Err(-errno::ESRCH)));
+    n2.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_own_send_goes_out_in_one_write_with_its_status_reply() {
+    let port = 27931;
+    let net = node_1_of_2(port);
+    // The handler sends a request back to the requester (as o2dlm's master sends the proxy
+    // AST while it handles CREATE_LOCK) and answers 5.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let me = net.clone();
+    net.register_handler(7, 0x1234_5678, 16, move |_| {
+        let done_tx = done_tx.clone();
+        me.send_then(2, 9, 0x1234_5678, &b"ast"[..], move |r| {
+            let _ = done_tx.send(r.map_err(|e| e.errno()));
+        });
+        // Work after the send: written at once, the request would reach the peer alone.
+        std::thread::sleep(Duration::from_millis(20));
+        5
+    })
+    .unwrap();
+    let peer = tokio::task::spawn_blocking(move || {
+        let mut s = raw_connect(ip(2), SocketAddrV4::new(ip(1), port));
+        assert_eq!(read_exact_timeout(&mut s, 32), SHORT_HANDSHAKE);
+        s.write_all(&SHORT_HANDSHAKE).unwrap();
+        // A request: magic, len 4, type 7, pad, sys 0, status 0, key, msg_num 3.
+        let mut req = vec![
+            0xfa, 0x55, 0, 4, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78, 0, 0, 0,
+            3,
+        ];
+        req.extend_from_slice(b"ping");
+        s.write_all(&req).unwrap();
+        // One read gets both frames: they were written with one syscall (a keepalive may
+        // only come after 200 ms of silence).
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 256];
+        let n = s.read(&mut b).expect("bytes from our node");
+        let got = b.get(..n).unwrap_or_default().to_vec();
+        assert_eq!(
+            n,
+            24 + 3 + 24,
+            "the node's request and its status in one read: {got:02x?}"
+        );
+        assert_eq!(
+            &got[..2],
+            &[0xfa, 0x55],
+            "the handler's request comes first"
+        );
+        assert_eq!(&got[4..6], &[0, 9]);
+        assert_eq!(&got[24..27], b"ast");
+        assert_eq!(&got[27..29], &[0xfa, 0x56], "then the status reply");
+        assert_eq!(&got[27 + 20..27 + 24], &[0, 0, 0, 3], "of msg_num 3");
+        assert_eq!(&got[27 + 12..27 + 16], &5i32.to_be_bytes());
+        // Answer the node's request with status 6.
+        let mut rep = got[..24].to_vec();
+        rep[1] = 0x56;
+        rep[2..4].copy_from_slice(&[0, 0]);
+        rep[12..16].copy_from_slice(&6i32.to_be_bytes());
+        s.write_all(&rep).unwrap();
+        s
+    });
+    let _stream = peer.await.unwrap();
+    let got = tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(got, Ok(Ok(6)), "the callback has the peer's status");
+    net.shutdown();
 }
