@@ -2007,6 +2007,11 @@ impl DomainCore {
             }
             DlmMessage::MasterRequest(req) => self.handle_master_request(now, req),
             DlmMessage::AssertMaster(a) => self.handle_assert(now, a),
+            // A node already taken for dead (a BEGIN_RECO can say so before our heartbeat
+            // does) may still have a request in flight: its locks are gone, so is it.
+            DlmMessage::CreateLock(c) if !self.domain_map.contains(c.node_idx) => {
+                DlmStatus::Rejected.to_wire()
+            }
             DlmMessage::CreateLock(c) => self.handle_create(now, c),
             DlmMessage::ConvertLock(c) => self.handle_convert(now, c),
             DlmMessage::UnlockLock(u) => self.handle_unlock(now, u),
