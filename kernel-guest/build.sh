@@ -2,13 +2,14 @@
 # Builds the kernel guest for the interop test (integration/tests/kernel_interop.rs), from
 # Debian packages only: the stock kernel (linux-image-6.1.0-*-amd64, vmlinuz and the modules the
 # O2CB stack and virtio need), busybox-static, and ocfs2-tools' binaries with the libraries they
-# load. Nothing prebuilt is committed; the result is cached.
+# load; plus dlmtool.c, compiled static with the host's gcc (a trylock open and poll() on dlmfs,
+# which busybox cannot do). Nothing prebuilt is committed; the result is cached.
 #
 #   kernel-guest/build.sh OUT_DIR
 #
 # Writes OUT_DIR/vmlinuz, OUT_DIR/initrd.img and OUT_DIR/kernel-version (the package's
 # version, e.g. "linux-image-6.1.0-56-amd64 6.1.192-2"). A second run with the same inputs (the
-# package versions, this script and init) does nothing.
+# package versions, this script, init and dlmtool.c) does nothing.
 #
 # The kernel package is the one linux-image-amd64 depends on (Debian's current 6.1 build), or
 # $O2CB_GUEST_KERNEL_PKG.
@@ -38,7 +39,7 @@ for p in "${pkgs[@]}"; do
     [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "build.sh: package $p not available" >&2; exit 1; }
     versions+="$p $v"$'\n'
 done
-stamp="$versions$(sha256sum "$here/build.sh" "$here/init" | cut -d' ' -f1)"
+stamp="$versions$(sha256sum "$here/build.sh" "$here/init" "$here/dlmtool.c" | cut -d' ' -f1)"
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] &&
     [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ]; then
     exit 0
@@ -90,6 +91,8 @@ done
 # Userland: busybox and ocfs2-tools with the shared libraries they need.
 mkdir -p root/bin root/sbin root/etc/ocfs2 root/proc root/sys root/dev root/tmp root/dlm root/run
 cp pkg/bin/busybox root/bin/busybox
+command -v gcc >/dev/null || { echo "build.sh: gcc is needed to build dlmtool.c" >&2; exit 1; }
+gcc -static -O2 -Wall -o root/bin/dlmtool "$here/dlmtool.c"
 for b in o2cb debugfs.ocfs2 ocfs2_hb_ctl mounted.ocfs2 o2cluster; do
     [ -f "pkg/sbin/$b" ] && cp "pkg/sbin/$b" root/sbin/
 done

@@ -23,13 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # qemu-system-x86 boots Debian's kernel for the kernel interop test (kernel-guest/); cpio and
-# kmod's depmod build its initramfs. Without recommends: no GUI libraries, and the test's NIC
-# needs no option ROM.
+# kmod's depmod build its initramfs, gcc and libc6-dev's static libc its dlmfs helper
+# (kernel-guest/dlmtool.c). Without recommends: no GUI libraries, and the test's NIC needs no
+# option ROM.
 qemu_need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || qemu_need+=(qemu-system-x86)
 command -v cpio >/dev/null 2>&1 || qemu_need+=(cpio)
 command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || qemu_need+=(kmod)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || qemu_need+=(iproute2)
+command -v gcc >/dev/null 2>&1 || qemu_need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || qemu_need+=(libc6-dev)
 if [ ${#qemu_need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     sudo_cmd=""

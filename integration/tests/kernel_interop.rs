@@ -4,32 +4,35 @@
 //! are the witnesses.
 //!
 //! The guest is built from Debian packages by `kernel-guest/build.sh` (cached under
-//! `target/kernel-guest/`). In the first test our node is `o2cb node run` (the node daemon),
-//! built by this test into its own target directory unless current (or `$O2CB_INTEROP_BIN`),
-//! and asked with `o2cb status`, `nodes` and `list-connections`. The tests need root (network
-//! namespace, tap device); they fail, and do not skip, when qemu, the kernel package or root
-//! are missing (`scripts/install-deps.sh` installs what it needs).
+//! `target/kernel-guest/`), with `kernel-guest/dlmtool.c` for what busybox cannot do on the
+//! kernel's dlmfs (a trylock open, poll()). Our node is `o2cb node run` (the node daemon), built
+//! by this test into its own target directory unless current (or `$O2CB_INTEROP_BIN`), and asked
+//! with `o2cb status`, `nodes`, `list-connections` and `lockdump`. The tests need root (network
+//! namespace, tap device); they fail, and do not skip, when qemu, gcc, the kernel package or
+//! root are missing (`scripts/install-deps.sh` installs what it needs).
 //!
-//! `kernel_node_and_ours_share_heartbeat_and_o2net` (our node: the node daemon) checks heartbeat
-//! both ways on one global-heartbeat volume made by mkfs.ocfs2 (issue check 1), the o2net
-//! connection and keepalives for longer than the idle timeout (2), the request/status exchange
-//! of the kernel's DLM_QUERY_JOIN, and membership-level failure both ways (part of 6): our node
-//! killed and restarted, then the kernel killed and rebooted, and a clean stop.
+//! `kernel_node_and_ours_share_heartbeat_and_o2net` checks heartbeat both ways on one
+//! global-heartbeat volume made by mkfs.ocfs2 (issue check 1), the o2net connection and
+//! keepalives for longer than the idle timeout (2), the request/status exchange of the kernel's
+//! DLM_QUERY_JOIN, and a clean stop of our node.
 //!
-//! `kernel_dlmfs_and_our_dlm_exclude_each_other` (our node: kernel-guest/peer, o2hb + o2net +
-//! o2dlm's driver, until the daemon hosts the DLM) checks one dlmfs domain on both sides with
-//! each in the other's domain map (3), EX exclusion both ways with the value block handed over
-//! and our BAST (4, at the o2dlm API: dlmfs over FUSE is not wired yet), and mastery both ways
-//! (5), and the kernel's lock recovery when our node dies mastering and holding a lock it waits
-//! for (6). Recovery on our side and the kernel-side poll() on a BAST are still to do; see
-//! kernel-guest/README.md.
+//! `kernel_dlmfs_and_ours_exclude_each_other_and_recover` gives our node its dlmfs (FUSE) on a
+//! scratch mount and does on our side what a program does on the kernel's `/dlm`: one domain
+//! made by mkdir on both sides, each in the other's domain map (3); EX exclusion both ways with
+//! ETXTBSY for a trylock open, a blocking open that waits, the value block handed over by read
+//! and write, and each side's poll() reporting the other's BAST (4); mastery both ways, seen in
+//! both sides' locking_state (5); then failures (6): the kernel node killed while it masters a
+//! lock we hold and one we wait for, our node recovering the domain and granting the waiter
+//! (`o2cb status` shows the recovery), the kernel rebooted and rejoining; then our node killed
+//! while it masters and holds a lock the kernel waits for, the kernel recovering, and ours
+//! restarted and rejoining.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Namespaces of this test are `o2cb-ki-PID`: one per test process, so that runs in separate
@@ -124,12 +127,13 @@ fn remove_namespaces() {
     }
 }
 
-/// Everything this test started: processes, the namespace, the scratch directory. Drop ends the
-/// processes and removes the namespace even when the test panics, and then prints the logs that
-/// tell why.
+/// Everything this test started: processes, the namespace, our node's dlmfs mount, the scratch
+/// directory. Drop ends the processes, detaches the mount and removes the namespace even when
+/// the test panics, and then prints the logs that tell why.
 struct Harness {
     dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
+    mounts: Vec<PathBuf>,
 }
 
 impl Harness {
@@ -143,6 +147,7 @@ impl Harness {
         let h = Harness {
             dir,
             children: Vec::new(),
+            mounts: Vec::new(),
         };
         run_ok(Command::new("ip").args(["-n", ns(), "link", "set", "lo", "up"]));
         run_ok(Command::new("ip").args(["-n", ns(), "tuntap", "add", TAP, "mode", "tap"]));
@@ -216,6 +221,10 @@ impl Drop for Harness {
         for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // A FUSE mount whose daemon is gone answers ENOTCONN until detached.
+        for m in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
         }
         remove_namespaces();
         if std::thread::panicking() {
@@ -391,7 +400,15 @@ struct PeerView {
 }
 
 impl Peer {
-    fn start(h: &mut Harness, o2cb: &Path, conf: &Path, sysconfig: &Path, volume: &Path) -> Peer {
+    /// Starts the daemon, with its dlmfs mounted on `dlmfs` if given.
+    fn start(
+        h: &mut Harness,
+        o2cb: &Path,
+        conf: &Path,
+        sysconfig: &Path,
+        volume: &Path,
+        dlmfs: Option<&Path>,
+    ) -> Peer {
         let rundir = h.path("run");
         std::fs::create_dir_all(&rundir).expect("runtime directory");
         let log = h.path("peer.err");
@@ -404,23 +421,28 @@ impl Peer {
                     .expect("our node's log"),
             )
         };
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns()])
+        // Into the namespace's network only (`ip netns exec` would also give it a mount
+        // namespace of its own, hiding its dlmfs mount from this test).
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns()))
             .arg(o2cb)
             .arg("--config-file")
             .arg(conf)
-            // No dlmfs: its default mount point is the host's /dlm, outside what this test
-            // owns (the DLM checks use kernel-guest/peer until they move to a scratch mount).
-            .args([
-                "node",
-                "run",
-                "--no-dlmfs",
-                "--node",
-                OUR_NODE.0,
-                "--sysconfig",
-            ])
-            .arg(sysconfig)
-            .arg("--region-path")
+            .args(["node", "run", "--node", OUR_NODE.0, "--sysconfig"])
+            .arg(sysconfig);
+        match dlmfs {
+            Some(dir) => {
+                if !h.mounts.iter().any(|m| m == dir) {
+                    h.mounts.push(dir.to_path_buf());
+                }
+                cmd.arg("--dlmfs").arg(dir);
+            }
+            // The default mount point is the host's /dlm, outside what this test owns.
+            None => {
+                cmd.arg("--no-dlmfs");
+            }
+        }
+        cmd.arg("--region-path")
             .arg(volume)
             .env("O2CB_RUNTIME_DIR", &rundir)
             .stdin(Stdio::null())
@@ -436,12 +458,14 @@ impl Peer {
         }
     }
 
-    /// An `o2cb` command addressed to our node; None while the daemon does not answer.
-    fn ask(&self, cmd: &str) -> Option<String> {
+    /// An `o2cb` command (its name, then its arguments) addressed to our node; None while the
+    /// daemon does not answer.
+    fn ask(&self, cmd: &[&str]) -> Option<String> {
         let out = Command::new(&self.o2cb)
             .arg("--config-file")
             .arg(&self.conf)
-            .args([cmd, "--node", OUR_NODE.0, "--sysconfig"])
+            .args(cmd)
+            .args(["--node", OUR_NODE.0, "--sysconfig"])
             .arg(&self.sysconfig)
             .env("O2CB_RUNTIME_DIR", &self.rundir)
             .output()
@@ -454,7 +478,7 @@ impl Peer {
     fn view(&self) -> PeerView {
         let mut view = PeerView::default();
         let kernel = KERNEL_NODE.1.to_string();
-        if let Some(status) = self.ask("status") {
+        if let Some(status) = self.ask(&["status"]) {
             if let Some(line) = status
                 .lines()
                 .find_map(|l| l.strip_prefix("Nodes in O2CB cluster:"))
@@ -465,7 +489,7 @@ impl Peer {
                     .collect();
             }
         }
-        if let Some(nodes) = self.ask("nodes") {
+        if let Some(nodes) = self.ask(&["nodes"]) {
             if let Some(row) = nodes
                 .lines()
                 .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -475,7 +499,7 @@ impl Peer {
                 view.connected = row.get(4).unwrap_or(&"").to_string();
             }
         }
-        if let Some(conns) = self.ask("list-connections") {
+        if let Some(conns) = self.ask(&["list-connections"]) {
             if let Some(row) = conns
                 .lines()
                 .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -798,15 +822,15 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     let Setup {
         mut h,
         mut g,
-        guest_dir,
         volume,
         region,
         conf,
         sysconfig,
+        ..
     } = setup();
 
     // 1 and 2: heartbeat and o2net.
-    let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume);
+    let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume, None);
     let log = wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
     assert!(
         log.contains(&format!("o2hb: Heartbeat started on region {region} (vda)")),
@@ -857,22 +881,13 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
 
     // o2net messages: a dlmfs domain made on the kernel side sends us DLM_QUERY_JOIN and
     // waits for our status reply; mkdir returns once the kernel has it, with the kernel in its
-    // own domain map. (Our node in that map too is check 3, once the daemon hosts the DLM.)
+    // own domain map (this node has no dlmfs: our node in that map is the second test's).
     let before = peer.view();
     let (rc, out) = g.run("timeout 60 mkdir /dlm/kidom");
     assert_eq!(rc, 0, "mkdir /dlm/kidom in the guest: {out}");
     let state = g.sh("cat /sys/kernel/debug/o2dlm/kidom/dlm_state");
-    let domain_map: BTreeSet<u8> = state
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Domain Map:"))
-        .map(|m| {
-            m.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
     assert!(
-        domain_map.contains(&KERNEL_NODE.1),
+        domain_map(&state).contains(&KERNEL_NODE.1),
         "the kernel's dlm_state for kidom:\n{state}"
     );
     let after = peer.view();
@@ -884,50 +899,6 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
         (after.state.as_str(), after.connected.as_str()),
         ("connected", "yes")
     );
-
-    // 6 (membership): our node dies; the kernel declares it dead and carries on without
-    // fencing (it is the only live node); ours restarts and rejoins.
-    h.kill("peer");
-    let limit = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD + 10));
-    wait_for(
-        "the kernel to drop our node from o2hb/livenodes",
-        limit,
-        || {
-            (g.node_list("/sys/kernel/debug/o2hb/livenodes") == [KERNEL_NODE.1].into())
-                .then_some(())
-        },
-    );
-    wait_for("the kernel to drop the connection", limit, || {
-        (!g.node_list("/sys/kernel/debug/o2net/connected_nodes")
-            .contains(&OUR_NODE.1))
-        .then_some(())
-    });
-    let log = g.dmesg();
-    assert!(
-        !log.contains("fencing this node"),
-        "the kernel fenced itself:\n{log}"
-    );
-    let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume);
-    wait_joined(&mut g, &peer, 1, Duration::from_secs(90));
-
-    // The reverse: the kernel node dies (qemu killed: no clean heartbeat stop); ours declares it
-    // dead, closes the connection, and does not fence (it holds the lowest node). Then the
-    // kernel boots again and rejoins.
-    drop(g);
-    h.kill("qemu");
-    wait_for("our node to declare the kernel node dead", limit, || {
-        let v = peer.view();
-        (v.live == [OUR_NODE.1].into() && v.heartbeat != "live" && v.connected == "no")
-            .then_some(())
-    });
-    assert!(
-        h.running("peer"),
-        "our node exited (fenced?):\n{}",
-        peer.log()
-    );
-    let mut g = Guest::boot(&mut h, &guest_dir, &volume);
-    configure_guest(&mut g);
-    wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
 
     // A clean stop of our node writes the generation-0 block and the kernel sees it leave.
     assert!(
@@ -943,107 +914,74 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     h.kill("qemu");
 }
 
-/// Builds kernel-guest/peer with the workspace's Cargo.lock (copied into a build directory under
-/// target/, so that the versions are the workspace's and no tracked file changes).
-fn build_peer() -> PathBuf {
-    let root = workspace_root();
-    let build = root.join("target/kernel-guest/peer-build");
-    std::fs::create_dir_all(&build).expect("peer build directory");
-    let manifest = std::fs::read_to_string(root.join("kernel-guest/peer/Cargo.toml"))
-        .expect("kernel-guest/peer/Cargo.toml");
-    let src = root.join("kernel-guest/peer/src/main.rs");
-    let manifest = manifest
-        .replace("\"../../", &format!("\"{}/", root.display()))
-        .replace(
-            "[dependencies]",
-            &format!(
-                "[[bin]]\nname = \"o2cb-kernel-peer\"\npath = \"{}\"\n\n[dependencies]",
-                src.display()
-            ),
-        );
-    std::fs::write(build.join("Cargo.toml"), manifest).expect("peer manifest");
-    std::fs::copy(root.join("Cargo.lock"), build.join("Cargo.lock")).expect("Cargo.lock");
-    let target = root.join("target/kernel-guest/peer-target");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_ok(
-        Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(build.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target),
-    );
-    target.join("release/o2cb-kernel-peer")
+/// A lock file on our dlmfs mount opened read-write (EX), created if missing, with O_NONBLOCK
+/// for a trylock, as a program would.
+fn dlm_open(path: &Path, trylock: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(true).create(true).mode(0o600);
+    if trylock {
+        o.custom_flags(libc::O_NONBLOCK);
+    }
+    o.open(path)
 }
 
-/// kernel-guest/peer: our node with o2dlm's driver, driven by line commands (see its docs).
-struct DlmPeer {
-    stdin: std::process::ChildStdin,
-    lines: Arc<Mutex<Vec<String>>>,
+/// A blocking [`dlm_open`] in a thread of its own: the receiver gets the file (or the error)
+/// when the open returns.
+fn dlm_open_in_background(
+    path: PathBuf,
+) -> std::sync::mpsc::Receiver<std::io::Result<std::fs::File>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(dlm_open(&path, false));
+    });
+    rx
 }
 
-impl DlmPeer {
-    fn start(h: &mut Harness, bin: &Path, conf: &Path, sysconfig: &Path, volume: &Path) -> DlmPeer {
-        let err = std::fs::File::create(h.path("peer.err")).expect("peer.err");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns()])
-            .arg(bin)
-            .arg(conf)
-            .arg(sysconfig)
-            .arg(OUR_NODE.0)
-            .arg(volume)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err));
-        let mut child = cmd.spawn().expect("start our DLM node");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let out = child.stdout.take().expect("piped stdout");
-        h.children.push(("peer".into(), child));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let log = h.path("peer.out");
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(log).ok();
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(f) = file.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Ok(mut v) = sink.lock() {
-                    v.push(line);
-                }
-            }
-        });
-        DlmPeer { stdin, lines }
-    }
-
-    fn send(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").expect("command to our DLM node");
-    }
-
-    /// The first line starting with `prefix` printed after line number `from`.
-    fn line_after(&self, from: usize, prefix: &str) -> Option<String> {
-        let v = self.lines.lock().ok()?;
-        v.iter().skip(from).find(|l| l.starts_with(prefix)).cloned()
-    }
-
-    fn mark(&self) -> usize {
-        self.lines.lock().map(|v| v.len()).unwrap_or(0)
-    }
-
-    /// Sends `cmd` and waits for its answer, the first new line starting with one of
-    /// `answers`.
-    fn ask(&mut self, cmd: &str, answers: &[&str], limit: Duration) -> String {
-        let from = self.mark();
-        self.send(cmd);
-        wait_for(&format!("our DLM node's answer to {cmd:?}"), limit, || {
-            answers.iter().find_map(|a| self.line_after(from, a))
-        })
-    }
+/// The value block of a lock file, up to its first NUL (read at offset 0, as dlmfs wants).
+fn lvb_text(file: &std::fs::File) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 64];
+    let n = file.read_at(&mut buf, 0).expect("read of the value block");
+    let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The kernel's `Domain Map:` of a dlmfs domain, from its debugfs dlm_state.
-fn kernel_domain_map(g: &mut Guest, domain: &str) -> BTreeSet<u8> {
-    let state = g.sh(&format!("cat /sys/kernel/debug/o2dlm/{domain}/dlm_state"));
-    state
+/// Whether poll(2) reports POLLIN (dlmfs' sign of a BAST: another node wants the lock) on
+/// `file` within `limit`.
+fn polls_in(file: &std::fs::File, limit: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: p is one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The master of lock resource `name` in a locking_state dump (the kernel's debugfs file and
+/// `o2cb lockdump` share the format): the owner field of the LRES line after its NAME line.
+fn lres_owner(dump: &str, name: &str) -> Option<u8> {
+    let mut lines = dump.lines();
+    lines
+        .by_ref()
+        .find(|l| l.strip_prefix("NAME:") == Some(name))?;
+    lines
+        .next()?
+        .strip_prefix("LRES:")?
+        .split(',')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The `Domain Map:` of a dlm_state dump (the kernel's debugfs file or `o2cb lockdump --dump
+/// dlm_state`).
+fn domain_map(dlm_state: &str) -> BTreeSet<u8> {
+    dlm_state
         .lines()
         .find_map(|l| l.trim().strip_prefix("Domain Map:"))
         .map(|m| {
@@ -1054,143 +992,265 @@ fn kernel_domain_map(g: &mut Guest, domain: &str) -> BTreeSet<u8> {
         .unwrap_or_default()
 }
 
+/// The kernel's debugfs dump `file` of domain `DOMAIN`.
+fn kernel_dump(g: &mut Guest, file: &str) -> String {
+    g.sh(&format!("cat /sys/kernel/debug/o2dlm/{DOMAIN}/{file}"))
+}
+
+/// Our node's `o2cb lockdump DOMAIN --dump file`.
+fn our_dump(peer: &Peer, file: &str) -> String {
+    peer.ask(&["lockdump", DOMAIN, "--dump", file])
+        .unwrap_or_else(|| panic!("o2cb lockdump {DOMAIN} --dump {file} failed"))
+}
+
+/// What the guest's dlmtool (kernel-guest/dlmtool.c) started with `&` has printed to `out`, once
+/// it has printed `line`.
+fn wait_guest_line(g: &mut Guest, out: &str, line: &str, limit: Duration) -> String {
+    wait_for(&format!("{line:?} in the guest's {out}"), limit, || {
+        let (_, text) = g.run(&format!("cat {out}"));
+        text.lines().any(|l| l == line).then_some(text)
+    })
+}
+
+/// The dlmfs domain both sides use.
+const DOMAIN: &str = "kidom";
+
 #[test]
-fn kernel_dlmfs_and_our_dlm_exclude_each_other() {
+fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let peer_bin = build_peer();
+    let o2cb = build_o2cb();
+    eprintln!("our node: {}", o2cb.display());
     let Setup {
         mut h,
         mut g,
+        guest_dir,
         volume,
         conf,
         sysconfig,
         ..
     } = setup();
-    let mut peer = DlmPeer::start(&mut h, &peer_bin, &conf, &sysconfig, &volume);
+    let mount = h.path("dlm");
+    std::fs::create_dir(&mount).expect("our dlmfs mount point");
+    let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume, Some(&mount));
+    wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
     let both: BTreeSet<u8> = [OUR_NODE.1, KERNEL_NODE.1].into();
-    let limit = Duration::from_secs(90);
-    wait_for("heartbeat and o2net both ways", limit, || {
-        let up = peer
-            .line_after(0, &format!("node-up {}", KERNEL_NODE.1))
-            .is_some();
-        (up && g.node_list("/sys/kernel/debug/o2hb/livenodes") == both
-            && g.node_list("/sys/kernel/debug/o2net/connected_nodes")
-                .contains(&OUR_NODE.1))
-        .then_some(())
-    });
+    let limit = Duration::from_secs(60);
+    let file = |name: &str| mount.join(DOMAIN).join(name);
 
-    // 3: the same domain on both sides, each in the other's domain map.
-    let (rc, out) = g.run("timeout 60 mkdir /dlm/kidom");
-    assert_eq!(rc, 0, "mkdir /dlm/kidom in the guest: {out}");
-    let joined = peer.ask("join kidom", &["joined", "error"], limit);
-    assert_eq!(joined, "joined kidom members=0,1");
+    // 3: the same domain made by mkdir on both sides, each in the other's domain map.
+    let (rc, out) = g.run(&format!("timeout 60 mkdir /dlm/{DOMAIN}"));
+    assert_eq!(rc, 0, "mkdir /dlm/{DOMAIN} in the guest: {out}");
+    std::fs::create_dir(mount.join(DOMAIN)).expect("mkdir of the domain on our dlmfs");
     let log = g.dmesg();
     assert!(
-        log.contains("o2dlm: Node 0 joins domain kidom"),
+        log.contains(&format!("o2dlm: Node 0 joins domain {DOMAIN}")),
         "kernel log:\n{log}"
     );
-    assert_eq!(kernel_domain_map(&mut g, "kidom"), both);
+    assert_eq!(domain_map(&kernel_dump(&mut g, "dlm_state")), both);
+    assert_eq!(domain_map(&our_dump(&peer, "dlm_state")), both);
 
-    // 4 and 5, the kernel first: it masters klock and holds it EX through /dlm with its value
-    // block written; our trylock is refused, our blocking lock waits until the kernel's holder
-    // closes the file, and is granted with the kernel's value block.
-    g.sh("(exec 3<>/dlm/kidom/klock; printf kernel-lvb >&3; sleep 12) >/dev/null 2>&1 &");
-    wait_for("the kernel to hold klock", limit, || {
-        g.sh("cat /sys/kernel/debug/o2dlm/kidom/locking_state")
-            .contains("NAME:klock")
+    // 4, 5 and the kernel's poll(): the kernel masters klock and holds it EX through its /dlm
+    // with its value block written, polling the file. Our trylock open fails with ETXTBSY and
+    // sends no BAST; our blocking open waits, its BAST makes the kernel's poll() report POLLIN,
+    // and once the kernel's holder closes (3 s later) we get the lock with the kernel's value
+    // block.
+    g.sh(&format!(
+        "dlmtool -w kernel-lvb -p 120 -s 3 /dlm/{DOMAIN}/klock > /tmp/klock 2>&1 &"
+    ));
+    wait_guest_line(&mut g, "/tmp/klock", "wrote", limit);
+    let busy = dlm_open(&file("klock"), true).map(|_| ());
+    assert_eq!(
+        busy.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ETXTBSY)),
+        "our trylock open of klock while the kernel holds EX"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let out = g.sh("cat /tmp/klock");
+    assert!(!out.contains("poll:"), "a BAST from our trylock:\n{out}");
+    let waiter = dlm_open_in_background(file("klock"));
+    let out = wait_guest_line(&mut g, "/tmp/klock", "poll: POLLIN", limit);
+    if !out.contains("closed") {
+        assert!(
+            waiter.try_recv().is_err(),
+            "our open returned while the kernel holds klock EX"
+        );
+    }
+    let klock = waiter
+        .recv_timeout(limit)
+        .expect("our open of klock never returned")
+        .expect("our open of klock");
+    assert_eq!(lvb_text(&klock), "kernel-lvb");
+    let out = g.sh("cat /tmp/klock");
+    assert!(out.ends_with("closed\n"), "the kernel's dlmtool:\n{out}");
+    assert_eq!(
+        lres_owner(&kernel_dump(&mut g, "locking_state"), "klock"),
+        Some(KERNEL_NODE.1)
+    );
+    assert_eq!(
+        lres_owner(&our_dump(&peer, "locking_state"), "klock"),
+        Some(KERNEL_NODE.1)
+    );
+    // klock stays open (EX, mastered by the kernel) until the kernel node dies below.
+
+    // 4 and 5, ours first: we master olock and hold it EX with our value block written. The
+    // kernel's trylock gets ETXTBSY; its blocking open waits and its BAST makes our poll()
+    // report POLLIN; our close hands it the lock and our value block.
+    let olock = dlm_open(&file("olock"), false).expect("our open of olock");
+    std::os::unix::fs::FileExt::write_at(&olock, b"rust-lvb", 0).expect("our value block");
+    assert_eq!(
+        lres_owner(&our_dump(&peer, "locking_state"), "olock"),
+        Some(OUR_NODE.1)
+    );
+    let (rc, out) = g.run(&format!("dlmtool -n /dlm/{DOMAIN}/olock"));
+    assert_eq!(
+        (rc, out.as_str()),
+        (1, "open: ETXTBSY\n"),
+        "the kernel's trylock of olock"
+    );
+    assert!(
+        !polls_in(&olock, Duration::from_secs(1)),
+        "a BAST from the kernel's trylock"
+    );
+    g.sh(&format!("dlmtool /dlm/{DOMAIN}/olock > /tmp/olock 2>&1 &"));
+    assert!(
+        polls_in(&olock, limit),
+        "no POLLIN on our olock after the kernel's request"
+    );
+    let out = g.sh("cat /tmp/olock");
+    assert!(
+        !out.contains("opened"),
+        "the kernel opened olock while we hold EX:\n{out}"
+    );
+    drop(olock);
+    let out = wait_guest_line(&mut g, "/tmp/olock", "closed", limit);
+    assert_eq!(out, "opened\nlvb=rust-lvb\nclosed\n");
+    assert_eq!(
+        lres_owner(&kernel_dump(&mut g, "locking_state"), "olock"),
+        Some(OUR_NODE.1)
+    );
+
+    // 6, recovery on our side: the kernel node dies (qemu killed) while it masters and holds
+    // klost, which our open waits for, and masters klock, which we hold. Our node declares it
+    // dead, does not fence, recovers the domain as its recovery master; our waiter gets klost
+    // and we keep klock, both now mastered by us.
+    g.sh(&format!(
+        "dlmtool -w kernel-gone -p 120 -s 600 /dlm/{DOMAIN}/klost > /tmp/klost 2>&1 &"
+    ));
+    wait_guest_line(&mut g, "/tmp/klost", "wrote", limit);
+    let waiter = dlm_open_in_background(file("klost"));
+    wait_guest_line(&mut g, "/tmp/klost", "poll: POLLIN", limit);
+    assert_eq!(
+        lres_owner(&kernel_dump(&mut g, "locking_state"), "klost"),
+        Some(KERNEL_NODE.1)
+    );
+    drop(g);
+    h.kill("qemu");
+    let dead = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD + 10));
+    wait_for("our node to declare the kernel node dead", dead, || {
+        let v = peer.view();
+        (v.live == [OUR_NODE.1].into() && v.heartbeat != "live" && v.connected == "no")
             .then_some(())
     });
-    let tried = peer.ask(
-        "lock klock ex try",
-        &["granted klock", "lockerr klock"],
-        limit,
-    );
+    let klost = waiter
+        .recv_timeout(limit)
+        .expect("our waiter on klost was not granted after the kernel node died")
+        .expect("our open of klost");
     assert!(
-        tried.contains("DLM_NOTQUEUED"),
-        "our trylock of klock: {tried}"
+        h.running("peer"),
+        "our node exited (fenced?):\n{}",
+        peer.log()
     );
-    let from = peer.mark();
-    let asked = Instant::now();
-    peer.send("lock klock ex");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        peer.line_after(from, "granted klock"),
-        None,
-        "granted while the kernel holds EX"
-    );
-    let granted = wait_for("our EX on klock once the kernel lets go", limit, || {
-        peer.line_after(from, "granted klock")
-            .or_else(|| peer.line_after(from, "lockerr klock"))
-    });
-    assert_eq!(granted, "granted klock lvb=kernel-lvb owner=1");
+    // Once idle, the line keeps only the count (the kernel's dlm_state forgets the dead node
+    // and the recovery master too).
+    let status = peer.ask(&["status"]).expect("o2cb status");
     assert!(
-        asked.elapsed() >= Duration::from_secs(5),
-        "granted before the kernel's holder closed"
+        status.contains(&format!(
+            "Recovery of domain {DOMAIN}: idle, dead node none, recovery master none, to recover: none, completed: 1\n"
+        )),
+        "o2cb status:\n{status}"
     );
+    let dump = our_dump(&peer, "locking_state");
+    assert_eq!(lres_owner(&dump, "klost"), Some(OUR_NODE.1), "{dump}");
+    assert_eq!(lres_owner(&dump, "klock"), Some(OUR_NODE.1), "{dump}");
     assert_eq!(
-        peer.ask("unlock klock", &["unlocked", "error"], limit),
-        "unlocked klock"
+        domain_map(&our_dump(&peer, "dlm_state")),
+        [OUR_NODE.1].into()
     );
 
-    // 4 and 5, ours first: we master olock and hold it EX with our value block; the kernel's
-    // open of the file waits and sends us a BAST; our unlock hands the kernel our value block.
+    // The kernel boots again and rejoins the cluster and the domain; the locks we kept exclude
+    // its trylocks, and it finds us their master.
+    let mut g = Guest::boot(&mut h, &guest_dir, &volume);
+    configure_guest(&mut g);
+    wait_joined(&mut g, &peer, 0, Duration::from_secs(90));
+    let (rc, out) = g.run(&format!("timeout 60 mkdir /dlm/{DOMAIN}"));
+    assert_eq!(rc, 0, "mkdir /dlm/{DOMAIN} in the rebooted guest: {out}");
+    assert_eq!(domain_map(&kernel_dump(&mut g, "dlm_state")), both);
+    for name in ["klock", "klost"] {
+        let (rc, out) = g.run(&format!("dlmtool -n /dlm/{DOMAIN}/{name}"));
+        assert_eq!(
+            (rc, out.as_str()),
+            (1, "open: ETXTBSY\n"),
+            "the kernel's trylock of {name}"
+        );
+    }
     assert_eq!(
-        peer.ask("lock olock ex", &["granted olock", "lockerr olock"], limit),
-        "granted olock lvb= owner=0"
-    );
-    assert_eq!(
-        peer.ask("setlvb olock rust-lvb", &["lvb", "error"], limit),
-        "lvb olock"
-    );
-    g.sh("rm -f /tmp/got; (exec 3<>/dlm/kidom/olock; cat <&3 > /tmp/got.part; mv /tmp/got.part /tmp/got; sleep 5) >/dev/null 2>&1 &");
-    let bast = wait_for("a BAST from the kernel's request", limit, || {
-        let b = peer.ask("bast olock", &["bast olock"], limit);
-        (b != "bast olock none").then_some(b)
-    });
-    assert_eq!(bast, "bast olock ex");
-    let (rc, _) = g.run("test -e /tmp/got");
-    assert_ne!(rc, 0, "the kernel opened olock while we hold EX");
-    assert_eq!(
-        peer.ask("unlock olock", &["unlocked", "error"], limit),
-        "unlocked olock"
-    );
-    let got = wait_for("the kernel's open of olock after our unlock", limit, || {
-        let (rc, out) = g.run("cat /tmp/got");
-        (rc == 0).then_some(out)
-    });
-    assert!(
-        got.starts_with("rust-lvb\0"),
-        "the kernel read {got:?} from olock's value block"
+        lres_owner(&kernel_dump(&mut g, "locking_state"), "klock"),
+        Some(OUR_NODE.1)
     );
 
-    // 6 (DLM, the kernel's side): our node dies while it masters and holds rlock EX and the
-    // kernel waits for it; the kernel recovers the domain and its waiter gets the lock.
-    assert_eq!(
-        peer.ask("lock rlock ex", &["granted rlock", "lockerr rlock"], limit),
-        "granted rlock lvb= owner=0"
+    // 6, recovery on the kernel's side: our node dies (SIGKILL) while it masters and holds
+    // klock and the kernel waits for it. The kernel declares it dead, does not fence, recovers
+    // the domain, and its waiter gets the lock. Our node restarts (mounting dlmfs again over
+    // the dead mount) and rejoins the cluster and the domain.
+    g.sh(&format!("dlmtool /dlm/{DOMAIN}/klock > /tmp/klock2 2>&1 &"));
+    assert!(
+        polls_in(&klock, limit),
+        "no POLLIN on our klock after the kernel's request"
     );
-    g.sh("rm -f /tmp/rgot; (exec 3<>/dlm/kidom/rlock; echo granted > /tmp/rgot; sleep 5) >/dev/null 2>&1 &");
-    wait_for("the kernel's request for rlock", limit, || {
-        let b = peer.ask("bast rlock", &["bast rlock"], limit);
-        (b == "bast rlock ex").then_some(())
-    });
     h.kill("peer");
-    let dead = Duration::from_millis(HB_PERIOD_MS * u64::from(DEAD_THRESHOLD + 20));
-    let log = wait_for("the kernel to recover kidom without our node", dead, || {
-        let log = g.dmesg();
-        log.contains("o2dlm: End recovery on domain kidom")
-            .then_some(log)
-    });
+    drop((klock, klost));
+    wait_for(
+        "the kernel to drop our node from o2hb/livenodes",
+        dead,
+        || {
+            (g.node_list("/sys/kernel/debug/o2hb/livenodes") == [KERNEL_NODE.1].into())
+                .then_some(())
+        },
+    );
+    let log = wait_for(
+        "the kernel to recover the domain without our node",
+        dead,
+        || {
+            let log = g.dmesg();
+            log.contains(&format!("o2dlm: End recovery on domain {DOMAIN}"))
+                .then_some(log)
+        },
+    );
     assert!(
-        log.contains("o2dlm: Begin recovery on domain kidom for node 0"),
+        log.contains(&format!(
+            "o2dlm: Begin recovery on domain {DOMAIN} for node 0"
+        )),
         "kernel log:\n{log}"
     );
-    wait_for("the kernel's waiter on rlock to get it", dead, || {
-        (g.run("test -e /tmp/rgot").0 == 0).then_some(())
-    });
-    assert_eq!(kernel_domain_map(&mut g, "kidom"), [KERNEL_NODE.1].into());
+    let out = wait_guest_line(&mut g, "/tmp/klock2", "closed", limit);
+    assert!(out.starts_with("opened\n"), "the kernel's dlmtool:\n{out}");
+    assert_eq!(
+        domain_map(&kernel_dump(&mut g, "dlm_state")),
+        [KERNEL_NODE.1].into()
+    );
     assert!(
-        !g.dmesg().contains("fencing this node"),
-        "the kernel fenced itself"
+        !g.node_list("/sys/kernel/debug/o2net/connected_nodes")
+            .contains(&OUR_NODE.1),
+        "the kernel still lists our dead node connected"
+    );
+    let peer = Peer::start(&mut h, &o2cb, &conf, &sysconfig, &volume, Some(&mount));
+    wait_joined(&mut g, &peer, 1, Duration::from_secs(90));
+    std::fs::create_dir(mount.join(DOMAIN)).expect("mkdir of the domain on our new mount");
+    assert_eq!(domain_map(&kernel_dump(&mut g, "dlm_state")), both);
+    assert_eq!(domain_map(&our_dump(&peer, "dlm_state")), both);
+    let log = g.dmesg();
+    assert!(
+        !log.contains("fencing this node"),
+        "the kernel fenced itself:\n{log}"
     );
 }
