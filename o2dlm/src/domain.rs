@@ -2159,6 +2159,22 @@ impl DomainCore {
             node: c.node_idx,
             cookie: c.cookie,
         };
+        if let Some((queue, lock)) = engine.find(id) {
+            // The requester asks again because our answer was lost with its connection:
+            // the request stands, and a grant it missed is sent again.
+            if queue == QueueKind::Granted {
+                let wants_lvb = c.flags.contains(LkmFlags::GET_LVB)
+                    || (c.flags.contains(LkmFlags::VALBLK) && lock.mode >= LockMode::Pr);
+                let ast = Delivery::Ast {
+                    lock: id,
+                    mode: lock.mode,
+                    lvb: wants_lvb.then_some(*engine.lvb()),
+                };
+                let msg = ast.to_proxy_ast(self.cfg.node, c.name);
+                self.send(c.node_idx, DlmMessage::ProxyAst(msg), Sent::Notice);
+            }
+            return DlmStatus::Normal.to_wire();
+        }
         let status = match engine.request(id, c.requested_type, c.flags) {
             Ok(_) => DlmStatus::Normal,
             Err(s) => s,
