@@ -15,9 +15,10 @@
 //!   itself (its container exits with the fence status) while the other two keep serving,
 //!   locks included;
 //! - reconnected and started again, it rejoins;
-//! - (ignored until o2dlm recovers a dead master's locks) `docker kill` of a lock holder lets
-//!   the waiter in after the dead threshold, and a counter the three nodes increment under a
-//!   lock has every increment exactly once.
+//! - `docker kill` of the node that masters a counter lock and holds it mid-increment while the
+//!   other two wait on it: they get it only after the dead threshold, once recovery moved it to
+//!   one of them, and the counter has every completed increment exactly once and the killed
+//!   node's in-flight one not at all.
 //!
 //! Needs a Docker engine with Compose (`docker compose` or `docker-compose`); without one the
 //! tests fail, they do not skip. Everything they make (containers, network, volume, image) is
@@ -504,26 +505,72 @@ fn lock_blocks(c: &Cluster, holder: usize, others: &[usize], name: &str, under: 
     }
 }
 
-/// One increment of the shared counter file: a line `N NODE` where N is one more than the
-/// number of lines before. Done under the lock, line N is N for every N; an increment that
-/// ran outside the lock (two holders at once) repeats a number.
-const INCREMENT: &str =
-    "n=$(wc -l < /shared/counter); echo \"$((n + 1)) $O2CB_NODE\" >> /shared/counter";
+/// One increment of the shared counter file: a line `N NODE T` where N is one more than the
+/// number of lines before and T the kernel's uptime (/proc/uptime, one clock for the
+/// containers and the test) when the command began under the lock. `hold` runs between the
+/// read and the append: a short sleep paces the nodes (waiters queue up behind each holder,
+/// so the nodes take turns). Done under the lock, line N is N for every N; an increment made
+/// outside the lock (two holders at once) repeats a number.
+fn increment(hold: &str) -> String {
+    format!(
+        "read t x < /proc/uptime; n=$(wc -l < /shared/counter); {hold}; \
+         echo \"$((n + 1)) $O2CB_NODE $t\" >> /shared/counter"
+    )
+}
 
-/// Checks the counter file: line i is `i NODE`, every number once, in order.
-fn check_counter(text: &str) -> Vec<String> {
-    let mut writers = Vec::new();
+/// How long an increment holds the counter lock between its read and its append.
+const PACE: &str = "0.05";
+
+/// One line of the counter file.
+#[derive(Debug)]
+struct Increment {
+    node: String,
+    /// Uptime in seconds when the increment began under the lock.
+    began: f64,
+}
+
+/// Checks the counter file: line i is `i NODE T`, every number once, in order.
+fn check_counter(text: &str) -> Vec<Increment> {
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let mut w = line.split_whitespace();
+        let w: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
-            w.next().and_then(|n| n.parse::<usize>().ok()),
+            w.first().and_then(|n| n.parse::<usize>().ok()),
             Some(i + 1),
             "counter line {} is {line:?}: an increment was lost or made twice:\n{text}",
             i + 1
         );
-        writers.push(w.next().unwrap_or("").to_string());
+        let began = w.get(2).and_then(|t| t.parse::<f64>().ok());
+        let (Some(node), Some(began), 3) = (w.get(1), began, w.len()) else {
+            panic!(
+                "counter line {} is {line:?}, not `N NODE UPTIME`:\n{text}",
+                i + 1
+            )
+        };
+        lines.push(Increment {
+            node: node.to_string(),
+            began,
+        });
     }
-    writers
+    lines
+}
+
+/// The kernel's uptime in seconds, the clock of the counter lines.
+fn uptime() -> f64 {
+    let text = std::fs::read_to_string("/proc/uptime").expect("/proc/uptime");
+    text.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("/proc/uptime is {text:?}"))
+}
+
+/// The master of lock `name` in an `o2cb lockdump` (locking_state) dump: the owner field of
+/// the `LRES:` line after `NAME:name`.
+fn owner_of(dump: &str, name: &str) -> Option<u8> {
+    let mut lines = dump.lines();
+    lines.find(|l| l.strip_prefix("NAME:") == Some(name))?;
+    let lres = lines.next()?.strip_prefix("LRES:")?;
+    lres.split(',').nth(1)?.parse().ok()
 }
 
 /// The columns of node `n`'s row of an `o2cb nodes` table.
@@ -703,11 +750,10 @@ fn a_cluster_in_containers_survives_kill_partition_and_restart() {
     c.wait_formed(&all, Duration::from_secs(60));
 }
 
-/// Increments each node makes under the counter lock.
-const INCREMENTS: usize = 30;
+/// Increments node1 and node2 each make under the counter lock.
+const INCREMENTS: usize = 10;
 
 #[test]
-#[ignore = "recovery now runs (node1 becomes recovery master and moves the resources), but node0 finishes all its increments before the counter shows half of them, so the kill lands too late to test anything: the workload needs pacing"]
 fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
     let sysconfig = o2nm::O2cbSysconfig::load(&containers_dir().join("o2cb.sysconfig"))
         .expect("containers/o2cb.sysconfig");
@@ -717,61 +763,162 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
     check(&mut docker(&["exec", c.id(0), "touch", "/shared/counter"]));
     // Sessions that keep each node in the domain, so that the increments do not each join
     // and leave it.
-    for n in 1..3 {
-        c.spawn(n, &locked("ctest", &format!("keep{n}"), "sleep 600"));
+    for n in 0..3 {
+        let keep = locked(
+            "ctest",
+            &format!("keep{n}"),
+            &format!("touch /shared/kept{n}; sleep 600"),
+        );
+        c.spawn(n, &keep);
+        c.wait_shared(n, &format!("kept{n}"), Duration::from_secs(30));
     }
+    // node0 takes C first, so that it masters it: the node killed below is the holder and the
+    // master, and the survivors must recover C before either gets it.
+    check(&mut docker(&[
+        "exec",
+        c.id(0),
+        "sh",
+        "-c",
+        &locked("ctest", "C", &increment(&format!("sleep {PACE}"))),
+    ]));
+    // The three increment in turns: node1 and node2 INCREMENTS times each, node0 until it is
+    // told to stall; then node0's next increment stops under the lock after its read, before
+    // its append, and says so.
+    let stall = increment(
+        "echo $n > /shared/holding.new; mv /shared/holding.new /shared/holding; sleep 600",
+    );
     c.spawn(
         0,
-        &locked("ctest", "L", "echo node0 > /shared/holder; sleep 600"),
+        &format!(
+            "while [ ! -e /shared/stall ]; do {} 2>>/shared/err0 || exit 1; done; {}",
+            locked("ctest", "C", &increment(&format!("sleep {PACE}"))),
+            locked("ctest", "C", &stall)
+        ),
     );
-    c.wait_shared(1, "holder", Duration::from_secs(30));
-    c.spawn(1, &locked("ctest", "L", "echo node1 > /shared/after"));
-    for n in 0..3 {
+    for n in 1..3 {
         c.spawn(
             n,
             &format!(
-                "for i in $(seq {INCREMENTS}); do {} || exit 1; done; echo done > /shared/done{n}",
-                locked("ctest", "C", INCREMENT)
+                "s=done; for i in $(seq {INCREMENTS}); do {} 2>>/shared/err{n} || {{ s=failed; break; }}; done; \
+                 echo $s > /shared/done{n}.new; mv /shared/done{n}.new /shared/done{n}",
+                locked("ctest", "C", &increment(&format!("sleep {PACE}")))
             ),
         );
     }
-    // Killed while the three are incrementing.
+    let counter = || c.shared_file(1, "counter").unwrap_or_default();
+    let writers = |text: &str| {
+        let mut counts = [0; 3];
+        for l in text.lines() {
+            if let Some(n) = NODES
+                .iter()
+                .position(|&node| l.split_whitespace().nth(1) == Some(node))
+            {
+                counts[n] += 1;
+            }
+        }
+        counts
+    };
+    // Once the three have taken turns, node0 stalls holding C.
     let start = Instant::now();
-    while c
-        .shared_file(1, "counter")
-        .is_none_or(|t| t.lines().count() < INCREMENTS / 2)
-    {
+    while writers(&counter()).contains(&0) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "the counter did not reach {} within 60 s: {:?}",
-            INCREMENTS / 2,
-            c.shared_file(1, "counter")
+            "the three nodes did not each increment within 60 s:\n{}",
+            counter()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    check(&mut docker(&["kill", c.id(0)]));
-    let killed = Instant::now();
+    check(&mut docker(&["exec", c.id(0), "touch", "/shared/stall"]));
+    let (held, _) = c.wait_shared(1, "holding", Duration::from_secs(30));
+    let held: usize = held
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("/shared/holding is {held:?}"));
+
+    // node0 holds C mid-increment and masters it; node1 and node2, with increments left,
+    // wait on it and the counter stands still.
+    std::thread::sleep(Duration::from_secs(1));
+    let text = counter();
     assert_eq!(
-        c.shared_file(1, "after"),
-        None,
-        "node1 ran under L while node0 held it"
+        text.lines().count(),
+        held,
+        "the counter moved while node0 held C after reading {held}:\n{text}"
     );
-    c.wait_shared(1, "after", Duration::from_secs(60));
-    let waited = killed.elapsed();
-    assert!(
-        waited + Duration::from_millis(2 * PERIOD_MS) >= dead_time,
-        "node1 got node0's lock {waited:?} after the kill, before node0 could be declared dead ({dead_time:?})"
+    let before = writers(&text);
+    for n in 1..3 {
+        assert!(
+            before[n] < INCREMENTS,
+            "{} finished before node0 stalled: nobody waits on C:\n{text}",
+            NODES[n]
+        );
+    }
+    let dump = check(&mut docker(&["exec", c.id(1), "o2cb", "lockdump", "ctest"]));
+    assert_eq!(
+        owner_of(&dump, "C"),
+        Some(0),
+        "node1 does not see node0 mastering C:\n{dump}"
+    );
+
+    // The kill lands between these two readings of the clock.
+    let kill_sent = uptime();
+    check(&mut docker(&["kill", c.id(0)]));
+    let kill_done = uptime();
+    assert_eq!(
+        c.wait_exit(0, Duration::from_secs(10)),
+        128 + 9,
+        "node0's container exit status after docker kill (SIGKILL)"
     );
     for n in 1..3 {
-        c.wait_shared(n, &format!("done{n}"), Duration::from_secs(120));
+        let (status, _) = c.wait_shared(n, &format!("done{n}"), Duration::from_secs(60));
+        assert_eq!(
+            status.trim(),
+            "done",
+            "{}'s increments failed: {}",
+            NODES[n],
+            c.shared_file(n, &format!("err{n}")).unwrap_or_default()
+        );
     }
-    let text = c.shared_file(1, "counter").unwrap_or_default();
-    let writers = check_counter(&text);
-    let count = |node: &str| writers.iter().filter(|w| w.as_str() == node).count();
+
+    // Every completed increment once, node0's in-flight one not at all.
+    let text = counter();
+    let lines = check_counter(&text);
+    let count = |node: &str| lines.iter().filter(|l| l.node == node).count();
     assert_eq!(count("node1"), INCREMENTS, "node1's increments:\n{text}");
     assert_eq!(count("node2"), INCREMENTS, "node2's increments:\n{text}");
+    assert_eq!(
+        count("node0"),
+        before[0],
+        "node0's increments, {} before it stalled:\n{text}",
+        before[0]
+    );
+    // The first increment after node0's stalled one began once node0 was declared dead:
+    // not before the dead threshold (less a period: node0's last heartbeat may be a period
+    // older than the kill, and the others read a period apart; less the clock's 10 ms), and
+    // promptly after it (recovery of one lock between two nodes takes milliseconds).
+    let first = lines.get(held).expect("increments after the kill");
+    let waited = Duration::from_secs_f64((first.began - kill_sent).max(0.0));
+    let kill_took = Duration::from_secs_f64(kill_done - kill_sent);
+    eprintln!(
+        "{} got C {waited:?} after docker kill of node0 (which took {kill_took:?}) holding it \
+         (dead threshold {dead_time:?}); counter:\n{text}",
+        first.node
+    );
     assert!(
-        count("node0") < INCREMENTS,
-        "node0 finished before it was killed: the kill tested nothing:\n{text}"
+        waited + Duration::from_millis(PERIOD_MS + 10) >= dead_time,
+        "{} got C {waited:?} after docker kill of node0 (which took {kill_took:?}), before \
+         node0 could be declared dead ({dead_time:?}):\n{text}",
+        first.node
+    );
+    assert!(
+        waited < dead_time + kill_took + Duration::from_secs(5),
+        "{} got C only {waited:?} after docker kill of node0 (which took {kill_took:?}; dead \
+         threshold {dead_time:?}):\n{text}",
+        first.node
+    );
+    // Recovery moved C to a survivor.
+    let dump = check(&mut docker(&["exec", c.id(1), "o2cb", "lockdump", "ctest"]));
+    assert!(
+        matches!(owner_of(&dump, "C"), Some(1 | 2)),
+        "C is not mastered by a survivor after recovery:\n{dump}"
     );
 }
