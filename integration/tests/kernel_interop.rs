@@ -1155,6 +1155,9 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
         .recv_timeout(limit)
         .expect("our waiter on klost was not granted after the kernel node died")
         .expect("our open of klost");
+    // What the kernel wrote under EX was never released: lost with it, as the kernel's
+    // recovery blanks a value block whose EX holder died.
+    assert_eq!(lvb_text(&klost), "", "klost's value block after recovery");
     assert!(
         h.running("peer"),
         "our node exited (fenced?):\n{}",
