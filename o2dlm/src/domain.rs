@@ -194,7 +194,15 @@ enum Sent {
     Convert(u64),
     Unlock(u64),
     Deref(LockName),
-    /// Replies that change nothing here (proxy ASTs, cancel join, begin exit, deref done).
+    /// A proxy AST (`blocked: None`) or BAST of a resource we master, to send again if the
+    /// connection to a live member lost it; `lvb`: the AST carried the value block.
+    ProxyAst {
+        name: LockName,
+        lock: LockId,
+        blocked: Option<LockMode>,
+        lvb: bool,
+    },
+    /// Replies that change nothing here (cancel join, begin exit, deref done).
     Notice,
     /// A send of the recovery machine, under its own token.
     Reco(u64),
@@ -205,6 +213,12 @@ enum Sent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Deferred {
     Retry(u64),
+    ResendProxyAst {
+        name: LockName,
+        lock: LockId,
+        blocked: Option<LockMode>,
+        lvb: bool,
+    },
     ResendMasterRequest(LockName, u8),
     MasteryTimeout(LockName),
     Purge(LockName),
@@ -650,6 +664,12 @@ impl DomainCore {
                         self.check_mastery(now, name);
                     }
                 }
+                Deferred::ResendProxyAst {
+                    name,
+                    lock,
+                    blocked,
+                    lvb,
+                } => self.resend_proxy_ast(name, lock, blocked, lvb),
                 Deferred::MasteryTimeout(name) => self.mastery_timeout(now, name),
                 Deferred::Purge(name) => self.purge(now, name),
                 Deferred::JoinRetry => self.join_try(now),
@@ -1279,12 +1299,63 @@ impl DomainCore {
                     }),
                 }
             } else {
-                let msg = d.to_proxy_ast(me, name);
-                self.send(lock.node, DlmMessage::ProxyAst(msg), Sent::Notice);
+                self.send_proxy_ast(name, &d);
             }
         }
         self.deliveries = deliveries;
         self.note_if_unused(now, name);
+    }
+
+    fn send_proxy_ast(&mut self, name: LockName, d: &Delivery) {
+        let msg = d.to_proxy_ast(self.cfg.node, name);
+        let (lock, blocked, lvb) = match *d {
+            Delivery::Ast { lock, lvb, .. } => (lock, None, lvb.is_some()),
+            Delivery::Bast { lock, blocked } => (lock, Some(blocked), false),
+        };
+        let what = Sent::ProxyAst {
+            name,
+            lock,
+            blocked,
+            lvb,
+        };
+        self.send(lock.node, DlmMessage::ProxyAst(msg), what);
+    }
+
+    /// A proxy AST or BAST the connection lost goes again while it still holds: the grant
+    /// stands (the lock is granted, not converting) or the lock still blocks someone. The
+    /// kernel only logs the failure; its requester would wait for good. A requester ignores
+    /// an AST for a lock it already holds granted.
+    fn resend_proxy_ast(
+        &mut self,
+        name: LockName,
+        id: LockId,
+        blocked: Option<LockMode>,
+        lvb: bool,
+    ) {
+        if !self.domain_map.contains(id.node) {
+            return;
+        }
+        let Some(Role::Master(engine)) = self.res.get(&name).map(|r| &r.role) else {
+            return;
+        };
+        let Some((queue, lock)) = engine.find(id) else {
+            return;
+        };
+        let d = match blocked {
+            None if queue == QueueKind::Granted => Delivery::Ast {
+                lock: id,
+                mode: lock.mode,
+                lvb: lvb.then_some(*engine.lvb()),
+            },
+            Some(b) if queue != QueueKind::Blocked && !LockMode::compatible(lock.mode, b) => {
+                Delivery::Bast {
+                    lock: id,
+                    blocked: b,
+                }
+            }
+            _ => return,
+        };
+        self.send_proxy_ast(name, &d);
     }
 
     fn note_if_unused(&mut self, now: u64, name: LockName) {
@@ -1724,6 +1795,22 @@ impl DomainCore {
                     self.finish_leave();
                 }
             },
+            Sent::ProxyAst {
+                name,
+                lock,
+                blocked,
+                lvb,
+            } => {
+                if result.is_err() && self.domain_map.contains(lock.node) {
+                    let what = Deferred::ResendProxyAst {
+                        name,
+                        lock,
+                        blocked,
+                        lvb,
+                    };
+                    self.defer(now + LOCK_RETRY_MS, what);
+                }
+            }
             Sent::Notice => {}
             Sent::Reco(t) => {
                 self.reco_handle(now, RecoInput::SendDone { token: t, result });
@@ -2170,8 +2257,7 @@ impl DomainCore {
                     mode: lock.mode,
                     lvb: wants_lvb.then_some(*engine.lvb()),
                 };
-                let msg = ast.to_proxy_ast(self.cfg.node, c.name);
-                self.send(c.node_idx, DlmMessage::ProxyAst(msg), Sent::Notice);
+                self.send_proxy_ast(c.name, &ast);
             }
             return DlmStatus::Normal.to_wire();
         }
