@@ -440,6 +440,13 @@ struct Region {
     failed: bool,
 }
 
+impl Region {
+    /// How the kernel names a region in its messages: `name (device)`.
+    fn label(&self) -> String {
+        format!("{} ({})", self.cfg.name, self.cfg.device)
+    }
+}
+
 #[derive(Debug)]
 struct Globals {
     /// Per node: bit r set when the node is live in region r (`o2hb_live_slots`).
@@ -862,16 +869,10 @@ impl HeartbeatSet {
                 reg.steady_left = 0;
                 reg.aborted = true;
                 let msg = format!(
-                    "o2hb: Unable to stabilize heartbeat on region {} ({})",
-                    reg.cfg.name, reg.cfg.device
+                    "o2hb: Unable to stabilize heartbeat on region {}",
+                    reg.label()
                 );
-                push_log(
-                    out,
-                    LogLevel::Notice,
-                    LogKind::UnableToStabilize,
-                    Some(id),
-                    msg,
-                );
+                notice(out, id, LogKind::UnableToStabilize, msg);
                 out.push(Output::StartAborted { region: id });
                 self.finish(now, id, out);
                 return;
@@ -880,17 +881,8 @@ impl HeartbeatSet {
         if became_steady {
             out.push(Output::Steady { region: id });
             if global {
-                let msg = format!(
-                    "o2hb: Heartbeat started on region {} ({})",
-                    reg.cfg.name, reg.cfg.device
-                );
-                push_log(
-                    out,
-                    LogLevel::Notice,
-                    LogKind::HeartbeatStarted,
-                    Some(id),
-                    msg,
-                );
+                let msg = format!("o2hb: Heartbeat started on region {}", reg.label());
+                notice(out, id, LogKind::HeartbeatStarted, msg);
             }
         }
         let Some(reg) = self.regions.get_mut(id).and_then(Option::as_mut) else {
@@ -1005,11 +997,8 @@ impl HeartbeatSet {
             return;
         }
         reg.quorum = true;
-        let msg = format!(
-            "o2hb: Region {} ({}) is now a quorum device",
-            reg.cfg.name, reg.cfg.device
-        );
-        push_log(out, LogLevel::Notice, LogKind::QuorumDevice, Some(id), msg);
+        let msg = format!("o2hb: Region {} is now a quorum device", reg.label());
+        notice(out, id, LogKind::QuorumDevice, msg);
     }
 
     fn write_timeout(&mut self, now: Now, id: RegionId, out: &mut Vec<Output>) {
@@ -1090,7 +1079,7 @@ impl HeartbeatSet {
                 reg.nego.insert(me);
                 let msg =
                     format!("o2hb: node {me} hb write hung for {secs}s on region {name} ({dev}).");
-                push_log(out, LogLevel::Notice, LogKind::NegoHung, Some(id), msg);
+                notice(out, id, LogKind::NegoHung, msg);
             }
             let Some(reg) = self.regions.get_mut(id).and_then(Option::as_mut) else {
                 return;
@@ -1109,7 +1098,7 @@ impl HeartbeatSet {
             }
             let msg =
                 format!("o2hb: all nodes hb write hung, maybe region {name} ({dev}) is down.");
-            push_log(out, LogLevel::Notice, LogKind::NegoAllHung, Some(id), msg);
+            notice(out, id, LogKind::NegoAllHung, msg);
             self.arm_timeout(now, id, out);
             for node in live.iter().filter(|n| *n != master) {
                 out.push(Output::SendNego {
@@ -1123,7 +1112,7 @@ impl HeartbeatSet {
             let msg = format!(
                 "o2hb: node {me} hb write hung for {secs}s on region {name} ({dev}), negotiate timeout with node {master}."
             );
-            push_log(out, LogLevel::Notice, LogKind::NegoAskMaster, Some(id), msg);
+            notice(out, id, LogKind::NegoAskMaster, msg);
             out.push(Output::SendNego {
                 region: id,
                 to: master,
@@ -1153,9 +1142,9 @@ impl HeartbeatSet {
                 let msg = format!("o2hb: receive negotiate timeout message from node {node_num} on region {name} ({dev}).");
                 if usize::from(node_num) < MAX_NODES {
                     reg.nego.insert(node_num);
-                    push_log(out, LogLevel::Notice, LogKind::NegoReceived, Some(id), msg);
+                    notice(out, id, LogKind::NegoReceived, msg);
                 } else {
-                    push_log(out, LogLevel::Notice, LogKind::NegoReceived, Some(id), msg);
+                    notice(out, id, LogKind::NegoReceived, msg);
                     let msg = "got nego timeout message from bad node.".to_string();
                     push_log(out, LogLevel::Error, LogKind::NegoBadNode, Some(id), msg);
                 }
@@ -1164,7 +1153,7 @@ impl HeartbeatSet {
                 let msg = format!(
                     "o2hb: negotiate timeout approved by master node on region {name} ({dev})."
                 );
-                push_log(out, LogLevel::Notice, LogKind::NegoApproved, Some(id), msg);
+                notice(out, id, LogKind::NegoApproved, msg);
                 self.arm_timeout(now, id, out);
             }
         }
@@ -1275,20 +1264,16 @@ impl HeartbeatSet {
             } else {
                 "stopped"
             };
-            let msg = format!(
-                "o2hb: Heartbeat {what} on region {} ({})",
-                reg.cfg.name, reg.cfg.device
-            );
-            push_log(
-                out,
-                LogLevel::Notice,
-                LogKind::HeartbeatStopped,
-                Some(id),
-                msg,
-            );
+            let msg = format!("o2hb: Heartbeat {what} on region {}", reg.label());
+            notice(out, id, LogKind::HeartbeatStopped, msg);
         }
         out.push(Output::Stopped { region: id, clean });
     }
+}
+
+/// A notice about region `id`, the level of every region event the kernel logs.
+fn notice(out: &mut Vec<Output>, id: RegionId, kind: LogKind, message: String) {
+    push_log(out, LogLevel::Notice, kind, Some(id), message);
 }
 
 fn push_log(
