@@ -185,14 +185,11 @@ fn remote_and_handoff(threads: usize, port: u16) {
             l.unlock().await.expect("unlock");
         }
         assert_eq!(d1.owner_of("remote"), Some(2));
-        let (r50, r99) = (percentile(&mut rtt, 0.5), percentile(&mut rtt, 0.99));
-        let (a50, a99) = (percentile(&mut acq, 0.5), percentile(&mut acq, 0.99));
+        let [r10, r50, r90, r99] = [0.1, 0.5, 0.9, 0.99].map(|p| percentile(&mut rtt, p));
+        let [a10, a50, a90, a99] = [0.1, 0.5, 0.9, 0.99].map(|p| percentile(&mut acq, p));
         println!(
-            "remote-master PR acquire: p50 {:?} p99 {:?}; o2net round trip p50 {:?} p99 {:?}; p50 ratio {:.2}",
-            a50,
-            a99,
-            r50,
-            r99,
+            "remote-master PR acquire ({N} samples): p10 {a10:.1?} p50 {a50:.1?} p90 {a90:.1?} p99 {a99:.1?}; \
+             o2net round trip: p10 {r10:.1?} p50 {r50:.1?} p90 {r90:.1?} p99 {r99:.1?}; p50 ratio {:.2}",
             a50.as_secs_f64() / r50.as_secs_f64()
         );
 

@@ -730,14 +730,31 @@ impl Net {
             if stream.readable().await.is_err() {
                 break;
             }
-            match stream.try_read(&mut buf) {
+            // A read that does not fill the buffer has drained the socket: readiness is
+            // cleared then (by answering WouldBlock to `try_io`) instead of by one more read
+            // that fails, a syscall per wake-up saved. Tokio clears it only if no readiness
+            // came since this read began, so data that arrives meanwhile still wakes us.
+            let mut short = 0;
+            let r = stream.try_io(tokio::io::Interest::READABLE, || {
+                match stream.try_read(&mut buf) {
+                    Ok(n) if n > 0 && n < buf.len() => {
+                        short = n;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    r => r,
+                }
+            });
+            let n = match r {
                 Ok(0) => break,
-                Ok(n) => self.run(Input::Received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => short,
+                Err(_) => break,
+            };
+            if n > 0 {
+                self.run(Input::Received {
                     conn,
                     data: buf.get(..n).unwrap_or_default(),
-                }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => break,
+                });
             }
         }
         self.run(Input::Closed { conn });
