@@ -16,7 +16,7 @@ mod ocfs2_volume;
 
 use std::path::Path;
 
-use config_common::{all_listings, comparable_stderr, oracle, ours, run};
+use config_common::{all_listings, comparable_stderr, oracle, ours, prop_assert_same_outcome, run};
 use o2nm::ClusterConf;
 use ocfs2_volume::mkfs_global;
 use proptest::prelude::*;
@@ -194,22 +194,7 @@ fn check_sequence(steps: &[Vec<String>]) -> Result<(), TestCaseError> {
         let t = run(&theirs_bin, a.path(), "c.conf", args);
         let o = run(&ours_bin, b.path(), "c.conf", args);
         let ctx = format!("step {i} {args:?}\ntheirs: {t:?}\nours:   {o:?}");
-        prop_assert_eq!(t.code, o.code, "exit code differs at {}", ctx);
-        prop_assert_eq!(&t.stdout, &o.stdout, "stdout differs at {}", ctx);
-        prop_assert_eq!(
-            comparable_stderr(&t.stderr),
-            comparable_stderr(&o.stderr),
-            "stderr differs at {}",
-            ctx
-        );
-        let ta = std::fs::read(a.path().join("c.conf")).ok();
-        let ob = std::fs::read(b.path().join("c.conf")).ok();
-        prop_assert_eq!(
-            ta.as_deref().map(String::from_utf8_lossy),
-            ob.as_deref().map(String::from_utf8_lossy),
-            "file differs after {}",
-            ctx
-        );
+        prop_assert_same_outcome(&t, &o, [a.path(), b.path()], "c.conf", &ctx)?;
     }
     // Cross-read: each tool lists the other's file as its own; our library
     // reads both files to the same model, and accepts exactly what ocfs2-tools

@@ -7,7 +7,7 @@
 
 mod config_common;
 
-use config_common::{comparable_stderr, oracle, ours, run_raw};
+use config_common::{oracle, ours, prop_assert_same_outcome, run_raw};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -34,20 +34,7 @@ fn compare(args: &[String]) -> Result<(), TestCaseError> {
         run_raw(&ours(), b.path(), args),
     );
     let ctx = format!("{args:?}\ntheirs: {t:?}\nours:   {o:?}");
-    prop_assert_eq!(t.code, o.code, "exit code: {}", ctx);
-    prop_assert_eq!(&t.stdout, &o.stdout, "stdout: {}", ctx);
-    prop_assert_eq!(
-        comparable_stderr(&t.stderr),
-        comparable_stderr(&o.stderr),
-        "stderr: {}",
-        ctx
-    );
-    let (fa, fb) = (
-        std::fs::read(a.path().join("c.conf")).ok(),
-        std::fs::read(b.path().join("c.conf")).ok(),
-    );
-    prop_assert_eq!(fa, fb, "file: {}", ctx);
-    Ok(())
+    prop_assert_same_outcome(&t, &o, [a.path(), b.path()], "c.conf", &ctx)
 }
 
 fn check_all(strategy: impl Strategy<Value = Vec<String>>, seed: u64) {

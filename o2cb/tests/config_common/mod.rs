@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 use o2nm::text;
+use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,6 +83,34 @@ pub fn comparable_stderr(stderr: &str) -> String {
         })
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// Fails unless both tools ended the same way, printed the same stdout and the same
+/// [`comparable_stderr`], and left the same `file` (or none) in their directories `dirs`;
+/// `ctx` says at which command.
+pub fn prop_assert_same_outcome(
+    theirs: &Run,
+    ours: &Run,
+    dirs: [&Path; 2],
+    file: &str,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(theirs.code, ours.code, "exit code differs at {}", ctx);
+    prop_assert_eq!(&theirs.stdout, &ours.stdout, "stdout differs at {}", ctx);
+    prop_assert_eq!(
+        comparable_stderr(&theirs.stderr),
+        comparable_stderr(&ours.stderr),
+        "stderr differs at {}",
+        ctx
+    );
+    let [a, b] = dirs.map(|d| std::fs::read(d.join(file)).ok());
+    prop_assert_eq!(
+        a.as_deref().map(String::from_utf8_lossy),
+        b.as_deref().map(String::from_utf8_lossy),
+        "file differs after {}",
+        ctx
+    );
+    Ok(())
 }
 
 /// Every `list-*` output for every cluster of the file, as one text.
