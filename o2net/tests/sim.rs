@@ -80,6 +80,14 @@ impl Sim {
         Sim::new((1..=count).map(|n| config(n, count)).collect())
     }
 
+    /// A cluster of `count` nodes that all heartbeat, 10 ms on: every connection is made.
+    fn connected(count: u8) -> Sim {
+        let mut s = Sim::cluster(count);
+        s.all_heartbeat();
+        s.run_for(10);
+        s
+    }
+
     /// Every node heartbeats and sees every other.
     fn all_heartbeat(&mut self) {
         let nodes: Vec<u8> = self.cores.keys().copied().collect();
@@ -283,9 +291,7 @@ impl Sim {
 
 #[test]
 fn higher_node_connects_to_lower_and_both_log_the_kernels_lines() {
-    let mut s = Sim::cluster(3);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(3);
     // Only higher → lower connects: 2→1, 3→1, 3→2.
     let mut pairs: Vec<(u8, u8)> = s.connects.iter().map(|(_, a, b)| (*a, *b)).collect();
     pairs.sort();
@@ -341,9 +347,7 @@ fn requests_get_the_handlers_status_no_handler_and_overflow() {
 
 #[test]
 fn msg_num_is_the_lowest_free_id_per_peer() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     // Stall node 1's replies so that ids stay allocated.
     s.mute.insert((1, 2));
     for id in 1..=3 {
@@ -369,9 +373,7 @@ fn msg_num_is_the_lowest_free_id_per_peer() {
 
 #[test]
 fn idle_link_exchanges_keepalives_every_keepalive_delay() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     let start = s.wire.len();
     s.run_for(20_000);
     let reqs = s.wire[start..]
@@ -396,9 +398,7 @@ fn idle_link_exchanges_keepalives_every_keepalive_delay() {
 
 #[test]
 fn connection_loss_fails_waiters_then_quorum_fences_the_higher_node_of_two() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     s.mute.insert((1, 2)); // requests in flight never answered
     s.send(2, 1, 1, 100, b"x");
     s.send(2, 2, 1, 100, b"y");
@@ -453,9 +453,7 @@ fn connection_loss_fails_waiters_then_quorum_fences_the_higher_node_of_two() {
 
 #[test]
 fn three_node_partition_fences_the_minority_only() {
-    let mut s = Sim::cluster(3);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(3);
     s.partition(3, 1);
     s.partition(3, 2);
     s.run_for(70_000);
@@ -470,9 +468,7 @@ fn three_node_partition_fences_the_minority_only() {
 
 #[test]
 fn heartbeat_down_fails_senders_without_a_quorum_decision_and_up_reconnects() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     s.mute.insert((1, 2));
     s.send(2, 1, 1, 100, b"x");
     // Node 1 dies: its heartbeat stops on node 2, and its sockets go.
@@ -566,9 +562,7 @@ fn handshake_mismatch_is_refused_with_the_kernels_diagnostics_and_retried_only_a
 
 #[test]
 fn idle_peer_triggers_the_idle_notice_and_a_quorum_decision_without_closing() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     // Node 1 stalls: nothing it writes reaches node 2 any more.
     s.mute.insert((1, 2));
     let t0 = s.now;
@@ -593,9 +587,7 @@ fn idle_peer_triggers_the_idle_notice_and_a_quorum_decision_without_closing() {
 
 #[test]
 fn garbage_on_an_accepted_connection_closes_it_and_others_keep_working() {
-    let mut s = Sim::cluster(3);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(3);
     s.input(2, Input::HeartbeatDown(3)); // node 3's slot free for a "client"
     s.input(3, Input::HeartbeatDown(2));
     s.input(2, Input::HeartbeatUp(3));
@@ -667,9 +659,7 @@ fn garbage_on_an_accepted_connection_closes_it_and_others_keep_working() {
 
 #[test]
 fn removing_a_node_disconnects_it_fails_its_senders_and_forgets_its_address() {
-    let mut s = Sim::cluster(3);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(3);
     s.mute.insert((3, 1));
     s.send(1, 1, 3, 100, b"x");
     let now = s.now;
@@ -765,9 +755,7 @@ fn each_handshake_check_has_the_kernels_message_in_the_kernels_order() {
 
 #[test]
 fn a_connection_lost_after_idling_is_retried_at_once_not_after_connect_expiry() {
-    let mut s = Sim::cluster(2);
-    s.all_heartbeat();
-    s.run_for(10);
+    let mut s = Sim::connected(2);
     s.mute.insert((1, 2));
     s.run_for(30_500); // idle notice on node 2: the timeout flag is set
     assert_eq!(s.state(2, 1), PeerState::Idle);
