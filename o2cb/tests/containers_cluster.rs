@@ -868,13 +868,12 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
         128 + 9,
         "node0's container exit status after docker kill (SIGKILL)"
     );
-    for n in 1..3 {
+    for (n, node) in NODES.iter().enumerate().skip(1) {
         let (status, _) = c.wait_shared(n, &format!("done{n}"), Duration::from_secs(60));
         assert_eq!(
             status.trim(),
             "done",
-            "{}'s increments failed: {}",
-            NODES[n],
+            "{node}'s increments failed: {}",
             c.shared_file(n, &format!("err{n}")).unwrap_or_default()
         );
     }
