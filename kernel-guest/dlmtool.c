@@ -3,14 +3,14 @@
  * what happens, one line per step on stdout (busybox has no way to open a file O_NONBLOCK or
  * to poll one). Built static by build.sh with the host's gcc.
  *
- *   dlmtool [-n] [-w TEXT] [-p SECS] [-s SECS] FILE
+ *   dlmtool [-r] [-n] [-w TEXT] [-p SECS] [-s SECS] FILE
  *
- * Opens FILE read-write (an EX lock; created if missing), with O_NONBLOCK for -n (a trylock:
- * "open: ETXTBSY" and status 1 while another node holds it), and prints "opened". Then prints
- * the value block ("lvb=TEXT", up to its first NUL, other bytes as \xNN), writes TEXT into it
- * for -w ("wrote"), polls the file for up to SECS seconds for -p ("poll: POLLIN" once a BAST
- * has come, i.e. another node wants the lock; "poll: timeout" otherwise), sleeps SECS seconds
- * for -s, closes the file and prints "closed".
+ * Opens FILE read-write (an EX lock; created if missing), or read-only for -r (a PR lock),
+ * with O_NONBLOCK for -n (a trylock: "open: ETXTBSY" and status 1 while another node holds it),
+ * and prints "opened". Then prints the value block ("lvb=TEXT", up to its first NUL, other
+ * bytes as \xNN), writes TEXT into it for -w ("wrote"), polls the file for up to SECS seconds
+ * for -p ("poll: POLLIN" once a BAST has come, i.e. another node wants the lock; "poll:
+ * timeout" otherwise), sleeps SECS seconds for -s, closes the file and prints "closed".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +24,7 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: dlmtool [-n] [-w TEXT] [-p SECS] [-s SECS] FILE\n");
+	fprintf(stderr, "usage: dlmtool [-r] [-n] [-w TEXT] [-p SECS] [-s SECS] FILE\n");
 	exit(2);
 }
 
@@ -46,8 +46,9 @@ int main(int argc, char **argv)
 	ssize_t n;
 
 	setvbuf(stdout, NULL, _IONBF, 0);
-	while ((opt = getopt(argc, argv, "nw:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "rnw:p:s:")) != -1) {
 		switch (opt) {
+		case 'r': flags = (flags & ~O_RDWR) | O_RDONLY; break;
 		case 'n': flags |= O_NONBLOCK; break;
 		case 'w': text = optarg; break;
 		case 'p': poll_secs = seconds(optarg); break;

@@ -914,12 +914,12 @@ fn kernel_node_and_ours_share_heartbeat_and_o2net() {
     h.kill("qemu");
 }
 
-/// A lock file on our dlmfs mount opened read-write (EX), created if missing, with O_NONBLOCK
-/// for a trylock, as a program would.
-fn dlm_open(path: &Path, trylock: bool) -> std::io::Result<std::fs::File> {
+/// A lock file on our dlmfs mount opened read-write (EX) or read-only (PR), created if missing,
+/// with O_NONBLOCK for a trylock, as a program would.
+fn dlm_open(path: &Path, write: bool, trylock: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
-    o.read(true).write(true).create(true).mode(0o600);
+    o.read(true).write(write).create(write).mode(0o600);
     if trylock {
         o.custom_flags(libc::O_NONBLOCK);
     }
@@ -930,10 +930,11 @@ fn dlm_open(path: &Path, trylock: bool) -> std::io::Result<std::fs::File> {
 /// when the open returns.
 fn dlm_open_in_background(
     path: PathBuf,
+    write: bool,
 ) -> std::sync::mpsc::Receiver<std::io::Result<std::fs::File>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(dlm_open(&path, false));
+        let _ = tx.send(dlm_open(&path, write, false));
     });
     rx
 }
@@ -1058,7 +1059,7 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
         "dlmtool -w kernel-lvb -p 120 -s 3 /dlm/{DOMAIN}/klock > /tmp/klock 2>&1 &"
     ));
     wait_guest_line(&mut g, "/tmp/klock", "wrote", limit);
-    let busy = dlm_open(&file("klock"), true).map(|_| ());
+    let busy = dlm_open(&file("klock"), true, true).map(|_| ());
     assert_eq!(
         busy.map_err(|e| e.raw_os_error()),
         Err(Some(libc::ETXTBSY)),
@@ -1067,7 +1068,7 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
     std::thread::sleep(Duration::from_secs(1));
     let out = g.sh("cat /tmp/klock");
     assert!(!out.contains("poll:"), "a BAST from our trylock:\n{out}");
-    let waiter = dlm_open_in_background(file("klock"));
+    let waiter = dlm_open_in_background(file("klock"), true);
     let out = wait_guest_line(&mut g, "/tmp/klock", "poll: POLLIN", limit);
     if !out.contains("closed") {
         assert!(
@@ -1095,7 +1096,7 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
     // 4 and 5, ours first: we master olock and hold it EX with our value block written. The
     // kernel's trylock gets ETXTBSY; its blocking open waits and its BAST makes our poll()
     // report POLLIN; our close hands it the lock and our value block.
-    let olock = dlm_open(&file("olock"), false).expect("our open of olock");
+    let olock = dlm_open(&file("olock"), true, false).expect("our open of olock");
     std::os::unix::fs::FileExt::write_at(&olock, b"rust-lvb", 0).expect("our value block");
     assert_eq!(
         lres_owner(&our_dump(&peer, "locking_state"), "olock"),
@@ -1129,6 +1130,26 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
         Some(OUR_NODE.1)
     );
 
+    // PR on both sides at once: the kernel's read-only open of olock (its EX still cached
+    // from its close) and then ours: our blocking read-only open makes the kernel downconvert
+    // to PR and returns while the kernel's reader still holds the file open, with the value
+    // block.
+    g.sh(&format!(
+        "dlmtool -r -s 8 /dlm/{DOMAIN}/olock > /tmp/olockr 2>&1 &"
+    ));
+    wait_guest_line(&mut g, "/tmp/olockr", "lvb=rust-lvb", limit);
+    let reader = dlm_open_in_background(file("olock"), false)
+        .recv_timeout(limit)
+        .expect("our read-only open of olock never returned")
+        .expect("our read-only open of olock");
+    let out = g.sh("cat /tmp/olockr");
+    assert!(
+        !out.contains("closed"),
+        "our PR came only after the kernel's reader closed:\n{out}"
+    );
+    assert_eq!(lvb_text(&reader), "rust-lvb");
+    drop(reader);
+
     // 6, recovery on our side: the kernel node dies (qemu killed) while it masters and holds
     // klost, which our open waits for, and masters klock, which we hold. Our node declares it
     // dead, does not fence, recovers the domain as its recovery master; our waiter gets klost
@@ -1137,7 +1158,7 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
         "dlmtool -w kernel-gone -p 120 -s 600 /dlm/{DOMAIN}/klost > /tmp/klost 2>&1 &"
     ));
     wait_guest_line(&mut g, "/tmp/klost", "wrote", limit);
-    let waiter = dlm_open_in_background(file("klost"));
+    let waiter = dlm_open_in_background(file("klost"), true);
     wait_guest_line(&mut g, "/tmp/klost", "poll: POLLIN", limit);
     assert_eq!(
         lres_owner(&kernel_dump(&mut g, "locking_state"), "klost"),
