@@ -291,7 +291,7 @@ impl Sim {
 
 #[test]
 fn higher_node_connects_to_lower_and_both_log_the_kernels_lines() {
-    let mut s = Sim::connected(3);
+    let s = Sim::connected(3);
     // Only higher → lower connects: 2→1, 3→1, 3→2.
     let mut pairs: Vec<(u8, u8)> = s.connects.iter().map(|(_, a, b)| (*a, *b)).collect();
     pairs.sort();
