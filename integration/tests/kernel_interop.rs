@@ -20,12 +20,12 @@
 //! scratch mount and does on our side what a program does on the kernel's `/dlm`: one domain
 //! made by mkdir on both sides, each in the other's domain map (3); EX exclusion both ways with
 //! ETXTBSY for a trylock open, a blocking open that waits, the value block handed over by read
-//! and write, and each side's poll() reporting the other's BAST (4); mastery both ways, seen in
-//! both sides' locking_state (5); then failures (6): the kernel node killed while it masters a
-//! lock we hold and one we wait for, our node recovering the domain and granting the waiter
-//! (`o2cb status` shows the recovery), the kernel rebooted and rejoining; then our node killed
-//! while it masters and holds a lock the kernel waits for, the kernel recovering, and ours
-//! restarted and rejoining.
+//! and write, each side's poll() reporting the other's BAST, and read-only (PR) opens on both
+//! sides holding a lock at once (4); mastery both ways, seen in both sides' locking_state (5);
+//! then failures (6): the kernel node killed while it masters a lock we hold and one we wait
+//! for, our node recovering the domain and granting the waiter (`o2cb status` shows the
+//! recovery), the kernel rebooted and rejoining; then our node killed while it masters and
+//! holds a lock the kernel waits for, the kernel recovering, and ours restarted and rejoining.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
