@@ -160,6 +160,14 @@ fn format_region(dir: &Path, blocks: u32) -> PathBuf {
     path
 }
 
+/// Nodes 0 and 1 heartbeating, with `dead_threshold`, in a fresh 4-slot region in `dir`.
+fn two_nodes(dir: &Path, dead_threshold: u32) -> (PathBuf, HbProc, HbProc) {
+    let region = format_region(dir, 4);
+    let a = HbProc::spawn(&region, 0, dead_threshold);
+    let b = HbProc::spawn(&region, 1, dead_threshold);
+    (region, a, b)
+}
+
 fn generation_of(line: &str) -> String {
     line.split("generation ")
         .nth(1)
@@ -288,10 +296,8 @@ fn three_processes_kill_9_and_restart_with_a_new_generation() {
 #[test]
 fn sigterm_stops_cleanly_and_peers_see_it_before_the_dead_time() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 4);
     // A long dead time (40 × 100 ms) tells a clean stop apart from a timeout.
-    let mut a = HbProc::spawn(&region, 0, 40);
-    let mut b = HbProc::spawn(&region, 1, 40);
+    let (region, mut a, mut b) = two_nodes(dir.path(), 40);
     let t = Duration::from_secs(15);
     a.wait_for("node 1 up", t);
     b.wait_for("node 0 up", t);
@@ -343,9 +349,7 @@ fn sigterm_stops_cleanly_and_peers_see_it_before_the_dead_time() {
 #[test]
 fn a_corrupted_slot_of_a_live_node_is_reported_as_a_bad_crc() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 4);
-    let mut a = HbProc::spawn(&region, 0, 20);
-    let mut b = HbProc::spawn(&region, 1, 20);
+    let (region, mut a, mut b) = two_nodes(dir.path(), 20);
     let t = Duration::from_secs(10);
     a.wait_for("node 1 up", t);
     b.kill9();
