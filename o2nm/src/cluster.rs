@@ -195,6 +195,24 @@ pub struct Cluster {
     regions: Vec<Region>,
 }
 
+/// The configfs rule for the name of a new `what` (the directory made for it): not empty
+/// (EINVAL) and at most `max` bytes (ENAMETOOLONG).
+fn check_object_name(what: &str, name: &str, max: usize) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::runtime(
+            Errno::Inval,
+            format!("a {what} needs a name"),
+        ));
+    }
+    if name.len() > max {
+        return Err(Error::runtime(
+            Errno::NameTooLong,
+            format!("{what} name '{name}' is longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl Cluster {
     /// An empty cluster.
     pub fn new(name: &str, timeouts: Timeouts) -> Result<Cluster> {
@@ -371,18 +389,7 @@ impl Cluster {
     /// Adds a node (configfs: mkdir `node/<name>`, then `ipv4_port`,
     /// `ipv4_address`, `num`, checked in that order).
     pub fn add_node(&mut self, name: &str, num: u32, addr: Ipv4Addr, port: u32) -> Result<&Node> {
-        if name.is_empty() {
-            return Err(Error::runtime(Errno::Inval, "a node needs a name"));
-        }
-        if name.len() > crate::NODE_NAME_MAX {
-            return Err(Error::runtime(
-                Errno::NameTooLong,
-                format!(
-                    "node name '{name}' is longer than {} characters",
-                    crate::NODE_NAME_MAX
-                ),
-            ));
-        }
+        check_object_name("node", name, crate::NODE_NAME_MAX)?;
         if self.node_by_name(name).is_some() {
             return Err(Error::runtime(
                 Errno::Exist,
@@ -551,21 +558,7 @@ impl Cluster {
 
     /// Adds a heartbeat region (configfs mkdir `heartbeat/<region>`).
     pub fn add_region(&mut self, name: &str) -> Result<&Region> {
-        if name.is_empty() {
-            return Err(Error::runtime(
-                Errno::Inval,
-                "a heartbeat region needs a name",
-            ));
-        }
-        if name.len() > crate::REGION_NAME_MAX {
-            return Err(Error::runtime(
-                Errno::NameTooLong,
-                format!(
-                    "heartbeat region name '{name}' is longer than {} characters",
-                    crate::REGION_NAME_MAX
-                ),
-            ));
-        }
+        check_object_name("heartbeat region", name, crate::REGION_NAME_MAX)?;
         if self.regions.iter().any(|r| r.name == name) {
             return Err(Error::runtime(
                 Errno::Exist,
