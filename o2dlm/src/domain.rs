@@ -351,6 +351,9 @@ struct OwnMeta {
     lvb: Lvb,
     /// The unlock in progress writes `lvb` back (VALBLK from EX): a retry writes it too.
     unlock_puts_lvb: bool,
+    /// The send of the create, convert or unlock last asked of a master: the answer to an
+    /// earlier one (a master that died before answering, asked again elsewhere) is stale.
+    last_send: u64,
 }
 
 /// A join in progress (`dlm_try_to_join_domain`).
@@ -629,6 +632,11 @@ impl DomainCore {
     fn send(&mut self, to: u8, msg: DlmMessage, what: Sent) {
         let token = self.next_token;
         self.next_token += 1;
+        if let Sent::Create(c) | Sent::Convert(c) | Sent::Unlock(c) = what {
+            if let Some(m) = self.own.get_mut(&c) {
+                m.last_send = token;
+            }
+        }
         self.sends.insert(token, what);
         self.out.push(Output::Send { token, to, msg });
     }
@@ -1009,6 +1017,7 @@ impl DomainCore {
                 convert: None,
                 lvb: [0; LVB_LEN],
                 unlock_puts_lvb: false,
+                last_send: 0,
             },
         );
         let res = self.res.entry(name).or_insert_with(|| {
@@ -1117,6 +1126,16 @@ impl DomainCore {
         };
         if res.in_progress || res.dropping_ref || res.recovering {
             res.waiting.push(op);
+            return;
+        }
+        let queued = match &res.role {
+            Role::Unknown => false,
+            Role::Master(engine) => engine.find(LockId { node: me, cookie }).is_some(),
+            Role::Remote(own) => own.get(cookie).is_some(),
+        };
+        if matches!(op, Op::Lock { .. }) && queued {
+            // A second copy of a request that is already on the queues (a retry that was
+            // also parked for recovery): asking again would make a second lock of the cookie.
             return;
         }
         match &mut res.role {
@@ -1748,6 +1767,11 @@ impl DomainCore {
         let Some(what) = self.sends.remove(&token) else {
             return;
         };
+        if let Sent::Create(c) | Sent::Convert(c) | Sent::Unlock(c) = what {
+            if self.own.get(&c).is_some_and(|m| m.last_send != token) {
+                return;
+            }
+        }
         match what {
             Sent::QueryJoin(_)
             | Sent::QueryNodeinfo(_)
