@@ -365,11 +365,18 @@ impl Simulation {
                     v.life = Life::Running;
                 }
                 self.emit(Some(node), What::Resume);
-                let deferred = self
+                let mut deferred = self
                     .slots
                     .get_mut(usize::from(node))
-                    .map(|s| std::mem::take(&mut s.deferred));
-                for input in deferred.unwrap_or_default() {
+                    .map(|s| std::mem::take(&mut s.deferred))
+                    .unwrap_or_default();
+                // Timers that came due during the pause fire before the I/O that completed
+                // meanwhile is seen, as the kernel's timer work runs before the heartbeat
+                // thread is scheduled again: a node paused past its write timeout fences
+                // (the others declared it dead) instead of re-arming the timeout with the
+                // completion of a write that took longer than it.
+                deferred.sort_by_key(|i| !matches!(i, Input::Timer(_)));
+                for input in deferred {
                     if !self
                         .view(node)
                         .is_some_and(|v| v.life == Life::Running && v.incarnation == incarnation)
