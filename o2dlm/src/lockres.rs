@@ -778,6 +778,12 @@ impl LockResource {
             return Ok(Migrated::Requeued);
         }
 
+        // A record already placed (a recovery master's own lock, put on the rebuilt queues
+        // with its value block before its own data arrives) is not a second writer: judging
+        // its value block against itself would refuse it.
+        if self.queue(ml.list).iter().any(|l| l.id.cookie == ml.cookie) {
+            return Ok(Migrated::Duplicate);
+        }
         let lksb_flags = ml.flags & (LKSB_GET_LVB | LKSB_PUT_LVB);
         let lvb_applies = mode != LockMode::Nl
             && ml.list != QueueKind::Blocked
@@ -794,9 +800,6 @@ impl LockResource {
             }
             Some(*mres_lvb)
         };
-        if self.queue(ml.list).iter().any(|l| l.id.cookie == ml.cookie) {
-            return Ok(Migrated::Duplicate);
-        }
         if let Some(v) = new_lvb {
             self.lvb = v;
         }

@@ -533,6 +533,12 @@ fn recovered_value_blocks_follow_the_kernel_rules() {
     let mut fresh = res("lvb");
     add(&mut fresh, &rec(7, QueueKind::Granted, Ex, None), &v2).unwrap();
     assert_eq!(fresh.lvb(), &v2);
+    // The same EX record again (the recovery master's own lock, placed before its own data
+    // arrives) is a duplicate, not a contradiction.
+    assert_eq!(
+        add(&mut fresh, &rec(7, QueueKind::Granted, Ex, None), &v2).unwrap(),
+        Migrated::Duplicate
+    );
     // An all-zero value block says nothing.
     add(&mut fresh, &rec(8, QueueKind::Granted, Nl, None), &[0; 64]).unwrap();
     assert_eq!(fresh.lvb(), &v2);
