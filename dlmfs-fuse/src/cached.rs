@@ -127,22 +127,49 @@ impl LockFile {
 
     /// `open`: takes a holder at `level` (`user_dlm_cluster_lock` plus dlmfs' errno
     /// translation): `ETXTBSY` for a trylock that cannot be granted, `EAGAIN` while being
-    /// removed, the status map's errno for other DLM failures.
-    pub fn acquire(self: &Arc<Self>, level: LockMode, trylock: bool) -> Result<(), Errno> {
-        let r = self.acquire_inner(level, trylock);
+    /// removed, the status map's errno for other DLM failures, `EINTR` when `interrupted`
+    /// says so at one of the points the kernel looks for a pending signal: before each pass,
+    /// that is after each wait has ended (the waits themselves are not interruptible). A
+    /// request already made is not cancelled then: its grant stays cached, as in the kernel.
+    pub fn acquire(
+        self: &Arc<Self>,
+        level: LockMode,
+        trylock: bool,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<(), Errno> {
+        let r = self.acquire_inner(level, trylock, interrupted);
         match r {
             Err(e) if trylock && e == libc::EAGAIN => Err(libc::ETXTBSY),
             r => r,
         }
     }
 
-    fn acquire_inner(self: &Arc<Self>, level: LockMode, trylock: bool) -> Result<(), Errno> {
+    fn acquire_inner(
+        self: &Arc<Self>,
+        level: LockMode,
+        trylock: bool,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<(), Errno> {
         let mut st = self.state.lock();
         loop {
+            if interrupted() {
+                return Err(libc::EINTR);
+            }
             match st.acquire(level, trylock) {
                 Step::Granted => return Ok(()),
                 Step::TearingDown => return Err(libc::EAGAIN),
-                Step::Wait => self.changed.wait(&mut st),
+                Step::Wait => {
+                    // The kernel waits for the one flag that stopped it to clear, whatever
+                    // else changes meanwhile.
+                    let busy = st.flags.busy && Some(level) > st.level;
+                    while if busy {
+                        st.flags.busy
+                    } else {
+                        st.flags.blocked
+                    } {
+                        self.changed.wait(&mut st);
+                    }
+                }
                 Step::Call(req) => {
                     let lvb = st.lvb;
                     drop(st);

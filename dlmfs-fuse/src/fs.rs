@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use o2dlm::wire::{LockMode, LVB_LEN};
 use parking_lot::Mutex;
@@ -78,6 +78,42 @@ struct Tree {
 struct Open {
     lock: Arc<LockFile>,
     level: LockMode,
+    /// Where the descriptor's offset is, as far as this file system can tell (the end of
+    /// its last read or write): the position of its writes while it has `O_APPEND`.
+    pos: u64,
+}
+
+impl Open {
+    fn new(lock: Arc<LockFile>, level: LockMode) -> Open {
+        Open {
+            lock,
+            level,
+            pos: 0,
+        }
+    }
+}
+
+/// Whether thread `tid` (a FUSE request's caller) has a signal pending that it does not
+/// block: the kernel dlmfs' `signal_pending(current)`, read from `/proc/TID/status`. The
+/// caller cannot be woken by the signal: fuser answers FUSE_INTERRUPT with ENOSYS, after
+/// which the kernel sends none and the caller waits for the reply (killable, but a fatal
+/// signal still waits for a request already read), as dlmfs' own waits are uninterruptible.
+/// A thread that is gone or unreadable has nothing pending.
+fn signal_pending(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0
 }
 
 /// The dlmfs file system of one node.
@@ -217,17 +253,20 @@ impl DlmFs {
 
     fn new_fh(&self, lock: Arc<LockFile>, level: LockMode) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.opens.lock().insert(fh, Open { lock, level });
+        self.opens.lock().insert(fh, Open::new(lock, level));
         FileHandle(fh)
     }
 
-    /// Takes the lock for an open; answers at once when the cached level suffices, and from
-    /// a thread of its own otherwise (the open may wait as long as other nodes hold the
-    /// lock, and the file system must keep serving meanwhile, closes included).
+    /// Takes the lock for an open by thread `pid`; answers at once when the cached level
+    /// suffices, and from a thread of its own otherwise (the open may wait as long as other
+    /// nodes hold the lock, and the file system must keep serving meanwhile, closes
+    /// included). A signal pending for `pid` ends the open with EINTR where the kernel
+    /// would end it with ERESTARTSYS (see [`signal_pending`]).
     fn open_lock(
         &self,
         lock: Arc<LockFile>,
         flags: i32,
+        pid: u32,
         done: impl FnOnce(Result<FileHandle, Errno>) + Send + 'static,
     ) {
         let (level, trylock) = Self::decode_open(flags);
@@ -244,11 +283,11 @@ impl DlmFs {
         let spawned = std::thread::Builder::new()
             .name(format!("dlmfs-open-{node}"))
             .spawn(move || {
-                let r = lock.acquire(level, trylock);
+                let r = lock.acquire(level, trylock, &|| signal_pending(pid));
                 let reply = done2.lock().take();
                 match (r, reply) {
                     (Ok(()), Some(done)) => {
-                        opens.lock().insert(fh, Open { lock, level });
+                        opens.lock().insert(fh, Open::new(lock, level));
                         done(Ok(FileHandle(fh)));
                     }
                     (Err(e), Some(done)) => done(Err(err(e))),
@@ -390,18 +429,62 @@ impl Filesystem for DlmFs {
         reply.attr(&TTL, &Self::attr(ino.0, n));
     }
 
+    /// Creates a lock file. The kernel's dlmfs creates it in `create` and takes its lock in
+    /// `open`, after the VFS has let go of the directory; FUSE's `create` would take the
+    /// lock with the directory still locked, so that a create waiting for another node
+    /// would stop every lookup and listing of its domain. Without `create` the kernel asks
+    /// for the file with `mknod` and then opens it as any other.
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Neither directory level has a mknod operation.
-        reply.error(Errno::EPERM);
+        let mut tree = self.tree.lock();
+        let domain = match tree.inodes.get(&parent.0).map(|n| &n.kind) {
+            Some(Kind::Domain(d)) if mode & libc::S_IFMT == libc::S_IFREG => d.clone(),
+            // The root has no create operation: an O_CREAT open there fails with EACCES.
+            Some(Kind::Root) if mode & libc::S_IFMT == libc::S_IFREG => {
+                return reply.error(Errno::EACCES)
+            }
+            // Neither directory level has a mknod operation.
+            Some(_) => return reply.error(Errno::EPERM),
+            None => return reply.error(Errno::ENOENT),
+        };
+        let name = name.as_bytes();
+        if name.len() >= LOCK_NAME_LIMIT || name.first() == Some(&b'$') {
+            tracing::warn!(node = self.node, lock = %String::from_utf8_lossy(name), "dlmfs: invalid lock name");
+            return reply.error(Errno::EINVAL);
+        }
+        if Self::child(&tree, parent.0, name).is_some() {
+            return reply.error(Errno::EEXIST);
+        }
+        let waiters = Arc::new(PollWaiters::default());
+        let w = waiters.clone();
+        let lock = LockFile::new(
+            self.next_lock_id.fetch_add(1, Ordering::Relaxed),
+            name.to_vec(),
+            domain,
+            self.node,
+            self.worker.clone(),
+            Box::new(move || w.wake()),
+        );
+        let ino = Self::new_inode(
+            &mut tree,
+            parent.0,
+            name,
+            Kind::File(lock, waiters),
+            req,
+            mode & !umask,
+        );
+        match tree.inodes.get(&ino) {
+            Some(n) => reply.entry(&TTL, &Self::attr(ino, n), Generation(0)),
+            None => reply.error(Errno::EIO),
+        }
     }
 
     fn mkdir(
@@ -540,68 +623,14 @@ impl Filesystem for DlmFs {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let lock = match self.tree.lock().inodes.get(&ino.0).map(|n| &n.kind) {
             Some(Kind::File(lock, _)) => lock.clone(),
             Some(_) => return reply.error(Errno::EISDIR),
             None => return reply.error(Errno::ENOENT),
         };
-        self.open_lock(lock, flags.0, move |r| match r {
+        self.open_lock(lock, flags.0, req.pid(), move |r| match r {
             Ok(fh) => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
-            Err(e) => reply.error(e),
-        });
-    }
-
-    fn create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let mut tree = self.tree.lock();
-        let domain = match tree.inodes.get(&parent.0).map(|n| &n.kind) {
-            Some(Kind::Domain(d)) => d.clone(),
-            // The root has no create operation.
-            Some(_) => return reply.error(Errno::EACCES),
-            None => return reply.error(Errno::ENOENT),
-        };
-        let name = name.as_bytes();
-        if name.len() >= LOCK_NAME_LIMIT || name.first() == Some(&b'$') {
-            tracing::warn!(node = self.node, lock = %String::from_utf8_lossy(name), "dlmfs: invalid lock name");
-            return reply.error(Errno::EINVAL);
-        }
-        if Self::child(&tree, parent.0, name).is_some() {
-            return reply.error(Errno::EEXIST);
-        }
-        let waiters = Arc::new(PollWaiters::default());
-        let w = waiters.clone();
-        let lock = LockFile::new(
-            self.next_lock_id.fetch_add(1, Ordering::Relaxed),
-            name.to_vec(),
-            domain,
-            self.node,
-            self.worker.clone(),
-            Box::new(move || w.wake()),
-        );
-        let ino = Self::new_inode(
-            &mut tree,
-            parent.0,
-            name,
-            Kind::File(lock.clone(), waiters),
-            req,
-            mode & !umask,
-        );
-        let Some(attr) = tree.inodes.get(&ino).map(|n| Self::attr(ino, n)) else {
-            return reply.error(Errno::EIO);
-        };
-        drop(tree);
-        // The file exists from here on, whether or not its lock is granted, as in the kernel.
-        self.open_lock(lock, flags, move |r| match r {
-            Ok(fh) => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
         });
     }
@@ -617,12 +646,15 @@ impl Filesystem for DlmFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(lock) = self.opens.lock().get(&fh.0).map(|o| o.lock.clone()) else {
+        let mut opens = self.opens.lock();
+        let Some(open) = opens.get_mut(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
-        let lvb = lock.lvb();
+        let lvb = open.lock.lvb();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(LVB_LEN);
         let end = start.saturating_add(size as usize).min(LVB_LEN);
+        open.pos = offset.saturating_add((end - start) as u64);
+        drop(opens);
         reply.data(lvb.get(start..end).unwrap_or(&[]));
     }
 
@@ -634,19 +666,31 @@ impl Filesystem for DlmFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(lock) = self.opens.lock().get(&fh.0).map(|o| o.lock.clone()) else {
+        let mut opens = self.opens.lock();
+        let Some(open) = opens.get_mut(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
+        // The kernel's dlmfs ignores O_APPEND (it drops it at open, and its write does not
+        // look at it): writes go where the descriptor's offset is. FUSE puts them at the end
+        // of the file instead, so the offset is this file system's own estimate.
+        let offset = if flags.0 & libc::O_APPEND != 0 {
+            open.pos
+        } else {
+            offset
+        };
+        let lock = open.lock.clone();
         if offset >= LVB_LEN as u64 {
             return reply.error(Errno::ENOSPC);
         }
         // offset < LVB_LEN, so this cannot truncate.
         let room = LVB_LEN - offset as usize;
         let count = data.len().min(room);
+        open.pos = offset + count as u64;
+        drop(opens);
         if count > 0 {
             lock.write_lvb(data.get(..count).unwrap_or(data));
         }

@@ -36,12 +36,19 @@
 //! Differences from the kernel:
 //! - `statfs` reports FUSE's type, not `DLMFS_MAGIC`: run libo2dlm programs under
 //!   `o2cb exec`, which preloads `dlmfs-preload`.
-//! - A signal does not end a blocked open. The kernel's waits are uninterruptible too, but it
-//!   checks for a signal between them and returns ERESTARTSYS; fuser does not pass
-//!   FUSE_INTERRUPT on, so the open completes when granted (a killed process's descriptor is
-//!   then closed, which drops its holder).
-//! - `O_APPEND` writes fail with ENOSPC: the kernel strips `O_APPEND` at open, FUSE puts such
-//!   writes at the end of the 64-byte file.
+//! - A signal to a process blocked in `open` ends it as the kernel's does, once the lock is
+//!   granted (the kernel's waits are uninterruptible; it looks for a signal between them):
+//!   the open fails with EINTR and the grant stays cached with no holder. The kernel returns
+//!   ERESTARTSYS, which restarts the open after a handler installed with SA_RESTART; FUSE
+//!   cannot pass that on, so such a handler sees EINTR too. (fuser answers FUSE_INTERRUPT
+//!   with ENOSYS, so the pending signal is read from `/proc/TID/status`.)
+//! - `mknod` of a regular file in a domain creates a lock file (the kernel refuses every
+//!   mknod with EPERM; in the root, EACCES as for an O_CREAT open): FUSE creates files that
+//!   way so that the lock is taken in `open`, without the directory locked, as in the kernel.
+//! - On an `O_APPEND` descriptor, writes go where this file system last left the descriptor's
+//!   offset (the kernel ignores O_APPEND; FUSE sends such writes at the end of the file), but
+//!   the kernel's own offset for it is past the end, so a read on it after a write returns 0
+//!   bytes where the kernel's dlmfs would return the rest of the value block.
 //! - A BAST that crosses this node's own downconvert ends the blocked state instead of
 //!   leaving BLOCKED set on a lock that no longer blocks anything (see [`userdlm`]).
 

@@ -163,9 +163,11 @@ fn domain_directories_follow_the_kernel_rules() {
         Err(libc::EACCES),
         "no files in the root"
     );
-    let node = c(&t.p1("dom/dev"));
+    // mknod of a regular file is how FUSE creates lock files (see the crate docs); other
+    // types are refused as the kernel refuses every mknod.
+    let node = c(&t.p1("dom/fifo"));
     assert_eq!(
-        unsafe { libc::mknod(node.as_ptr(), libc::S_IFREG | 0o644, 0) },
+        unsafe { libc::mknod(node.as_ptr(), libc::S_IFIFO | 0o644, 0) },
         -1
     );
     assert_eq!(errno(), libc::EPERM, "mknod");
@@ -415,4 +417,271 @@ fn mkdir_registers_the_domain_and_rmdir_or_unmount_leaves_it() {
         0,
         "unmount leaves every domain"
     );
+}
+
+/// Runs `op` on a thread of its own and returns its result if it finishes within 2 s.
+fn within_2s<T: Send + 'static>(op: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(op());
+    });
+    rx.recv_timeout(Duration::from_secs(2)).ok()
+}
+
+#[test]
+fn a_blocked_open_leaves_the_rest_of_the_mount_working() {
+    let t = Pair::new();
+    t.domain("dom");
+    let wa = open(&t.p1("dom/L"), libc::O_CREAT | libc::O_RDWR).unwrap();
+    let other = open(&t.p2("dom/M"), libc::O_CREAT | libc::O_RDWR).unwrap();
+    assert_eq!(pwrite(&other, b"mine", 0), Ok(4));
+    // Node 2 creates L and blocks in its open while node 1 holds EX.
+    let b = t.p2("dom/L");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = open(&b, libc::O_CREAT | libc::O_RDWR);
+        let _ = tx.send(());
+        r
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "node 2's open waits for node 1");
+
+    // Everything else on node 2's mount, the blocked open's directory included, answers.
+    let (dom, root, n) = (t.p2("dom"), t.p2(""), t.p2("dom/N"));
+    let m = t.p2("dom/M");
+    let fd = other.0;
+    let done = within_2s(move || {
+        let mut names: Vec<String> = std::fs::read_dir(&dom)
+            .expect("readdir of the domain")
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let roots = std::fs::read_dir(&root)
+            .expect("readdir of the root")
+            .count();
+        let size = std::fs::metadata(&m).expect("stat").len();
+        let created = open(&n, libc::O_CREAT | libc::O_RDONLY).map(close);
+        let reopened = open(&m, libc::O_RDONLY).map(close);
+        let mut buf = [0u8; 4];
+        let read = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4, 0) };
+        (names, roots, size, created, reopened, read, buf)
+    });
+    let Some((names, roots, size, created, reopened, read, buf)) = done else {
+        // Let the blocked calls finish before failing, so that the mounts can go.
+        close(wa);
+        let _ = waiter.join();
+        panic!("calls on node 2's mount waited for its blocked open");
+    };
+    assert_eq!(names, ["L", "M"], "the blocked open's file exists already");
+    assert_eq!(roots, 1);
+    assert_eq!(size, 64);
+    assert_eq!(created, Ok(()));
+    assert_eq!(reopened, Ok(()));
+    assert_eq!((read, &buf), (4, b"mine"));
+    assert!(rx.try_recv().is_err(), "node 2's open still waits");
+
+    close(wa);
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the blocked open is granted once node 1 closes");
+    close(waiter.join().unwrap().expect("granted open"));
+    close(other);
+}
+
+/// A forked process (see [`fork_opener`]); killed and reaped on drop. Declare it before the
+/// mounts: a child still in an open on a mount is freed when the mounts go, not before.
+struct Child {
+    pid: libc::pid_t,
+    /// The read end of the child's pipe.
+    pipe: Fd,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // pid is -1 once reaped: never kill(-1).
+        if self.pid > 0 {
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+impl Child {
+    /// The next `n` bytes the child wrote, if they come within `ms` milliseconds.
+    fn read(&self, n: usize, ms: i32) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut p = libc::pollfd {
+                fd: self.pipe.0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut p, 1, ms) } != 1 {
+                return None;
+            }
+            let mut buf = vec![0u8; n - out.len()];
+            let got = unsafe { libc::read(self.pipe.0, buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                return None;
+            }
+            out.extend_from_slice(&buf[..got as usize]);
+        }
+        Some(out)
+    }
+
+    /// How the child ended, once it has (waits up to 5 s).
+    fn wait(&mut self) -> i32 {
+        let mut status = 0;
+        for _ in 0..500 {
+            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+                self.pid = -1;
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("child {} did not end", self.pid);
+    }
+}
+
+static HANDLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    HANDLED.store(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Forks a process that catches SIGUSR1 (a handler without SA_RESTART), writes one byte to
+/// its pipe, opens `path` with `flags`, and writes the open's return value, errno and
+/// whether the handler ran (three native i32s). Only async-signal-safe calls after fork.
+fn fork_opener(path: &Path, flags: i32) -> Child {
+    let path = c(path);
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: errno {}", errno());
+    if pid == 0 {
+        unsafe {
+            // Not the mounts' /dev/fuse descriptors: a child stuck in an open must not keep
+            // the connection alive once the test process (its server) is gone.
+            libc::dup2(fds[1], 3);
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            let fds = [-1, 3];
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+            libc::write(fds[1], b"r".as_ptr().cast(), 1);
+            let ret = libc::open(path.as_ptr(), flags);
+            let out = [
+                ret,
+                *libc::__errno_location(),
+                HANDLED.load(std::sync::atomic::Ordering::SeqCst),
+            ];
+            libc::write(fds[1], out.as_ptr().cast(), std::mem::size_of_val(&out));
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(fds[1]) };
+    let child = Child {
+        pid,
+        pipe: Fd(fds[0]),
+    };
+    assert_eq!(child.read(1, 5000), Some(b"r".to_vec()), "child started");
+    child
+}
+
+#[test]
+fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel() {
+    let mut child;
+    let t = Pair::new();
+    t.domain("dom");
+    let wa = open(&t.p1("dom/L"), libc::O_CREAT | libc::O_RDWR).unwrap();
+    child = fork_opener(&t.p2("dom/L"), libc::O_CREAT | libc::O_RDWR);
+    // Node 1 sees the BAST once the child's open has asked for the lock.
+    assert!(poll_in(&wa, 5000), "the child's open asked for the lock");
+    assert_eq!(unsafe { libc::kill(child.pid, libc::SIGUSR1) }, 0);
+    // The kernel's dlmfs waits for the lock uninterruptibly and only then looks for a signal.
+    assert_eq!(
+        child.read(12, 300),
+        None,
+        "the open still waits for the lock"
+    );
+    close(wa);
+    let out = child
+        .read(12, 5000)
+        .expect("the open ends once node 1 closes");
+    let word = |i: usize| i32::from_ne_bytes(out[i * 4..i * 4 + 4].try_into().unwrap());
+    assert_eq!(
+        (word(0), word(1)),
+        (-1, libc::EINTR),
+        "open fails with EINTR"
+    );
+    assert_eq!(word(2), 1, "the signal handler ran");
+    assert_eq!(child.wait(), 0);
+
+    // The interrupted open holds nothing: node 2 may remove the file, and node 1 gets its lock
+    // back at once (node 2 only cached the grant, with no holder, and gives it up on the BAST).
+    let again = t.p1("dom/L");
+    let reopened = within_2s(move || open(&again, libc::O_RDWR)).expect("node 1 gets EX again");
+    close(reopened.unwrap());
+    std::fs::remove_file(t.p2("dom/L")).expect("node 2 has no holder left");
+}
+
+#[test]
+fn a_killed_blocked_opener_leaves_no_holder_behind() {
+    let mut child;
+    let t = Pair::new();
+    t.domain("dom");
+    let wa = open(&t.p1("dom/L"), libc::O_CREAT | libc::O_RDWR).unwrap();
+    child = fork_opener(&t.p2("dom/L"), libc::O_CREAT | libc::O_RDWR);
+    assert!(poll_in(&wa, 5000), "the child's open asked for the lock");
+    assert_eq!(unsafe { libc::kill(child.pid, libc::SIGKILL) }, 0);
+    close(wa);
+    let status = child.wait();
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "killed: status {status:#x}"
+    );
+    let again = t.p1("dom/L");
+    let reopened = within_2s(move || open(&again, libc::O_RDWR)).expect("node 1 gets EX again");
+    close(reopened.unwrap());
+    std::fs::remove_file(t.p2("dom/L")).expect("node 2 has no holder left");
+}
+
+#[test]
+fn o_append_is_ignored_as_the_kernel_drops_it_at_open() {
+    let t = Pair::new();
+    t.domain("dom");
+    let path = t.p1("dom/L");
+    // `echo hello >> /dlm/dom/L`: the write lands at the descriptor's offset (0), not at the
+    // end of the 64-byte file.
+    std::fs::write(&path, b"0123456789").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    use std::io::Write;
+    f.write_all(b"hello")
+        .expect("an O_APPEND write is not refused");
+    // The kernel writes from LVB byte 0 and moves the offset: 59 more bytes fit, then ENOSPC.
+    assert_eq!(
+        f.write(&[b'x'; 64]).expect("clipped to 64 - offset"),
+        59,
+        "clipped at the offset the first write left"
+    );
+    assert_eq!(
+        f.write(b"y").unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    drop(f);
+    let value = std::fs::read(&path).unwrap();
+    assert_eq!(value.len(), 64);
+    assert_eq!(&value[..12], b"xxxxxxxxxxxx", "every write went to byte 0");
+    // A shell's `>>` to a fresh descriptor.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf abc >> '{}'", path.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "sh >> to a lock file");
+    assert_eq!(&std::fs::read(&path).unwrap()[..4], b"abcx");
 }

@@ -58,7 +58,7 @@ fn three_nodes_never_share_ex_and_always_make_progress() {
                 // One open in three is EX, one in seven a trylock.
                 let level = [LockMode::Ex, LockMode::Pr, LockMode::Pr][(r % 3) as usize];
                 let trylock = r % 7 < 1;
-                match lock.acquire(level, trylock) {
+                match lock.acquire(level, trylock, &|| false) {
                     Ok(()) => {}
                     Err(e) => {
                         assert!(trylock && e == libc::ETXTBSY, "open failed with errno {e}");
