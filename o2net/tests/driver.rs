@@ -253,14 +253,21 @@ async fn spec_only_peer_handshakes_and_exchanges_keepalives_and_messages() {
     net.shutdown();
 }
 
+/// Our node 2 of a two-node `short()` cluster on `port`, both nodes heartbeating, where node
+/// 1 is only a listening socket the test answers from by hand.
+fn node2_facing_a_bare_node1(port: u16, fences: &Fences) -> (TcpListener, Net) {
+    let listener = TcpListener::bind(SocketAddrV4::new(ip(1), port)).unwrap();
+    let net = start(short(2, nodes(2, port)), fences);
+    net.heartbeat_up(1);
+    net.heartbeat_up(2);
+    (listener, net)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_node_connects_from_its_own_address_to_a_spec_only_listener() {
     let port = 27201;
     let fences = Fences::default();
-    let listener = TcpListener::bind(SocketAddrV4::new(ip(1), port)).unwrap();
-    let net = start(short(2, nodes(2, port)), &fences);
-    net.heartbeat_up(1);
-    net.heartbeat_up(2);
+    let (listener, net) = node2_facing_a_bare_node1(port, &fences);
     let peer = tokio::task::spawn_blocking(move || {
         let (mut s, from) = listener.accept().unwrap();
         assert_eq!(
@@ -512,10 +519,7 @@ async fn partition_fences_the_minority_and_keeps_the_majority() {
 async fn silent_peer_hits_the_idle_timeout_and_the_higher_node_fences() {
     let port = 27601;
     let fences = Fences::default();
-    let listener = TcpListener::bind(SocketAddrV4::new(ip(1), port)).unwrap();
-    let net = start(short(2, nodes(2, port)), &fences);
-    net.heartbeat_up(1);
-    net.heartbeat_up(2);
+    let (listener, net) = node2_facing_a_bare_node1(port, &fences);
     // The peer handshakes, then never says anything again.
     let (mut s, _) = tokio::task::spawn_blocking(move || listener.accept().unwrap())
         .await
@@ -625,10 +629,7 @@ async fn a_full_socket_keeps_every_frame_whole_and_every_reply_matched() {
     let port = 27801;
     const N: usize = 3000;
     let fences = Fences::default();
-    let listener = TcpListener::bind(SocketAddrV4::new(ip(1), port)).unwrap();
-    let net = start(short(2, nodes(2, port)), &fences);
-    net.heartbeat_up(1);
-    net.heartbeat_up(2);
+    let (listener, net) = node2_facing_a_bare_node1(port, &fences);
     let (all_sent, go) = std::sync::mpsc::channel::<()>();
     let peer = tokio::task::spawn_blocking(move || {
         let (mut s, _) = listener.accept().unwrap();
