@@ -291,12 +291,41 @@ impl DlmDomain for LocalDomain {
 mod tests {
     use super::*;
 
-    fn req(mode: LockMode, convert: bool, noqueue: bool) -> Request {
-        Request {
+    type Dom = Arc<dyn DlmDomain>;
+
+    /// Nodes 1 and 2, both in domain "dom".
+    fn two_nodes() -> (Dom, Dom) {
+        let dlm = LocalDlm::new();
+        (
+            dlm.node(1).join(b"dom").unwrap(),
+            dlm.node(2).join(b"dom").unwrap(),
+        )
+    }
+
+    /// A new lock `id` on resource "L" at `mode`, from a zero value block.
+    fn lock_l(
+        d: &Dom,
+        id: u64,
+        mode: LockMode,
+        noqueue: bool,
+        events: Arc<dyn LockEvents>,
+    ) -> Result<(), DlmStatus> {
+        let req = Request {
             mode,
-            convert,
+            convert: false,
             noqueue,
-        }
+        };
+        d.lock(id, b"L", req, &[0; 64], events)
+    }
+
+    /// [`lock_l`] waiting on a thread of its own.
+    fn lock_l_waiting(
+        d: &Dom,
+        id: u64,
+        mode: LockMode,
+    ) -> std::thread::JoinHandle<Result<(), DlmStatus>> {
+        let d = d.clone();
+        std::thread::spawn(move || lock_l(&d, id, mode, false, Arc::new(Seen::default())))
     }
 
     /// Records the callbacks of one lock.
@@ -317,39 +346,15 @@ mod tests {
 
     #[test]
     fn a_refused_noqueue_request_sends_no_bast_and_a_queued_one_does() {
-        let dlm = LocalDlm::new();
-        let a = dlm.node(1).join(b"dom").unwrap();
-        let b = dlm.node(2).join(b"dom").unwrap();
+        let (a, b) = two_nodes();
         let seen = Arc::new(Seen::default());
-        a.lock(
-            1,
-            b"L",
-            req(LockMode::Ex, false, false),
-            &[0; 64],
-            seen.clone(),
-        )
-        .unwrap();
+        lock_l(&a, 1, LockMode::Ex, false, seen.clone()).unwrap();
         assert_eq!(seen.asts.lock().len(), 1, "the grant's AST");
-        let r = b.lock(
-            1,
-            b"L",
-            req(LockMode::Pr, false, true),
-            &[0; 64],
-            Arc::new(Seen::default()),
-        );
+        let r = lock_l(&b, 1, LockMode::Pr, true, Arc::new(Seen::default()));
         assert_eq!(r, Err(DlmStatus::Notqueued));
         // dlmlock_master returns DLM_NOTQUEUED without queueing anything: no BAST.
         assert!(seen.basts.lock().is_empty());
-        let b2 = b.clone();
-        let t = std::thread::spawn(move || {
-            b2.lock(
-                2,
-                b"L",
-                req(LockMode::Pr, false, false),
-                &[0; 64],
-                Arc::new(Seen::default()),
-            )
-        });
+        let t = lock_l_waiting(&b, 2, LockMode::Pr);
         while seen.basts.lock().is_empty() {
             std::thread::yield_now();
         }
@@ -360,67 +365,24 @@ mod tests {
 
     #[test]
     fn the_value_block_written_by_an_ex_unlock_reaches_the_next_reader() {
-        let dlm = LocalDlm::new();
-        let a = dlm.node(1).join(b"dom").unwrap();
-        let b = dlm.node(2).join(b"dom").unwrap();
-        a.lock(
-            7,
-            b"L",
-            req(LockMode::Ex, false, false),
-            &[0; 64],
-            Arc::new(Seen::default()),
-        )
-        .unwrap();
+        let (a, b) = two_nodes();
+        lock_l(&a, 7, LockMode::Ex, false, Arc::new(Seen::default())).unwrap();
         a.unlock(7, &[9; 64]).unwrap();
         let seen = Arc::new(Seen::default());
-        b.lock(
-            7,
-            b"L",
-            req(LockMode::Pr, false, false),
-            &[0; 64],
-            seen.clone(),
-        )
-        .unwrap();
+        lock_l(&b, 7, LockMode::Pr, false, seen.clone()).unwrap();
         assert_eq!(*seen.asts.lock(), vec![Some([9; 64])]);
     }
 
     #[test]
     fn a_waiting_request_is_granted_on_unlock_or_returns_cancel() {
-        let dlm = LocalDlm::new();
-        let a = dlm.node(1).join(b"dom").unwrap();
-        let b = dlm.node(2).join(b"dom").unwrap();
-        a.lock(
-            1,
-            b"L",
-            req(LockMode::Ex, false, false),
-            &[0; 64],
-            Arc::new(Seen::default()),
-        )
-        .unwrap();
-        let b2 = b.clone();
-        let t = std::thread::spawn(move || {
-            b2.lock(
-                1,
-                b"L",
-                req(LockMode::Ex, false, false),
-                &[0; 64],
-                Arc::new(Seen::default()),
-            )
-        });
+        let (a, b) = two_nodes();
+        lock_l(&a, 1, LockMode::Ex, false, Arc::new(Seen::default())).unwrap();
+        let t = lock_l_waiting(&b, 1, LockMode::Ex);
         while b.cancel(1).is_err() {
             std::thread::yield_now();
         }
         assert_eq!(t.join().unwrap(), Err(DlmStatus::Cancel));
-        let b2 = b.clone();
-        let t = std::thread::spawn(move || {
-            b2.lock(
-                2,
-                b"L",
-                req(LockMode::Ex, false, false),
-                &[0; 64],
-                Arc::new(Seen::default()),
-            )
-        });
+        let t = lock_l_waiting(&b, 2, LockMode::Ex);
         std::thread::sleep(std::time::Duration::from_millis(20));
         a.unlock(1, &[0; 64]).unwrap();
         assert!(t.join().unwrap().is_ok());

@@ -589,8 +589,12 @@ fn fork_opener(path: &Path, flags: i32) -> Child {
     child
 }
 
-#[test]
-fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel() {
+/// Node 1 holds EX; a forked process blocks opening the lock on node 2 and gets `signal`;
+/// then node 1 closes and `ended` checks how the child's open ended. Whatever the signal,
+/// the interrupted open must hold nothing: node 2 may remove the file, and node 1 gets its
+/// lock back at once (node 2 only cached the grant, with no holder, and gives it up on the
+/// BAST).
+fn signal_a_blocked_opener(signal: i32, ended: impl FnOnce(&mut Child)) {
     let mut child;
     let t = Pair::new();
     t.domain("dom");
@@ -598,7 +602,7 @@ fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel(
     child = fork_opener(&t.p2("dom/L"), libc::O_CREAT | libc::O_RDWR);
     // Node 1 sees the BAST once the child's open has asked for the lock.
     assert!(poll_in(&wa, 5000), "the child's open asked for the lock");
-    assert_eq!(unsafe { libc::kill(child.pid, libc::SIGUSR1) }, 0);
+    assert_eq!(unsafe { libc::kill(child.pid, signal) }, 0);
     // The kernel's dlmfs waits for the lock uninterruptibly and only then looks for a signal.
     assert_eq!(
         child.read(12, 300),
@@ -606,20 +610,7 @@ fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel(
         "the open still waits for the lock"
     );
     close(wa);
-    let out = child
-        .read(12, 5000)
-        .expect("the open ends once node 1 closes");
-    let word = |i: usize| i32::from_ne_bytes(out[i * 4..i * 4 + 4].try_into().unwrap());
-    assert_eq!(
-        (word(0), word(1)),
-        (-1, libc::EINTR),
-        "open fails with EINTR"
-    );
-    assert_eq!(word(2), 1, "the signal handler ran");
-    assert_eq!(child.wait(), 0);
-
-    // The interrupted open holds nothing: node 2 may remove the file, and node 1 gets its lock
-    // back at once (node 2 only cached the grant, with no holder, and gives it up on the BAST).
+    ended(&mut child);
     let again = t.p1("dom/L");
     let reopened = within_2s(move || open(&again, libc::O_RDWR)).expect("node 1 gets EX again");
     close(reopened.unwrap());
@@ -627,24 +618,31 @@ fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel(
 }
 
 #[test]
+fn a_signal_ends_a_blocked_open_with_eintr_once_the_lock_comes_as_in_the_kernel() {
+    signal_a_blocked_opener(libc::SIGUSR1, |child| {
+        let out = child
+            .read(12, 5000)
+            .expect("the open ends once node 1 closes");
+        let word = |i: usize| i32::from_ne_bytes(out[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(
+            (word(0), word(1)),
+            (-1, libc::EINTR),
+            "open fails with EINTR"
+        );
+        assert_eq!(word(2), 1, "the signal handler ran");
+        assert_eq!(child.wait(), 0);
+    });
+}
+
+#[test]
 fn a_killed_blocked_opener_leaves_no_holder_behind() {
-    let mut child;
-    let t = Pair::new();
-    t.domain("dom");
-    let wa = open(&t.p1("dom/L"), libc::O_CREAT | libc::O_RDWR).unwrap();
-    child = fork_opener(&t.p2("dom/L"), libc::O_CREAT | libc::O_RDWR);
-    assert!(poll_in(&wa, 5000), "the child's open asked for the lock");
-    assert_eq!(unsafe { libc::kill(child.pid, libc::SIGKILL) }, 0);
-    close(wa);
-    let status = child.wait();
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
-        "killed: status {status:#x}"
-    );
-    let again = t.p1("dom/L");
-    let reopened = within_2s(move || open(&again, libc::O_RDWR)).expect("node 1 gets EX again");
-    close(reopened.unwrap());
-    std::fs::remove_file(t.p2("dom/L")).expect("node 2 has no holder left");
+    signal_a_blocked_opener(libc::SIGKILL, |child| {
+        let status = child.wait();
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "killed: status {status:#x}"
+        );
+    });
 }
 
 #[test]
