@@ -3,9 +3,9 @@
 //! - mutual exclusion: no two locks on one name are held in incompatible modes at the same
 //!   time (a holder holds from its grant until it asks to release or down-convert);
 //! - value blocks: a grant that reads the value block under PR or EX sees the value the last
-//!   EX holder wrote back (no node dies here, so nothing is ever invalidated), or zeros if
-//!   the master has purged the idle resource since: as in the kernel, the value block lives
-//!   in the master's resource and goes with it;
+//!   EX holder wrote back, or zeros if the master has purged the idle resource since (as in
+//!   the kernel, the value block lives in the master's resource and goes with it) or, once
+//!   a master may have died, if recovery invalidated it;
 //! - progress is judged by the run itself (every request finishes after faults heal).
 
 use std::collections::BTreeMap;
@@ -137,7 +137,9 @@ impl LockChecker {
     }
 
     /// A master may have died with its value blocks: from now on a block read as zeros is
-    /// the lost (invalid) block, not a stale one. o2dlm has no recovery yet to mark it so.
+    /// the lost (invalid) block, not a stale one. This is how the kernel tells it: recovery
+    /// zeroes an untrusted block (`dlm_revalidate_lvb`) and no status or lksb flag says so
+    /// (`DLM_VALNOTVALID` exists in dlmapi.h but o2dlm never returns it).
     pub fn value_blocks_may_be_lost(&mut self) {
         self.lost_ok = true;
     }
