@@ -564,13 +564,45 @@ fn uptime() -> f64 {
         .unwrap_or_else(|| panic!("/proc/uptime is {text:?}"))
 }
 
-/// The master of lock `name` in an `o2cb lockdump` (locking_state) dump: the owner field of
-/// the `LRES:` line after `NAME:name`.
-fn owner_of(dump: &str, name: &str) -> Option<u8> {
+/// A lock resource as an `o2cb lockdump` (locking_state) dump shows it.
+#[derive(Debug)]
+struct Lockres {
+    /// Its master: the owner field of its `LRES:` line.
+    owner: u8,
+    /// Each `LOCK:` line's queue (0 granted, 1 converting, 2 blocked) and node.
+    locks: Vec<(u8, u8)>,
+}
+
+/// Resource `name` in an `o2cb lockdump` dump.
+fn lockres_of(dump: &str, name: &str) -> Option<Lockres> {
     let mut lines = dump.lines();
     lines.find(|l| l.strip_prefix("NAME:") == Some(name))?;
-    let lres = lines.next()?.strip_prefix("LRES:")?;
-    lres.split(',').nth(1)?.parse().ok()
+    let mut owner = None;
+    let mut locks = Vec::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let field = |l: &str, i: usize| l.split(',').nth(i).and_then(|f| f.parse::<u8>().ok());
+        if let Some(lres) = line.strip_prefix("LRES:") {
+            owner = field(lres, 1);
+        } else if let Some(lock) = line.strip_prefix("LOCK:") {
+            locks.push((field(lock, 1)?, field(lock, 4)?));
+        }
+    }
+    Some(Lockres {
+        owner: owner?,
+        locks,
+    })
+}
+
+/// `o2cb lockdump ctest` in node `node`'s container: resource `name` in it, and the dump.
+fn lockres_on(c: &Cluster, node: usize, name: &str) -> (Option<Lockres>, String) {
+    let dump = check(&mut docker(&[
+        "exec",
+        c.id(node),
+        "o2cb",
+        "lockdump",
+        "ctest",
+    ]));
+    (lockres_of(&dump, name), dump)
 }
 
 /// The columns of node `n`'s row of an `o2cb nodes` table.
@@ -774,12 +806,13 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
     }
     // node0 takes C first, so that it masters it: the node killed below is the holder and the
     // master, and the survivors must recover C before either gets it.
+    let paced = increment(&format!("sleep {PACE}"));
     check(&mut docker(&[
         "exec",
         c.id(0),
         "sh",
         "-c",
-        &locked("ctest", "C", &increment(&format!("sleep {PACE}"))),
+        &locked("ctest", "C", &paced),
     ]));
     // The three increment in turns: node1 and node2 INCREMENTS times each, node0 until it is
     // told to stall; then node0's next increment stops under the lock after its read, before
@@ -791,7 +824,7 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
         0,
         &format!(
             "while [ ! -e /shared/stall ]; do {} 2>>/shared/err0 || exit 1; done; {}",
-            locked("ctest", "C", &increment(&format!("sleep {PACE}"))),
+            locked("ctest", "C", &paced),
             locked("ctest", "C", &stall)
         ),
     );
@@ -801,7 +834,7 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
             &format!(
                 "s=done; for i in $(seq {INCREMENTS}); do {} 2>>/shared/err{n} || {{ s=failed; break; }}; done; \
                  echo $s > /shared/done{n}.new; mv /shared/done{n}.new /shared/done{n}",
-                locked("ctest", "C", &increment(&format!("sleep {PACE}")))
+                locked("ctest", "C", &paced)
             ),
         );
     }
@@ -845,19 +878,22 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
         "the counter moved while node0 held C after reading {held}:\n{text}"
     );
     let before = writers(&text);
-    for n in 1..3 {
+    for (n, node) in NODES.iter().enumerate().skip(1) {
         assert!(
             before[n] < INCREMENTS,
-            "{} finished before node0 stalled: nobody waits on C:\n{text}",
-            NODES[n]
+            "{node} finished before node0 stalled: nobody waits on C:\n{text}"
+        );
+        let (res, dump) = lockres_on(&c, n, "C");
+        let res = res.unwrap_or_else(|| panic!("no C in {node}'s lockdump:\n{dump}"));
+        assert_eq!(
+            res.owner, 0,
+            "{node} does not see node0 mastering C:\n{dump}"
+        );
+        assert!(
+            res.locks.contains(&(2, n as u8)),
+            "{node}'s lock on C is not blocked behind node0's:\n{dump}"
         );
     }
-    let dump = check(&mut docker(&["exec", c.id(1), "o2cb", "lockdump", "ctest"]));
-    assert_eq!(
-        owner_of(&dump, "C"),
-        Some(0),
-        "node1 does not see node0 mastering C:\n{dump}"
-    );
 
     // The kill lands between these two readings of the clock.
     let kill_sent = uptime();
@@ -915,9 +951,9 @@ fn the_waiter_gets_the_lock_of_a_killed_holder_and_the_counter_stays_exact() {
         first.node
     );
     // Recovery moved C to a survivor.
-    let dump = check(&mut docker(&["exec", c.id(1), "o2cb", "lockdump", "ctest"]));
+    let (res, dump) = lockres_on(&c, 1, "C");
     assert!(
-        matches!(owner_of(&dump, "C"), Some(1 | 2)),
+        matches!(res, Some(Lockres { owner: 1 | 2, .. })),
         "C is not mastered by a survivor after recovery:\n{dump}"
     );
 }
