@@ -156,3 +156,84 @@ fn value_of(lvb: &Lvb) -> String {
     b.copy_from_slice(&lvb[..8]);
     format!("value {}", u64::from_be_bytes(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> LockName {
+        LockName::new(b"x").expect("valid")
+    }
+
+    #[test]
+    fn checker_catches_incompatible_grants() {
+        let mut c = LockChecker::default();
+        c.see(LockEvent::Granted {
+            at: 1,
+            node: 1,
+            cookie: 1,
+            name: name(),
+            mode: LockMode::Pr,
+            lvb: None,
+        });
+        c.see(LockEvent::Granted {
+            at: 2,
+            node: 2,
+            cookie: 2,
+            name: name(),
+            mode: LockMode::Pr,
+            lvb: None,
+        });
+        assert!(c.violations().is_empty());
+        c.see(LockEvent::Granted {
+            at: 3,
+            node: 3,
+            cookie: 3,
+            name: name(),
+            mode: LockMode::Ex,
+            lvb: None,
+        });
+        assert_eq!(c.violations().len(), 2, "{:?}", c.violations());
+    }
+
+    #[test]
+    fn checker_catches_a_stale_value_block() {
+        let mut c = LockChecker::default();
+        let mut v = [0u8; 64];
+        v[7] = 9;
+        c.see(LockEvent::Granted {
+            at: 1,
+            node: 1,
+            cookie: 1,
+            name: name(),
+            mode: LockMode::Ex,
+            lvb: Some([0; 64]),
+        });
+        c.see(LockEvent::Released {
+            at: 2,
+            node: 1,
+            cookie: 1,
+            name: name(),
+            now_mode: None,
+            wrote: Some(v),
+        });
+        c.see(LockEvent::Granted {
+            at: 3,
+            node: 2,
+            cookie: 2,
+            name: name(),
+            mode: LockMode::Pr,
+            lvb: Some(v),
+        });
+        assert!(c.violations().is_empty());
+        c.see(LockEvent::Granted {
+            at: 4,
+            node: 3,
+            cookie: 3,
+            name: name(),
+            mode: LockMode::Pr,
+            lvb: Some([0; 64]),
+        });
+        assert_eq!(c.violations().len(), 1);
+    }
+}

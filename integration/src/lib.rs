@@ -23,9 +23,7 @@
 //!
 //! With the lock workload (`--workload locks`) every node also runs the real o2dlm
 //! domain core, its messages through o2net, judged by the lock checkers of
-//! [`check::locks`] (whose rules are [`dlm_check`]'s). [`dlm_sim`] is the older
-//! lock-only simulator (per-pair FIFO links, pauses without node deaths), kept while
-//! the main simulator's pause runs still find o2dlm violations.
+//! [`check::locks`] (whose rules are [`dlm_check`]'s).
 
 pub mod check;
 pub mod cli;
@@ -33,7 +31,6 @@ pub mod config;
 pub mod disk;
 pub mod dlm_check;
 pub mod dlm_node;
-pub mod dlm_sim;
 pub mod error;
 pub mod events;
 pub mod faults;

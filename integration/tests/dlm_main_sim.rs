@@ -60,6 +60,22 @@ fn lock_seeds_with_network_delays_break_no_rule() {
     assert!(grants > 0);
 }
 
+/// Eight nodes contend for one name without faults: every request is granted in turn.
+#[test]
+fn eight_nodes_one_lock_break_no_rule() {
+    let mut cfg = config(8, 1234, &[]);
+    cfg.workload = Workload::Locks {
+        clients: 3,
+        names: 1,
+        think: Duration::from_millis(200),
+    };
+    let o = run(cfg);
+    assert!(o.violations.is_empty(), "{}", o.violations[0]);
+    let g = judged(&o, "dlm-locks");
+    assert!(g > 100, "only {g} grants");
+    assert!(judged(&o, "dlm-progress") > g / 2);
+}
+
 #[test]
 fn same_seed_same_lock_run() {
     let a = run(config(4, 9, &[FaultKind::Slow]));
