@@ -161,79 +161,45 @@ fn value_of(lvb: &Lvb) -> String {
 mod tests {
     use super::*;
 
-    fn name() -> LockName {
-        LockName::new(b"x").expect("valid")
+    /// Node `n`'s lock `n` is granted `mode` at `n` ms, reading `lvb`.
+    fn granted(n: u8, mode: LockMode, lvb: Option<Lvb>) -> LockEvent {
+        LockEvent::Granted {
+            at: u64::from(n),
+            node: n,
+            cookie: u64::from(n),
+            name: LockName::new(b"x").expect("valid"),
+            mode,
+            lvb,
+        }
     }
 
     #[test]
     fn checker_catches_incompatible_grants() {
         let mut c = LockChecker::default();
-        c.see(LockEvent::Granted {
-            at: 1,
-            node: 1,
-            cookie: 1,
-            name: name(),
-            mode: LockMode::Pr,
-            lvb: None,
-        });
-        c.see(LockEvent::Granted {
-            at: 2,
-            node: 2,
-            cookie: 2,
-            name: name(),
-            mode: LockMode::Pr,
-            lvb: None,
-        });
+        c.see(granted(1, LockMode::Pr, None));
+        c.see(granted(2, LockMode::Pr, None));
         assert!(c.violations().is_empty());
-        c.see(LockEvent::Granted {
-            at: 3,
-            node: 3,
-            cookie: 3,
-            name: name(),
-            mode: LockMode::Ex,
-            lvb: None,
-        });
+        c.see(granted(3, LockMode::Ex, None));
         assert_eq!(c.violations().len(), 2, "{:?}", c.violations());
     }
 
     #[test]
     fn checker_catches_a_stale_value_block() {
         let mut c = LockChecker::default();
-        let mut v = [0u8; 64];
+        let mut v = [0u8; LVB_LEN];
         v[7] = 9;
-        c.see(LockEvent::Granted {
+        c.see(granted(1, LockMode::Ex, Some([0; LVB_LEN])));
+        c.see(LockEvent::Released {
             at: 1,
             node: 1,
             cookie: 1,
-            name: name(),
-            mode: LockMode::Ex,
-            lvb: Some([0; 64]),
-        });
-        c.see(LockEvent::Released {
-            at: 2,
-            node: 1,
-            cookie: 1,
-            name: name(),
+            name: LockName::new(b"x").expect("valid"),
             now_mode: None,
             wrote: Some(v),
         });
-        c.see(LockEvent::Granted {
-            at: 3,
-            node: 2,
-            cookie: 2,
-            name: name(),
-            mode: LockMode::Pr,
-            lvb: Some(v),
-        });
+        c.see(granted(2, LockMode::Pr, Some(v)));
         assert!(c.violations().is_empty());
-        c.see(LockEvent::Granted {
-            at: 4,
-            node: 3,
-            cookie: 3,
-            name: name(),
-            mode: LockMode::Pr,
-            lvb: Some([0; 64]),
-        });
-        assert_eq!(c.violations().len(), 1);
+        c.see(granted(3, LockMode::Pr, Some([0; LVB_LEN])));
+        assert_eq!(c.violations().len(), 1, "{:?}", c.violations());
     }
 }
