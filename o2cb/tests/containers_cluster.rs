@@ -178,6 +178,29 @@ fn remove_leftovers(program: &[String]) {
     }
 }
 
+/// Fails, saying why, when a network outside these tests already takes the compose file's
+/// subnet (the README's cluster left up, say): compose's own error names neither.
+fn subnet_free() {
+    let file = containers_dir().join("docker-compose.yml");
+    let yml = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let subnet = yml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- subnet:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no subnet in {}", file.display()));
+    let format = "{{range .IPAM.Config}}{{.Subnet}} {{end}}";
+    for net in check(&mut docker(&["network", "ls", "--format", "{{.Name}}"])).lines() {
+        let subnets = check(&mut docker(&[
+            "network", "inspect", "--format", format, net,
+        ]));
+        assert!(
+            !subnets.split_whitespace().any(|s| s == subnet),
+            "docker network {net} already has the subnet {subnet} of containers/docker-compose.yml \
+             (the README's cluster still up? `docker-compose down -v` in containers/ removes it)"
+        );
+    }
+}
+
 /// The running cluster; dropping it removes everything (showing the logs if the test failed).
 struct Cluster {
     program: Vec<String>,
@@ -227,6 +250,7 @@ impl Cluster {
         let program = compose_program();
         let lock = exclusive();
         remove_leftovers(&program);
+        subnet_free();
         let pid = std::process::id();
         let mut cluster = Cluster {
             program,
