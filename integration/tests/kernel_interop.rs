@@ -1184,6 +1184,13 @@ fn kernel_dlmfs_and_ours_exclude_each_other_and_recover() {
         "our node exited (fenced?):\n{}",
         peer.log()
     );
+    // Our own EX lock on klock (with the value block we wrote) goes into the rebuilt
+    // resource like any other record: recovery refuses nothing.
+    let log = peer.log();
+    assert!(
+        !log.contains("ERROR"),
+        "our node logged an error during recovery:\n{log}"
+    );
     // Once idle, the line keeps only the count (the kernel's dlm_state forgets the dead node
     // and the recovery master too).
     let status = peer.ask(&["status"]).expect("o2cb status");
