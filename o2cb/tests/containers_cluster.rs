@@ -20,8 +20,8 @@
 //!   one of them, and the counter has every completed increment exactly once and the killed
 //!   node's in-flight one not at all.
 //!
-//! Needs a Docker engine with Compose (`docker compose` or `docker-compose`); without one the
-//! tests fail, they do not skip. Everything they make (containers, network, volume, image) is
+//! Needs a Docker engine with Compose: `docker compose` (v2) if present, else `docker-compose`
+//! (v1; the only one tried so far); without one the tests fail, they do not skip. Everything they make (containers, network, volume, image) is
 //! removed at the end, also when they fail, and leftovers of a run that could not clean up
 //! (killed) are removed at the start. Runs are serialized by a lock file: the compose
 //! network's subnet is fixed by `containers/cluster.conf`.
