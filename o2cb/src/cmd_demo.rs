@@ -230,7 +230,20 @@ impl Demo {
             let _ = tx.send(got);
         });
         println!("node 1: asks for it in EX and waits");
-        std::thread::sleep(Duration::from_millis(300));
+        // Node 2 is killed only once node 1 is in the domain with its request made: killed
+        // earlier, node 1 would join a domain without node 2 and nothing would be recovered.
+        let start = Instant::now();
+        loop {
+            self.check_interrupt()?;
+            let dump = self.call(1, &["lockdump", DOMAIN]).unwrap_or_default();
+            if dump.contains(&format!("NAME:{LOCK}\n")) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("node 1 did not ask for the lock within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok((holder, rx))
     }
 
@@ -474,6 +487,32 @@ pub fn run(_global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         "node 1: granted the lock node 2 held, {:.1} s after asking (node 2 declared dead, its lock gone)",
         waited.as_secs_f64()
     );
+    // Node 1 is still in the domain (it holds the lock), so its status has the domain's
+    // recovery line; the grant may come just before recovery is marked finished.
+    let start = Instant::now();
+    let (node, status) = loop {
+        demo.check_interrupt()?;
+        let mut found = None;
+        for n in 0..2u8 {
+            let status = demo.call(n, &["status"])?;
+            if status
+                .lines()
+                .any(|l| l.starts_with("Recovery of domain ") && l.contains(": idle,"))
+            {
+                found = Some((n, status));
+                break;
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            break (1, demo.call(1, &["status"])?);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("$ o2cb status        # on node {node}");
+    print!("{status}");
     got.call(&["unlock"])?;
 
     step("Taking node 0 and node 1 offline (o2cb offline)");

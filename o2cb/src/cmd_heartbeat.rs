@@ -418,14 +418,7 @@ fn run_heartbeat(paths: &[PathBuf], settings: RunSettings) -> anyhow::Result<Exi
         mode,
         configured,
     } = settings;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    crate::daemon::init_tracing();
     if usize::from(node) >= o2hb::MAX_NODES {
         bail!("node number {node} is out of range (0 to 254)");
     }

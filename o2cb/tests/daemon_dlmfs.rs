@@ -9,7 +9,7 @@ mod daemon_common;
 use daemon_common::TestCluster;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// open(2) with raw flags: the fd or the errno.
@@ -26,7 +26,7 @@ fn open(path: &Path, flags: i32) -> Result<i32, i32> {
 
 /// Detaches the mounts on drop, after the daemons (declared before) are gone: a test that
 /// fails leaves no dead FUSE mount behind.
-struct Unmount(Vec<std::path::PathBuf>);
+struct Unmount(Vec<PathBuf>);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
@@ -40,6 +40,31 @@ impl Drop for Unmount {
     }
 }
 
+/// Node `node`'s daemon arguments with its dlmfs mounted at `mount`.
+fn dlmfs_args(c: &TestCluster, node: usize, mount: &Path) -> Vec<String> {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests need FUSE (run .ci/run or load the fuse module)"
+    );
+    let mut args = c.daemon_args(node);
+    args.retain(|a| a != "--no-dlmfs");
+    args.extend(["--dlmfs".to_string(), mount.display().to_string()]);
+    args
+}
+
+/// Starts nodes 0..n, each with its dlmfs mounted at `dlmN` of the cluster's directory.
+fn start_with_mounts(c: &mut TestCluster, n: usize) -> (Vec<PathBuf>, Unmount) {
+    let mounts: Vec<_> = (0..n)
+        .map(|i| c.dir.path().join(format!("dlm{i}")))
+        .collect();
+    let unmount = Unmount(mounts.clone());
+    for (i, m) in mounts.iter().enumerate() {
+        let args = dlmfs_args(c, i, m);
+        c.start_args(i, args);
+    }
+    (mounts, unmount)
+}
+
 fn close(fd: i32) {
     // SAFETY: fd was returned by open and is closed once.
     unsafe {
@@ -49,21 +74,8 @@ fn close(fd: i32) {
 
 #[test]
 fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("no /dev/fuse on this machine: test not run");
-        return;
-    }
     let mut c = TestCluster::new(121, 2, false, 200, 7);
-    let mounts: Vec<_> = (0..2)
-        .map(|i| c.dir.path().join(format!("dlm{i}")))
-        .collect();
-    let _unmount = Unmount(mounts.clone());
-    for (i, m) in mounts.iter().enumerate() {
-        let mut args = c.daemon_args(i);
-        args.retain(|a| a != "--no-dlmfs");
-        args.extend(["--dlmfs".to_string(), m.display().to_string()]);
-        c.start_args(i, args);
-    }
+    let (mounts, _unmount) = start_with_mounts(&mut c, 2);
     c.wait_all_up(0, &[0, 1]);
     c.wait_all_up(1, &[0, 1]);
     let status = c.ok(0, &["status"]);
@@ -173,16 +185,10 @@ fn a_lock_and_its_value_block_pass_between_two_nodes_mounts() {
 
 #[test]
 fn a_node_restarted_after_sigkill_mounts_again_over_its_dead_mount() {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("no /dev/fuse on this machine: test not run");
-        return;
-    }
     let mut c = TestCluster::new(122, 1, false, 200, 7);
     let mount = c.dir.path().join("dlm");
     let _unmount = Unmount(vec![mount.clone()]);
-    let mut args = c.daemon_args(0);
-    args.retain(|a| a != "--no-dlmfs");
-    args.extend(["--dlmfs".to_string(), mount.display().to_string()]);
+    let args = dlmfs_args(&c, 0, &mount);
     c.start_args(0, args.clone());
     c.wait_all_up(0, &[0]);
     std::fs::create_dir(mount.join("dom")).unwrap();
@@ -205,21 +211,8 @@ fn a_node_restarted_after_sigkill_mounts_again_over_its_dead_mount() {
 
 #[test]
 fn offline_waits_for_a_lock_file_being_closed_and_fails_over_one_kept_open() {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("no /dev/fuse on this machine: test not run");
-        return;
-    }
     let mut c = TestCluster::new(123, 2, false, 200, 7);
-    let mounts: Vec<_> = (0..2)
-        .map(|i| c.dir.path().join(format!("dlm{i}")))
-        .collect();
-    let _unmount = Unmount(mounts.clone());
-    for (i, m) in mounts.iter().enumerate() {
-        let mut args = c.daemon_args(i);
-        args.retain(|a| a != "--no-dlmfs");
-        args.extend(["--dlmfs".to_string(), m.display().to_string()]);
-        c.start_args(i, args);
-    }
+    let (mounts, _unmount) = start_with_mounts(&mut c, 2);
     c.wait_all_up(0, &[0, 1]);
     for m in &mounts {
         std::fs::create_dir(m.join("dom")).unwrap();

@@ -79,6 +79,8 @@ fn the_demo_runs_to_completion_and_cleans_up() {
         "   2  node2             127.0.0.3:17801        down       no         -\n",
         "node 2: EX lock \"survivor\" granted\n",
         "node 1: granted the lock node 2 held, ",
+        // The status after the kill: node 1's domain recovered once, nothing left to do.
+        "Recovery of domain demo: idle, dead node none, recovery master none, to recover: none, completed: 1\n",
         "Stopping O2CB cluster demo: Unregistering O2CB cluster \"demo\": OK\n",
         "node 0's heartbeat slot now holds generation 0: a clean stop\n",
     ] {

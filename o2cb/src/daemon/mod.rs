@@ -9,7 +9,7 @@
 //! generation-0 block, so peers see the node down at their next read instead of after the
 //! dead threshold, then shuts o2net down.
 //!
-//! - [`proto`]: socket path rule and the line protocol.
+//! - [`proto`]: socket path rule and the line protocol; [`wire`]: its encoding.
 //! - [`client`]: how the commands find and call a daemon.
 //! - [`dlm`]: the node's DLM; [`session`]: `o2cb lock`.
 //! - [`report`]: the text of `status` and `nodes`.
@@ -19,6 +19,7 @@ pub(crate) mod dlm;
 pub mod proto;
 pub mod report;
 mod session;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -167,7 +168,9 @@ pub fn run(global: &Global, opts: &Options) -> anyhow::Result<ExitCode> {
     rt.block_on(serve(cluster, opts.clone()))
 }
 
-fn init_tracing() {
+/// Logs to stderr at `info` unless RUST_LOG says otherwise: the daemon's and the foreground
+/// heartbeat's.
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
