@@ -81,6 +81,9 @@ struct Open {
     /// Where the descriptor's offset is, as far as this file system can tell (the end of
     /// its last read or write): the position of its writes while it has `O_APPEND`.
     pos: u64,
+    /// A close of the descriptor was seen (FUSE's flush): its release, which FUSE sends
+    /// after close(2) has returned, may be on its way.
+    flushed: bool,
 }
 
 impl Open {
@@ -89,9 +92,13 @@ impl Open {
             lock,
             level,
             pos: 0,
+            flushed: false,
         }
     }
 }
+
+/// How long an unlink waits for the releases of descriptors already closed.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Whether thread `tid` (a FUSE request's caller) has a signal pending that it does not
 /// block: the kernel dlmfs' `signal_pending(current)`, read from `/proc/TID/status`. The
@@ -121,7 +128,7 @@ pub(crate) struct DlmFs {
     dlm: Arc<dyn Dlm>,
     node: u8,
     worker: Worker,
-    tree: Mutex<Tree>,
+    tree: Arc<Mutex<Tree>>,
     opens: Arc<Mutex<HashMap<u64, Open>>>,
     next_fh: AtomicU64,
     next_lock_id: AtomicU64,
@@ -152,10 +159,10 @@ impl DlmFs {
             dlm,
             node,
             worker: Worker::start(node)?,
-            tree: Mutex::new(Tree {
+            tree: Arc::new(Mutex::new(Tree {
                 inodes: HashMap::from([(1, root)]),
                 next_ino: 2,
-            }),
+            })),
             opens: Arc::new(Mutex::new(HashMap::new())),
             next_fh: AtomicU64::new(1),
             next_lock_id: AtomicU64::new(1),
@@ -301,6 +308,15 @@ impl DlmFs {
                 done(Err(Errno::EAGAIN));
             }
         }
+    }
+
+    /// Whether every descriptor open on `lock` has been closed, its release still to come.
+    fn closing(opens: &HashMap<u64, Open>, lock: &Arc<LockFile>) -> bool {
+        let mut mine = opens
+            .values()
+            .filter(|o| Arc::ptr_eq(&o.lock, lock))
+            .peekable();
+        mine.peek().is_some() && mine.all(|o| o.flushed)
     }
 
     /// The inode of `name` in `parent`, for lookup.
@@ -547,22 +563,49 @@ impl Filesystem for DlmFs {
             None => return reply.error(Errno::ENOENT),
         };
         drop(tree);
-        if let Err(e) = lock.destroy() {
-            return reply.error(err(e));
+        let (tree, opens) = (self.tree.clone(), self.opens.clone());
+        let name = name.as_bytes().to_vec();
+        // Off the session thread: the unlock may wait for the DLM, and for releases that
+        // only the session's threads can handle.
+        let spawned = std::thread::Builder::new()
+            .name(format!("dlmfs-unlink-{}", self.node))
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                loop {
+                    match lock.destroy() {
+                        Ok(()) => break,
+                        // In the kernel close(2) has dropped the holder when it returns; in
+                        // FUSE the release comes after. Wait for those already closed.
+                        Err(libc::EBUSY)
+                            if start.elapsed() < RELEASE_PATIENCE
+                                && Self::closing(&opens.lock(), &lock) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(e) => return reply.error(err(e)),
+                    }
+                }
+                let mut tree = tree.lock();
+                let now = SystemTime::now();
+                if let Some(p) = tree.inodes.get_mut(&parent.0) {
+                    p.children.remove(&name);
+                    p.mtime = now;
+                    p.ctime = now;
+                }
+                if let Some(n) = tree.inodes.get_mut(&ino) {
+                    n.removed = true;
+                    n.ctime = now;
+                }
+                Self::reap(&mut tree, ino);
+                reply.ok();
+            });
+        if let Err(e) = spawned {
+            // The reply went with the closure: fuser answers EIO for it.
+            tracing::error!(
+                node = self.node,
+                "dlmfs: cannot start an unlink thread: {e}"
+            );
         }
-        let mut tree = self.tree.lock();
-        let now = SystemTime::now();
-        if let Some(p) = tree.inodes.get_mut(&parent.0) {
-            p.children.remove(name.as_bytes());
-            p.mtime = now;
-            p.ctime = now;
-        }
-        if let Some(n) = tree.inodes.get_mut(&ino) {
-            n.removed = true;
-            n.ctime = now;
-        }
-        Self::reap(&mut tree, ino);
-        reply.ok();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -701,10 +744,13 @@ impl Filesystem for DlmFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if let Some(o) = self.opens.lock().get_mut(&fh.0) {
+            o.flushed = true;
+        }
         reply.ok();
     }
 

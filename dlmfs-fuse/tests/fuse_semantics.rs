@@ -368,6 +368,12 @@ fn unlink_is_refused_while_held_and_pushes_the_value_block() {
     // Node 1 recreates the file; its lock is new.
     let ra = open(&a, libc::O_CREAT | libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
     close(ra);
+    // Once close(2) has returned, unlink finds no holder (FUSE releases after the close).
+    for _ in 0..50 {
+        let fd = open(&a, libc::O_CREAT | libc::O_RDWR).unwrap();
+        close(fd);
+        std::fs::remove_file(&a).expect("unlink right after close");
+    }
 }
 
 #[test]
