@@ -202,7 +202,7 @@ impl DlmFs {
         parent: u64,
         name: &[u8],
         kind: Kind,
-        req: &Request,
+        (uid, gid): (u32, u32),
         mode: u32,
     ) -> u64 {
         let ino = tree.next_ino;
@@ -215,8 +215,8 @@ impl DlmFs {
                 parent,
                 children: HashMap::new(),
                 perm: (mode & 0o7777) as u16,
-                uid: req.uid(),
-                gid: req.gid(),
+                uid,
+                gid,
                 atime: now,
                 mtime: now,
                 ctime: now,
@@ -494,7 +494,7 @@ impl Filesystem for DlmFs {
             parent.0,
             name,
             Kind::File(lock, waiters),
-            req,
+            (req.uid(), req.gid()),
             mode & !umask,
         );
         match tree.inodes.get(&ino) {
@@ -524,31 +524,45 @@ impl Filesystem for DlmFs {
         if Self::child(&self.tree.lock(), 1, name).is_some() {
             return reply.error(Errno::EEXIST);
         }
-        let domain = match self.dlm.join(name) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(
-                    node = self.node,
-                    domain = %String::from_utf8_lossy(name),
-                    "dlmfs: could not register domain: {} (errno {})",
-                    e.message,
-                    e.errno
-                );
-                return reply.error(err(e.errno));
-            }
-        };
-        let mut tree = self.tree.lock();
-        if Self::child(&tree, 1, name).is_some() {
-            // Lost a race with another mkdir of the same name.
-            drop(tree);
-            domain.leave();
-            return reply.error(Errno::EEXIST);
-        }
-        let ino = Self::new_inode(&mut tree, 1, name, Kind::Domain(domain), req, mode & !umask);
-        tracing::info!(node = self.node, domain = %String::from_utf8_lossy(name), "dlmfs: domain registered");
-        match tree.inodes.get(&ino) {
-            Some(n) => reply.entry(&TTL, &Self::attr(ino, n), Generation(0)),
-            None => reply.error(Errno::EIO),
+        let (dlm, tree, node) = (self.dlm.clone(), self.tree.clone(), self.node);
+        let (name, owner) = (name.to_vec(), (req.uid(), req.gid()));
+        // Off the session thread: joining waits for the other nodes (the kernel's mkdir
+        // waits too, but only with the root locked, not the whole mount).
+        let spawned = std::thread::Builder::new()
+            .name(format!("dlmfs-mkdir-{node}"))
+            .spawn(move || {
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                let domain = match dlm.join(&name) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(
+                            node,
+                            domain = %shown,
+                            "dlmfs: could not register domain: {} (errno {})",
+                            e.message,
+                            e.errno
+                        );
+                        return reply.error(err(e.errno));
+                    }
+                };
+                let mut tree = tree.lock();
+                if Self::child(&tree, 1, &name).is_some() {
+                    // Lost a race with another mkdir of the same name.
+                    drop(tree);
+                    domain.leave();
+                    return reply.error(Errno::EEXIST);
+                }
+                let kind = Kind::Domain(domain);
+                let ino = Self::new_inode(&mut tree, 1, &name, kind, owner, mode & !umask);
+                tracing::info!(node, domain = %shown, "dlmfs: domain registered");
+                match tree.inodes.get(&ino) {
+                    Some(n) => reply.entry(&TTL, &Self::attr(ino, n), Generation(0)),
+                    None => reply.error(Errno::EIO),
+                }
+            });
+        if let Err(e) = spawned {
+            // The reply went with the closure: fuser answers EIO for it.
+            tracing::error!(node = self.node, "dlmfs: cannot start a mkdir thread: {e}");
         }
     }
 
