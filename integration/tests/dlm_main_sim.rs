@@ -190,6 +190,21 @@ fn an_unlock_retried_after_its_master_died_writes_its_value_block() {
     );
 }
 
+/// n3's EX unlock (writing its value block) reached its master n1 in a partition, the reply
+/// did not: n1 granted on and n1 wrote a newer value, then n1 and n2 (the only nodes that
+/// saw it) fenced. n3's lock, still granted while the unlock retried, carried its own write
+/// into recovery and n0 read that older value. The kernel does the same
+/// (`dlm_add_lock_to_array` sends the lksb value block); the checker now allows exactly this.
+#[test]
+fn an_unlock_unanswered_when_its_master_died_brings_back_its_own_value_block() {
+    replays_clean(
+        4,
+        74,
+        &NODE_AND_LINK,
+        "value block of an unanswered unlock after recovery",
+    );
+}
+
 /// The recovery master also had a mastery of the name pending; finishing it replaced the
 /// queues recovery had rebuilt with empty ones (a PR holder lost, EX granted over it).
 #[test]

@@ -3,9 +3,10 @@
 //! - `dlm-exclusion` and `dlm-lvb`: the rules of [`crate::dlm_check::LockChecker`] (no two
 //!   incompatible grants on one name overlap; a value block read under PR or EX is the last
 //!   one written under EX, or zeros after the master purged the resource or may have died
-//!   with it). A node's grants end at its crash or fence, or when another node's heartbeat
-//!   declares it dead (the kernel's DLM frees a dead node's locks then, trusting that it
-//!   fenced; the stall-fence and quorum checkers judge that it did). What a node declared
+//!   with it, or, read first after a node's death, the value a survivor's unlock still
+//!   unanswered then wrote: see `CarriedBack`). A node's grants end at its crash or fence,
+//!   or when another node's heartbeat declares it dead (the kernel's DLM frees a dead
+//!   node's locks then, trusting that it fenced; the stall-fence and quorum checkers judge that it did). What a node declared
 //!   dead still reports before its fence (a paused process resuming) is not judged.
 //! - `dlm-progress`: every lock, conversion and unlock request finishes, granted or with an
 //!   error, within a bound (the heartbeat dead time, quorum delay and o2net idle timeout,
@@ -22,6 +23,7 @@ use crate::dlm_node::DlmNote;
 use crate::stack::{NodeId, Note};
 use crate::time::SimTime;
 use crate::trace::{Record, What};
+use o2dlm::wire::{LockMode, LockName, Lvb};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -31,8 +33,74 @@ pub struct LockRules {
     /// Nodes another node's heartbeat has declared dead in their current boot: what such a
     /// node still sees before its fence takes effect (a paused process resuming) is moot.
     declared_dead: BTreeSet<NodeId>,
+    carried: CarriedBack,
     reported: usize,
     tally: Tally,
+}
+
+/// The one way a value block legitimately goes back in time (the kernel's, checked against
+/// linux 6.1 fs/ocfs2/dlm): an EX holder unlocks with a value block, the master applies it
+/// and grants on (later EX holders write newer values), but the reply is lost; the master
+/// then dies with every node that saw the newer values. The holder's lock is still on its
+/// granted queue, retrying the unlock (`dlmunlock` retries on DLM_NOLOCKMGR/RECOVERING
+/// without touching the queues), so recovery sends it as a granted EX lock and
+/// `dlm_add_lock_to_array` copies its lksb value block, which holds the write, into the
+/// recovery data; the new master takes it as the resource's value
+/// (`dlm_process_recovery_data`) and the retried unlock writes it again. (Had the unlock
+/// been in flight at that moment instead, `dlm_commit_pending_unlock` drops the lock and,
+/// with no other holder to send a block, the new master's is zeros: the
+/// `value_blocks_may_be_lost` case.) So after a node's death the
+/// first value-block read of the name may be one such unfinished unlock's write, which then
+/// is the current value. Only values of unlocks unfinished at the death count, and only until
+/// the name is next read or written.
+#[derive(Default)]
+struct CarriedBack {
+    /// Unlocks that wrote a value block and have not finished: (node, lock) -> (name, value).
+    unfinished: BTreeMap<(NodeId, u64), (LockName, Lvb)>,
+    /// Per name, the unlocks that were unfinished when a node died: (node, lock, value).
+    at_death: BTreeMap<LockName, Vec<(NodeId, u64, Lvb)>>,
+}
+
+impl CarriedBack {
+    /// `dead` is gone: its own unlocks can carry nothing back; the others' can.
+    fn node_died(&mut self, dead: NodeId) {
+        self.unfinished.retain(|&(n, _), _| n != dead);
+        for (&(n, cookie), &(name, v)) in &self.unfinished {
+            let list = self.at_death.entry(name).or_default();
+            if !list.contains(&(n, cookie, v)) {
+                list.push((n, cookie, v));
+            }
+        }
+    }
+
+    fn note(&mut self, node: NodeId, note: &DlmNote) {
+        match *note {
+            DlmNote::Released {
+                cookie,
+                name,
+                now_mode,
+                wrote: Some(v),
+            } => {
+                self.at_death.remove(&name);
+                if now_mode.is_none() {
+                    self.unfinished.insert((node, cookie), (name, v));
+                }
+            }
+            DlmNote::Unlocked { cookie, .. } => {
+                self.unfinished.remove(&(node, cookie));
+            }
+            _ => {}
+        }
+    }
+
+    /// A grant read `lvb` on `name`: the unfinished unlock that wrote it, if recovery may
+    /// have brought it back. Either way this read settles what the name's value is.
+    fn read(&mut self, name: &LockName, lvb: &Lvb) -> Option<(NodeId, u64)> {
+        let list = self.at_death.remove(name)?;
+        list.into_iter()
+            .find(|&(_, _, v)| v == *lvb)
+            .map(|(n, cookie, _)| (n, cookie))
+    }
 }
 
 impl LockRules {
@@ -40,6 +108,7 @@ impl LockRules {
         LockRules {
             rules: LockChecker::default(),
             declared_dead: BTreeSet::new(),
+            carried: CarriedBack::default(),
             reported: 0,
             tally: Tally::default(),
         }
@@ -93,6 +162,7 @@ impl Checker for LockRules {
             What::Crash | What::Fence(_) => {
                 self.rules.node_gone(node);
                 self.rules.value_blocks_may_be_lost();
+                self.carried.node_died(node);
             }
             What::Boot { .. } => {
                 self.declared_dead.remove(&node);
@@ -110,10 +180,33 @@ impl Checker for LockRules {
                 }
                 self.rules.node_gone(*dead);
                 self.rules.value_blocks_may_be_lost();
+                self.carried.node_died(*dead);
             }
             What::Note(Note::Dlm(_)) if self.declared_dead.contains(&node) => {}
             What::Note(Note::Dlm(d)) => {
                 let at = rec.at.as_millis();
+                self.carried.note(node, d);
+                if let DlmNote::Granted {
+                    name,
+                    mode,
+                    lvb: Some(v),
+                    ..
+                } = *d
+                {
+                    if mode != LockMode::Nl {
+                        if let Some((n, cookie)) = self.carried.read(&name, &v) {
+                            // Recovery restored that unlock's write: it is the value now.
+                            self.rules.see(LockEvent::Released {
+                                at,
+                                node: n,
+                                cookie,
+                                name,
+                                now_mode: None,
+                                wrote: Some(v),
+                            });
+                        }
+                    }
+                }
                 if let Some(ev) = self.event(at, node, d) {
                     self.rules.see(ev);
                 }
@@ -275,5 +368,74 @@ impl Checker for LockProgress {
 
     fn tally(&self) -> Tally {
         self.tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> LockName {
+        LockName::new(b"x").expect("valid")
+    }
+
+    fn unlock(c: &mut CarriedBack, node: NodeId, cookie: u64, v: u8) {
+        c.note(
+            node,
+            &DlmNote::Released {
+                cookie,
+                name: name(),
+                now_mode: None,
+                wrote: Some([v; 64]),
+            },
+        );
+    }
+
+    fn finished(c: &mut CarriedBack, node: NodeId, cookie: u64) {
+        c.note(
+            node,
+            &DlmNote::Unlocked {
+                cookie,
+                name: name(),
+                status: o2dlm::wire::DlmStatus::Normal,
+            },
+        );
+    }
+
+    #[test]
+    fn an_unlock_unfinished_at_a_death_may_come_back_once() {
+        let mut c = CarriedBack::default();
+        unlock(&mut c, 3, 7, 1);
+        c.node_died(1);
+        assert_eq!(
+            c.read(&name(), &[2; 64]),
+            None,
+            "only the unlock's own value"
+        );
+        c.node_died(2);
+        assert_eq!(c.read(&name(), &[1; 64]), Some((3, 7)));
+        assert_eq!(c.read(&name(), &[1; 64]), None, "the first read settles it");
+    }
+
+    #[test]
+    fn finished_dead_or_overwritten_unlocks_come_back_never() {
+        let mut c = CarriedBack::default();
+        unlock(&mut c, 3, 7, 1);
+        finished(&mut c, 3, 7);
+        c.node_died(1);
+        assert_eq!(c.read(&name(), &[1; 64]), None, "finished before the death");
+
+        unlock(&mut c, 3, 8, 1);
+        c.node_died(3);
+        assert_eq!(c.read(&name(), &[1; 64]), None, "its writer died");
+
+        unlock(&mut c, 2, 9, 1);
+        c.node_died(1);
+        unlock(&mut c, 0, 10, 4);
+        assert_eq!(
+            c.read(&name(), &[1; 64]),
+            None,
+            "written over after the death"
+        );
     }
 }
