@@ -26,14 +26,19 @@
 //! `DLM_RECOVERING`. The `$RECOVERY` election lock is this core's own request (cookie: node
 //! byte, sequence 0). Query-join is refused while recovery runs; `dlm_state` shows it.
 //!
-//! Not here yet: a leaving node does not migrate the resources it masters
-//! ([`crate::migration::Migration`] is not wired in). Instead [`Input::Leave`] waits,
-//! re-checking every 500 ms as the kernel's migrate loop does, until no other node uses a
-//! resource mastered here; it never drops another node's lock.
+//! Migration: the core owns a [`crate::migration::Migration`] machine and is its
+//! `MigrationStore` (in `domain_migration.rs`). [`Input::Leave`] hands every resource this
+//! node masters that others use to the kernel's choice of target, one at a time, while the
+//! locks keep working (requests on a MIGRATING resource wait, as the kernel's `dlmlock` does
+//! on `DLM_MIGRATING`); the leave loop re-checks every 500 ms as the kernel's does, until
+//! nothing is left but this node's own locks' resources, which wait for their unlock.
 
 use std::collections::BTreeMap;
 
 use crate::fasthash::FastMap;
+
+#[path = "domain_migration.rs"]
+mod migration;
 
 use crate::join::{self, DomainState, JoinReply, JoinState};
 use crate::lockres::{Delivery, LockId, LockResource, Unlocked};
@@ -47,9 +52,9 @@ use crate::wire::{
     errno, is_host_down, AssertMaster, ConvertLock, CreateLock, DerefLockres, DlmMessage,
     DlmStatus, DomainName, ExitDomain, JoinCode, JoinNotice, LkmFlags, LockMode, LockName, Lvb,
     MasterRequest, MasterResponse, NodeInfo, NodeMap, ProtocolVersion, QueryJoinRequest,
-    QueryNodeinfo, QueryRegion, QueueKind, UnlockLock, ASSERT_MASTER_MLE_CLEANUP,
-    ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, MRES_RECOVERY,
-    NODE_UNKNOWN, RECOVERY_LOCK_NAME, REGION_NAME_LEN,
+    QueryNodeinfo, QueryRegion, QueueKind, UnlockLock, ASSERT_MASTER_FINISH_MIGRATION,
+    ASSERT_MASTER_MLE_CLEANUP, ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL,
+    LVB_LEN, MRES_RECOVERY, NODE_UNKNOWN, RECOVERY_LOCK_NAME, REGION_NAME_LEN,
 };
 
 /// Lock and convert retry after RECOVERING/MIGRATING/FORWARD or a lost connection (`dlmlock`).
@@ -206,6 +211,8 @@ enum Sent {
     Notice,
     /// A send of the recovery machine, under its own token.
     Reco(u64),
+    /// A send of the migration machine, under its own token.
+    Mig(u64),
     Exit(u8),
 }
 
@@ -276,8 +283,10 @@ struct Res {
     refmap: NodeMap,
     in_progress: bool,
     recovering: bool,
+    /// Being migrated away from here, to here, or (bystander) between two other nodes.
+    migrating: bool,
     dropping_ref: bool,
-    /// Operations waiting for mastery, a deref, or recovery.
+    /// Operations waiting for mastery, a deref, recovery or migration.
     waiting: Vec<Op>,
     /// When the resource became unused.
     unused_since: Option<u64>,
@@ -293,6 +302,7 @@ impl Res {
             refmap: NodeMap::new(),
             in_progress: false,
             recovering: false,
+            migrating: false,
             dropping_ref: false,
             waiting: Vec::new(),
             unused_since: None,
@@ -304,7 +314,7 @@ impl Res {
         ResourceMastery {
             owner: self.owner,
             recovering: self.recovering,
-            migrating: false,
+            migrating: self.migrating,
             in_progress: self.in_progress,
         }
     }
@@ -315,7 +325,11 @@ impl Res {
             Role::Master(r) => r.has_no_locks() && !r.has_pending_deliveries(),
             Role::Remote(o) => o.is_empty(),
         };
-        no_locks && self.waiting.is_empty() && !self.in_progress && self.refmap.is_empty()
+        no_locks
+            && self.waiting.is_empty()
+            && !self.in_progress
+            && !self.migrating
+            && self.refmap.is_empty()
     }
 
     /// `DLM_LOCK_RES_*` bits for the dumps.
@@ -326,6 +340,9 @@ impl Res {
         }
         if self.in_progress {
             s |= 0x0010;
+        }
+        if self.migrating {
+            s |= 0x0020;
         }
         if self.dropping_ref {
             s |= 0x0040;
@@ -432,6 +449,8 @@ pub struct DomainCore {
     now: u64,
     /// The last recovery step, for `o2cb status`.
     last_reco_event: Option<RecoEvent>,
+    /// Migration on leave and its other roles (target, bystander).
+    mig: migration::MigState,
 }
 
 impl DomainCore {
@@ -470,6 +489,7 @@ impl DomainCore {
             reco: Some(Recovery::new(cfg_node, cfg_name, NodeMap::new())),
             now: 0,
             last_reco_event: None,
+            mig: migration::MigState::new(cfg_node, cfg_name),
         }
     }
 
@@ -530,10 +550,10 @@ impl DomainCore {
     pub fn next_deadline(&self) -> Option<u64> {
         let mine = self.agenda.keys().next().map(|(at, _)| *at);
         let reco = self.reco.as_ref().and_then(|r| r.next_deadline());
-        match (mine, reco) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [mine, reco, self.mig.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Where recovery stands (`dlm_state`, `o2cb status`).
@@ -705,6 +725,9 @@ impl DomainCore {
         {
             self.reco_handle(now, RecoInput::Tick);
         }
+        if self.mig.next_deadline().is_some_and(|t| t <= now) {
+            self.mig_handle(now, crate::migration::MigInput::Tick);
+        }
     }
 
     // ----- join -----
@@ -848,6 +871,7 @@ impl DomainCore {
                 self.num_joins += 1;
                 for n in self.domain_map.iter().collect::<Vec<_>>() {
                     self.reco_handle(now, RecoInput::NodeJoined(n));
+                    self.mig_handle(now, crate::migration::MigInput::NodeJoined(n));
                 }
                 tracing::info!(node = me, domain = %self.cfg.name, map = ?self.domain_map, "o2dlm: joined domain");
                 self.out.push(Output::Joined);
@@ -950,6 +974,8 @@ impl DomainCore {
     /// Drops every unused resource at once (references go back to their masters) and waits
     /// for the rest; once the table is empty and nobody is joining, says goodbye.
     fn leave_loop(&mut self, now: u64) {
+        // What others use is handed over first (`dlm_migrate_all_locks`).
+        self.migrate_on_leave(now);
         let names: Vec<LockName> = self.res.keys().copied().collect();
         for name in names {
             if self.res.get(&name).is_some_and(|r| r.is_unused()) {
@@ -1124,7 +1150,7 @@ impl DomainCore {
         let Some(res) = self.res.get_mut(&name) else {
             return self.op_failed(now, &op, DlmStatus::Ivlockid);
         };
-        if res.in_progress || res.dropping_ref || res.recovering {
+        if res.in_progress || res.dropping_ref || res.recovering || res.migrating {
             res.waiting.push(op);
             return;
         }
@@ -1839,6 +1865,12 @@ impl DomainCore {
             Sent::Reco(t) => {
                 self.reco_handle(now, RecoInput::SendDone { token: t, result });
             }
+            Sent::Mig(t) => {
+                self.mig_handle(
+                    now,
+                    crate::migration::MigInput::SendDone { token: t, result },
+                );
+            }
         }
     }
 
@@ -2069,6 +2101,7 @@ impl DomainCore {
                 self.domain_map.insert(node);
                 self.exit_map.remove(node);
                 self.reco_handle(now, RecoInput::NodeJoined(node));
+                self.mig_handle(now, crate::migration::MigInput::NodeJoined(node));
                 if self.joining_node == Some(node) {
                     self.joining_node = None;
                 }
@@ -2117,6 +2150,9 @@ impl DomainCore {
                 0
             }
             DlmMessage::MasterRequest(req) => self.handle_master_request(now, req),
+            DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0 => {
+                self.mig_message(now, from, msg)
+            }
             DlmMessage::AssertMaster(a) => self.handle_assert(now, a),
             // A node already taken for dead (a BEGIN_RECO can say so before our heartbeat
             // does) may still have a request in flight: its locks are gone, so is it.
@@ -2151,7 +2187,9 @@ impl DomainCore {
             DlmMessage::MigLockres(ref m) if m.flags & MRES_RECOVERY != 0 => {
                 self.reco_handle(now, RecoInput::Message { from, msg })
             }
-            // Migration on leave is not wired in yet: a leaving master waits for its users.
+            DlmMessage::MigLockres(_) | DlmMessage::MigrateRequest(_) => {
+                self.mig_message(now, from, msg)
+            }
             other => {
                 tracing::warn!(node = me, domain = %self.cfg.name, peer = from, "o2dlm: {} from node {from} not handled yet", other.msg_type());
                 errno::EINVAL
@@ -2241,6 +2279,9 @@ impl DomainCore {
         };
         if res.recovering {
             return Err(DlmStatus::Recovering);
+        }
+        if res.migrating {
+            return Err(DlmStatus::Migrating);
         }
         if res.in_progress {
             return Err(DlmStatus::Forward);
@@ -2399,6 +2440,7 @@ impl DomainCore {
     /// it mastered are marked RECOVERING, mastery in progress stops waiting for it.
     fn member_gone(&mut self, now: u64, node: u8, died: bool) {
         let me = self.cfg.node;
+        self.mig_node_gone(now, node, died);
         self.domain_map.remove(node);
         self.exit_map.remove(node);
         if self.joining_node == Some(node) {
@@ -2607,6 +2649,7 @@ impl DomainCore {
                 on_purge_list: res.unused_since.is_some(),
                 refs: 1,
                 refmap: res.refmap,
+                migration_pending: res.migrating && res.owner == Some(self.cfg.node),
                 ..Default::default()
             };
             match &res.role {

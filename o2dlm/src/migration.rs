@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use crate::lockres::LockResource;
 use crate::wire::{
     errno, AssertMaster, DlmMessage, DomainName, LockName, MigLockres, MigrateRequest, NodeMap,
-    QueueKind, ASSERT_MASTER_FINISH_MIGRATION, MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE,
-    MRES_MIGRATION,
+    QueueKind, ASSERT_MASTER_FINISH_MIGRATION, ASSERT_RESPONSE_MASTERY_REF,
+    MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE, MRES_MIGRATION,
 };
 use crate::Error;
 
@@ -94,7 +94,9 @@ pub trait MigrationStore {
     /// otherwise, `Err(errno)` when it cannot (RECOVERING: EINVAL).
     fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32>;
     /// Another member: the new master asserted; it owns `name` and MIGRATING is cleared.
-    fn new_owner(&mut self, name: &LockName, owner: u8);
+    /// `true` when this node has the resource (the assert is answered MASTERY_REF: the new
+    /// master sets this node's refmap bit, as the old master's refmap is not migrated).
+    fn new_owner(&mut self, name: &LockName, owner: u8) -> bool;
 }
 
 /// What the world tells a [`Migration`].
@@ -324,10 +326,12 @@ impl Migration {
                     });
                     self.retry_at = None;
                     self.next(0, store);
+                    0
+                } else if store.new_owner(&a.name, a.node_idx) {
+                    ASSERT_RESPONSE_MASTERY_REF
                 } else {
-                    store.new_owner(&a.name, a.node_idx);
+                    0
                 }
-                0
             }
             other => {
                 tracing::warn!(node = self.me, domain = %self.domain, from, "o2dlm: not a migration message: {other:?}");
@@ -444,6 +448,9 @@ impl Migration {
                 self.advance_incoming(name, store);
             }
             Sent::Assert(name, n) => {
+                if status >= 0 && status & ASSERT_RESPONSE_MASTERY_REF != 0 {
+                    store.add_ref(&name, n);
+                }
                 if let Some(inc) = self.incoming.get_mut(&name) {
                     if inc.step != Step::Requesting {
                         inc.waiting.remove(n);

@@ -395,10 +395,12 @@ impl MigrationStore for MemStore {
         }
     }
 
-    fn new_owner(&mut self, name: &LockName, owner: u8) {
-        if let Some(r) = self.res.get_mut(name) {
-            r.owner = Some(owner);
-            r.migrating = false;
-        }
+    fn new_owner(&mut self, name: &LockName, owner: u8) -> bool {
+        let Some(r) = self.res.get_mut(name) else {
+            return false;
+        };
+        r.owner = Some(owner);
+        r.migrating = false;
+        true
     }
 }

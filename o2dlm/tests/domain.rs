@@ -453,28 +453,173 @@ fn a_dead_holder_frees_the_lock_and_invalidates_its_value_block() {
     assert_eq!(c.granted(0, 3).and_then(|g| g.lvb), Some([0; 64]));
 }
 
-#[test]
-fn leave_waits_until_nobody_uses_what_it_masters() {
-    let mut c = Cluster::new(2);
-    c.lock(0, 1, "m", LockMode::Pr, LkmFlags::empty());
+/// Node 0 masters "m" (it locked it first); node 1 holds EX with a value block, node 2
+/// waits for PR. Returns the cluster with node 2's request queued on node 0.
+fn mastered_by_0_held_by_1_wanted_by_2() -> Cluster {
+    let mut c = Cluster::new(3);
+    c.lock(0, 1, "m", LockMode::Nl, LkmFlags::empty());
     c.settle();
     assert!(c.granted(0, 1).is_some());
-    c.lock(1, 2, "m", LockMode::Pr, LkmFlags::empty());
+    c.unlock(0, 1, LkmFlags::empty());
+    c.lock(1, 2, "m", LockMode::Ex, LkmFlags::VALBLK);
     c.settle();
     assert!(c.granted(1, 2).is_some());
-    c.unlock(0, 1, LkmFlags::empty());
+    c.lock(2, 3, "m", LockMode::Pr, LkmFlags::VALBLK);
     c.settle();
+    assert!(c.granted(2, 3).is_none());
+    c
+}
+
+fn dump(core: &DomainCore, which: &str) -> String {
+    let mut v = Vec::new();
+    match which {
+        "mle" => core.write_mle_state(&mut v),
+        "locking" => core.write_locking_state(&mut v),
+        _ => core.write_dlm_state(&mut v),
+    }
+    .expect("dump");
+    String::from_utf8(v).expect("utf-8")
+}
+
+#[test]
+fn a_leaving_master_hands_what_others_use_to_them_and_the_locks_keep_working() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
     c.input(0, Input::Leave);
-    c.wait(3000);
-    // Node 1 still holds a lock on a resource node 0 masters: node 0 must not go.
-    assert!(!c.took(0, |o| *o == Output::Left));
-    assert_eq!(c.cores[0].state(), DomainState::InShutdown);
-    c.unlock(1, 2, LkmFlags::empty());
+    // One step at a time: the lock records go to node 1 (the first granted lock's node),
+    // which asks node 2 to wait for it.
+    let mut seen_mig_on_2 = false;
+    for _ in 0..200 {
+        if !c.deliver_one() {
+            break;
+        }
+        let m = dump(&c.cores[2], "mle");
+        if m.contains("MIG") {
+            seen_mig_on_2 = true;
+            assert!(m.contains("mas=  0\tnew=  1"), "{m}");
+            // The bystander's copy is MIGRATING (0x20) while it waits.
+            let l = dump(&c.cores[2], "locking");
+            assert!(l.contains("LRES:1,0,32,"), "{l}");
+        }
+    }
+    assert!(seen_mig_on_2, "node 2 never saw the migration");
+    c.wait(2000);
+    assert!(c.took(0, |o| *o == Output::Left), "node 0 left");
+    for n in [1, 2] {
+        assert_eq!(
+            c.cores[n].owner_of(&name("m")),
+            Some(1),
+            "owner on node {n}"
+        );
+        assert_eq!(
+            c.cores[n].domain_map().iter().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(dump(&c.cores[n], "mle").is_empty(), "no entry left");
+        // A clean leave: nothing was recovered.
+        assert_eq!(c.cores[n].recovery_state().map(|r| r.completed), Some(0));
+    }
+    // The EX holder keeps its lock; its unlock writes the value block, which the PR
+    // waiter gets from the new master.
+    c.unlock(1, 2, LkmFlags::VALBLK);
     c.settle();
-    // Node 1 drops its reference after the purge interval; node 0 then leaves.
-    c.wait(3000);
+    assert_eq!(c.granted(2, 3).and_then(|g| g.lvb), Some([7; 64]));
+}
+
+#[test]
+fn requests_on_a_migrating_resource_wait_instead_of_failing() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
+    c.input(0, Input::Leave);
+    // Node 0 has sent its records but node 1 has not answered: "m" is MIGRATING.
+    assert!(c.deliver_one());
+    let l = dump(&c.cores[0], "locking");
+    assert!(l.contains("LRES:1,0,32,"), "{l}");
+    // Node 2 gives up its wait and asks for NL instead: both go to node 0, which answers
+    // DLM_MIGRATING; they are asked again of the new master. Node 1 (the target) asks for
+    // another NL lock, which waits for the migration to end there.
+    c.unlock(2, 3, LkmFlags::CANCEL);
+    c.lock(2, 4, "m", LockMode::Nl, LkmFlags::empty());
+    c.lock(1, 6, "m", LockMode::Nl, LkmFlags::empty());
+    c.settle();
+    c.wait(1500);
+    assert_eq!(c.failed(2, 3), Some(DlmStatus::Cancel));
+    assert!(c.granted(2, 4).is_some(), "node 2's new request is granted");
+    assert!(c.granted(1, 6).is_some(), "node 1's new request is granted");
+    assert!(c.failed(1, 6).is_none() && c.failed(2, 4).is_none() && c.failed(1, 2).is_none());
     assert!(c.took(0, |o| *o == Output::Left));
-    assert_eq!(c.cores[1].domain_map().iter().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(c.cores[2].owner_of(&name("m")), Some(1));
+}
+
+#[test]
+fn a_node_that_masters_nothing_others_use_just_leaves() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
+    c.input(
+        2,
+        Input::Unlock {
+            cookie: 3,
+            flags: LkmFlags::CANCEL,
+            lvb: [0; 64],
+        },
+    );
+    c.settle();
+    // Node 2 masters "own" for itself only.
+    c.lock(2, 5, "own", LockMode::Ex, LkmFlags::empty());
+    c.settle();
+    c.unlock(2, 5, LkmFlags::empty());
+    c.settle();
+    c.input(2, Input::Leave);
+    let mut migration_sent = false;
+    while let Some(w) = c.queue.front() {
+        migration_sent |= w.msg_type == o2dlm::wire::MsgType::MigLockres.to_wire();
+        c.deliver_one();
+    }
+    c.wait(1000);
+    assert!(!migration_sent);
+    assert!(c.took(2, |o| *o == Output::Left));
+    assert_eq!(c.cores[0].owner_of(&name("m")), Some(0));
+}
+
+#[test]
+fn a_target_that_dies_mid_migration_makes_the_leaving_node_pick_another() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
+    c.input(0, Input::Leave);
+    // The records reach node 1, which dies before it asserts.
+    assert!(c.deliver_one());
+    c.dead.push(1);
+    c.input(0, Input::NodeDown(1));
+    c.input(2, Input::NodeDown(1));
+    c.settle();
+    c.wait(3000);
+    assert!(c.took(0, |o| *o == Output::Left), "node 0 left");
+    // Node 2 takes it over (its lock is the only one left) and is granted PR, with the
+    // dead EX holder's value block zeroed.
+    assert_eq!(c.cores[2].owner_of(&name("m")), Some(2));
+    assert_eq!(c.granted(2, 3).and_then(|g| g.lvb), Some([0; 64]));
+}
+
+#[test]
+fn the_leaving_node_dying_after_its_records_leaves_the_resource_to_the_target() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
+    c.input(0, Input::Leave);
+    assert!(c.deliver_one());
+    // Node 1 has every lock and asks node 2 to wait; node 0 dies then.
+    assert!(c.deliver_one());
+    c.dead.push(0);
+    c.input(1, Input::NodeDown(0));
+    c.input(2, Input::NodeDown(0));
+    c.settle();
+    c.wait(3000);
+    for n in [1, 2] {
+        assert_eq!(
+            c.cores[n].owner_of(&name("m")),
+            Some(1),
+            "owner on node {n}"
+        );
+    }
+    // The holder still holds, the waiter still waits; the unlock hands over the value.
+    assert!(c.failed(1, 2).is_none() && c.failed(2, 3).is_none());
+    c.unlock(1, 2, LkmFlags::VALBLK);
+    c.settle();
+    assert_eq!(c.granted(2, 3).and_then(|g| g.lvb), Some([7; 64]));
 }
 
 #[test]

@@ -1,0 +1,589 @@
+//! The domain core's side of migration (`dlm_migrate_lockres` and its handlers): the core
+//! owns a [`Migration`] machine and is its [`MigrationStore`]. A child module of
+//! `domain`, so that it reaches the core's resource table without widening it.
+//!
+//! The three roles on a [`DomainCore`]:
+//! - old master (leaving): each resource others use is marked MIGRATING (creates, converts
+//!   and unlocks sent to it are answered `DLM_MIGRATING` and asked again by the requester)
+//!   with a MIGRATION master list entry, its queues go to the target in MIG_LOCKRES, and
+//!   after the target's FINISH_MIGRATION assert it is the target's: this node only holds a
+//!   reference, which it drops (DEREF) like any unused resource before it exits;
+//! - target: the queues are rebuilt aside until the last part, then they replace this
+//!   node's view of the resource. Its own locks are taken from the records, which are the
+//!   old master's truth: a request of its own the old master never took is asked again of
+//!   the rebuilt queues, a grant whose proxy AST has not arrived yet is told now (the AST
+//!   that follows finds the resource mastered here and is dropped);
+//! - bystander: MIGRATE_REQUEST marks the resource MIGRATING (its requests wait) with a
+//!   MIGRATION entry; the FINISH_MIGRATION assert names the new owner and runs them.
+//!
+//! Deaths: a target that dies before asserting to the old master makes it try again (a
+//! bystander still waiting for that target's assert forgets the migration); an old master
+//! that dies after its last part leaves the resource to the target, which finishes with
+//! the others, and bystanders waiting for that target's assert do not recover it; an old
+//! master that dies earlier leaves the target's partial queues dropped and recovery to run.
+
+use super::{DomainCore, Op, Output, Res, Role, Sent};
+use crate::fasthash::FastMap;
+use crate::lockres::{LockId, LockResource, Migrated};
+use crate::mastery::{Mle, MleKind};
+use crate::migration::{
+    is_migratable, pick_target, MigInput, MigOutput, Migration, MigrationStore,
+};
+use crate::recovery::{pack_lockres, MresHeader};
+use crate::secondary::{OwnLocks, PendingOp};
+use crate::wire::{
+    errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, MigLockres, NodeMap,
+    QueueKind, LVB_LEN, MRES_ALL_DONE, MRES_MIGRATION, NODE_UNKNOWN,
+};
+use crate::Error;
+
+/// A resource whose queues arrive here from `old_master`.
+#[derive(Debug)]
+struct Incoming {
+    old_master: u8,
+    engine: LockResource,
+    /// A node that is gone held EX: the value block is not to be trusted.
+    dead_ex: bool,
+}
+
+/// What the core keeps for migration.
+#[derive(Debug)]
+pub(super) struct MigState {
+    /// Taken out while it runs (it calls back into the core as its store).
+    machine: Option<Migration>,
+    incoming: FastMap<LockName, Incoming>,
+    /// Sequence of multi-part MIG_LOCKRES messages this node sends.
+    next_cookie: u64,
+    /// Resources this node has handed over since it started leaving.
+    handed_over: u64,
+}
+
+impl MigState {
+    pub(super) fn new(node: u8, domain: DomainName) -> MigState {
+        MigState {
+            machine: Some(Migration::new(node, domain, NodeMap::new())),
+            incoming: FastMap::default(),
+            next_cookie: 1,
+            handed_over: 0,
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<u64> {
+        self.machine.as_ref().and_then(|m| m.next_deadline())
+    }
+}
+
+impl DomainCore {
+    /// Runs the migration machine on one input with this core as its store, and carries
+    /// out what it asks for.
+    pub(super) fn mig_handle(&mut self, now: u64, input: MigInput) -> i32 {
+        let Some(mut m) = self.mig.machine.take() else {
+            // Re-entered from a store call: the outer run sees the same facts.
+            return 0;
+        };
+        let status = m.handle(now, input, self);
+        let outs: Vec<MigOutput> = m.drain_outputs().collect();
+        let in_flight = m.in_flight();
+        self.mig.machine = Some(m);
+        if let Some((name, target)) = in_flight {
+            self.add_migration_mle(name, Some(self.cfg.node), target);
+        }
+        for o in outs {
+            match o {
+                MigOutput::Send { token, to, msg } => self.send(to, msg, Sent::Mig(token)),
+                MigOutput::Migrated { name, new_master } => {
+                    self.mig.handed_over += 1;
+                    tracing::debug!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, new_master, "o2dlm: {name} migrated to node {new_master}");
+                }
+                MigOutput::Done => {
+                    if self.mig.handed_over > 0 {
+                        tracing::info!(node = self.cfg.node, domain = %self.cfg.name, resources = self.mig.handed_over, "o2dlm: leaving domain {}: {} resources migrated", self.cfg.name, self.mig.handed_over);
+                        self.mig.handed_over = 0;
+                    }
+                }
+            }
+        }
+        status
+    }
+
+    /// The leave loop's migration step: hand over what others use, one at a time.
+    pub(super) fn migrate_on_leave(&mut self, now: u64) {
+        if self.leaving {
+            let exiting = self.exit_map;
+            self.mig_handle(now, MigInput::Leave { exiting });
+        }
+    }
+
+    /// MIG_LOCKRES (MIGRATION), MIGRATE_REQUEST, ASSERT_MASTER (FINISH_MIGRATION).
+    pub(super) fn mig_message(&mut self, now: u64, from: u8, msg: DlmMessage) -> i32 {
+        if !self.domain_map.contains(from) {
+            tracing::warn!(node = self.cfg.node, domain = %self.cfg.name, peer = from, "o2dlm: {} from node {from}, not a member", msg.msg_type());
+            return errno::EINVAL;
+        }
+        self.mig_handle(now, MigInput::Message { from, msg })
+    }
+
+    /// `node` left or died (before the domain forgets it).
+    pub(super) fn mig_node_gone(&mut self, now: u64, node: u8, died: bool) {
+        // Target: an old master gone before its last part leaves nothing usable.
+        let partial: Vec<LockName> = self
+            .mig
+            .incoming
+            .iter()
+            .filter(|(_, i)| i.old_master == node)
+            .map(|(n, _)| *n)
+            .collect();
+        for name in partial {
+            self.mig.incoming.remove(&name);
+            self.end_migrating(now, name);
+        }
+        // Bystander: migrations between two nodes, one of which is gone.
+        let entries: Vec<(LockName, Option<u8>, Option<u8>)> = self
+            .mles
+            .iter()
+            .filter(|(_, m)| m.kind == MleKind::Migration)
+            .map(|(n, m)| (*n, m.master, m.new_master))
+            .collect();
+        for (name, master, new_master) in entries {
+            if new_master == Some(node) && master != Some(self.cfg.node) {
+                // The old master keeps the resource and tries again.
+                self.mles.remove(&name);
+                self.end_migrating(now, name);
+            } else if master == Some(node) && died {
+                // The target has every lock: its assert comes, no recovery.
+                if let (Some(t), Some(res)) = (new_master, self.res.get_mut(&name)) {
+                    if res.owner == Some(node) {
+                        res.owner = Some(t);
+                    }
+                }
+            }
+        }
+        self.mig_handle(now, MigInput::NodeGone(node));
+    }
+
+    fn add_migration_mle(&mut self, name: LockName, master: Option<u8>, new_master: u8) {
+        if self
+            .mles
+            .get(&name)
+            .is_some_and(|m| m.kind == MleKind::Migration && m.new_master == Some(new_master))
+        {
+            return;
+        }
+        let mut mle = Mle::new(MleKind::Migration, name, self.cfg.node, &self.domain_map);
+        mle.master = master;
+        mle.new_master = Some(new_master);
+        self.mles.insert(name, mle);
+        self.asking.remove(&name);
+        self.counts.mles_total[2] += 1;
+    }
+
+    fn drop_migration_mle(&mut self, name: &LockName) {
+        if self
+            .mles
+            .get(name)
+            .is_some_and(|m| m.kind == MleKind::Migration)
+        {
+            self.mles.remove(name);
+        }
+    }
+
+    /// MIGRATING ends here: what waited runs.
+    fn end_migrating(&mut self, now: u64, name: LockName) {
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        res.migrating = false;
+        let ops = std::mem::take(&mut res.waiting);
+        self.kick(now, name);
+        for op in ops {
+            self.run_op(now, op);
+        }
+        self.note_if_unused(now, name);
+    }
+
+    /// Target, last part in: the rebuilt queues become this node's resource.
+    fn adopt_migrated(&mut self, name: LockName) {
+        let me = self.cfg.node;
+        let Some(inc) = self.mig.incoming.remove(&name) else {
+            return;
+        };
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
+        let before = std::mem::replace(&mut res.role, Role::Master(inc.engine));
+        res.owner = Some(me);
+        res.in_progress = false;
+        // A mastery of ours in progress is settled: the resource is ours.
+        if self
+            .mles
+            .get(&name)
+            .is_some_and(|m| m.kind != MleKind::Migration)
+        {
+            self.mles.remove(&name);
+            self.asking.remove(&name);
+        }
+        if let Role::Remote(own) = before {
+            self.reconcile_own(name, &own);
+        }
+    }
+
+    /// Target: this node's locks as it saw them (`own`) against the old master's records,
+    /// now on the queues here.
+    fn reconcile_own(&mut self, name: LockName, own: &OwnLocks) {
+        let me = self.cfg.node;
+        for l in own.locks() {
+            let cookie = l.cookie;
+            let Some(meta) = self.own.get(&cookie).cloned() else {
+                continue;
+            };
+            let (rec, lvb) = match self.res.get(&name).map(|r| &r.role) {
+                Some(Role::Master(e)) => (
+                    e.find(LockId { node: me, cookie })
+                        .map(|(q, lk)| (q, lk.mode)),
+                    *e.lvb(),
+                ),
+                _ => continue,
+            };
+            let was_granted = |mode: LockMode| l.queue == QueueKind::Granted && l.mode == mode;
+            // The flags that decide whether a grant carries the value block.
+            let flags = match (l.queue, meta.convert) {
+                (QueueKind::Converting, Some((_, f, _))) => f,
+                _ => meta.flags,
+            };
+            match (l.pending, rec) {
+                (Some(PendingOp::Unlock), Some(_)) => {
+                    let flags = if meta.unlock_puts_lvb {
+                        LkmFlags::VALBLK
+                    } else {
+                        LkmFlags::empty()
+                    };
+                    let lvb = meta.lvb;
+                    self.park(name, Op::Unlock { cookie, flags, lvb });
+                }
+                (Some(PendingOp::Unlock), None) => {
+                    self.own.remove(&cookie);
+                    self.out.push(Output::Unlocked {
+                        cookie,
+                        status: DlmStatus::Normal,
+                        removed: true,
+                        cancel: false,
+                    });
+                }
+                (Some(PendingOp::Cancel), None) => {
+                    self.own.remove(&cookie);
+                    self.out.push(Output::Done {
+                        cookie,
+                        result: Err(DlmStatus::Cancel),
+                    });
+                    self.out.push(Output::Unlocked {
+                        cookie,
+                        status: DlmStatus::Normal,
+                        removed: true,
+                        cancel: true,
+                    });
+                }
+                (Some(PendingOp::Cancel), Some((QueueKind::Granted, mode))) => {
+                    if l.queue == QueueKind::Converting && l.convert_type != Some(mode) {
+                        // The conversion was cancelled.
+                        self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Cancel),
+                        });
+                        self.out.push(Output::Unlocked {
+                            cookie,
+                            status: DlmStatus::Normal,
+                            removed: false,
+                            cancel: true,
+                        });
+                    } else {
+                        if !was_granted(mode) {
+                            self.tell_grant(cookie, mode, flags, &lvb);
+                        }
+                        self.out.push(Output::Unlocked {
+                            cookie,
+                            status: DlmStatus::Cancelgrant,
+                            removed: false,
+                            cancel: true,
+                        });
+                    }
+                }
+                (Some(PendingOp::Cancel), Some(_)) => {
+                    let op = Op::Unlock {
+                        cookie,
+                        flags: LkmFlags::CANCEL,
+                        lvb: [0; LVB_LEN],
+                    };
+                    self.park(name, op);
+                }
+                (Some(PendingOp::Lock), None) => {
+                    let op = Op::Lock {
+                        cookie,
+                        mode: meta.mode,
+                        flags: meta.flags,
+                    };
+                    self.park(name, op);
+                }
+                (Some(PendingOp::Convert), Some((QueueKind::Granted, mode))) if mode == l.mode => {
+                    match meta.convert {
+                        Some((mode, flags, lvb)) => {
+                            let op = Op::Convert {
+                                cookie,
+                                mode,
+                                flags,
+                                lvb,
+                            };
+                            self.park(name, op);
+                        }
+                        None => self.out.push(Output::Done {
+                            cookie,
+                            result: Err(DlmStatus::Denied),
+                        }),
+                    }
+                }
+                (_, Some((QueueKind::Granted, mode))) => {
+                    if !was_granted(mode) {
+                        self.tell_grant(cookie, mode, flags, &lvb);
+                    }
+                }
+                (_, None) => {
+                    tracing::error!(node = me, domain = %self.cfg.name, lock = %name, cookie, "o2dlm: own lock {cookie:#x} on {name} is not in the migrated queues; dropped");
+                    self.own.remove(&cookie);
+                }
+                (_, Some(_)) => {}
+            }
+        }
+    }
+
+    /// A grant the old master made whose proxy AST has not arrived: told now.
+    fn tell_grant(&mut self, cookie: u64, mode: LockMode, flags: LkmFlags, lvb: &crate::wire::Lvb) {
+        let lvb = (flags.contains(LkmFlags::VALBLK) && mode >= LockMode::Pr).then_some(*lvb);
+        if let (Some(v), Some(m)) = (lvb, self.own.get_mut(&cookie)) {
+            m.lvb = v;
+        }
+        self.out.push(Output::Done {
+            cookie,
+            result: Ok(super::Grant { mode, lvb }),
+        });
+    }
+
+    fn stage_migrated(
+        &mut self,
+        from: u8,
+        mres: &MigLockres,
+        members: &NodeMap,
+    ) -> Result<(), Error> {
+        let me = self.cfg.node;
+        let name = mres.name;
+        let refuse = |reason| Err(Error::Mastery { name, reason });
+        if self.leaving || self.state != crate::join::DomainState::Joined {
+            return refuse("migration target is not a member in good standing");
+        }
+        if let Some(r) = self.res.get(&name) {
+            if r.recovering {
+                return refuse("migrated resource is recovering here");
+            }
+            if r.dropping_ref {
+                return refuse("migrated resource's reference is being dropped here");
+            }
+            if r.owner == Some(me) && !self.mig.incoming.contains_key(&name) {
+                return refuse("migrated resource is already mastered here");
+            }
+        }
+        let inc = self.mig.incoming.entry(name).or_insert_with(|| Incoming {
+            old_master: from,
+            engine: LockResource::new(name),
+            dead_ex: false,
+        });
+        if inc.old_master != from {
+            return refuse("migrated resource comes from two old masters");
+        }
+        let counts = &mut self.counts;
+        let res = self.res.entry(name).or_insert_with(|| {
+            counts.resources_total += 1;
+            Box::new(Res::new())
+        });
+        res.migrating = true;
+        res.unused_since = None;
+        for ml in &mres.locks {
+            if !members.contains(ml.node) {
+                // The old master did not know of its death yet: the clean-up it would have
+                // done happens here.
+                inc.dead_ex |= ml.list != QueueKind::Blocked && ml.type_ == Some(LockMode::Ex);
+                continue;
+            }
+            // This node's own locks come from the records too: the old master's queues are
+            // the truth (see `reconcile_own`).
+            match inc
+                .engine
+                .add_migrated_lock(NODE_UNKNOWN, mres.flags, &mres.lvb, ml)?
+            {
+                Migrated::Reference(n) | Migrated::Created(n) if n != me => res.refmap.insert(n),
+                _ => {}
+            }
+        }
+        // Migration carries the master's value block as it is.
+        inc.engine.set_lvb(mres.lvb);
+        if inc.dead_ex {
+            inc.engine.invalidate_lvb();
+        }
+        Ok(())
+    }
+}
+
+impl MigrationStore for DomainCore {
+    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)> {
+        let me = self.cfg.node;
+        // Recovery first: its resources may move anyway.
+        if self.reco.as_ref().is_some_and(|r| r.is_active()) {
+            return None;
+        }
+        self.res.iter().find_map(|(name, r)| {
+            if r.owner != Some(me)
+                || r.migrating
+                || r.recovering
+                || r.in_progress
+                || r.dropping_ref
+                || name.is_recovery_lock()
+            {
+                return None;
+            }
+            let Role::Master(e) = &r.role else {
+                return None;
+            };
+            if !is_migratable(me, e, &r.refmap) {
+                return None;
+            }
+            pick_target(me, e, &r.refmap, exiting)
+                .filter(|t| self.domain_map.contains(*t))
+                .map(|t| (*name, t))
+        })
+    }
+
+    fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>) {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(name) else {
+            return;
+        };
+        let Role::Master(e) = &res.role else {
+            return;
+        };
+        res.migrating = true;
+        let locks: Vec<_> = e
+            .migratable_locks()
+            .map(|mut ml| {
+                // `dlm_add_lock_to_array`: the receiver works out what to BAST again.
+                ml.highest_blocked = None;
+                ml
+            })
+            .collect();
+        let head = MresHeader {
+            sender: me,
+            master: me,
+            flags: MRES_MIGRATION,
+            name: *name,
+            lvb: *e.lvb(),
+        };
+        pack_lockres(head, &locks, &mut self.mig.next_cookie, out);
+    }
+
+    fn migration_aborted(&mut self, name: &LockName) {
+        self.drop_migration_mle(name);
+        let now = self.now;
+        self.end_migrating(now, *name);
+    }
+
+    fn handed_over(&mut self, name: &LockName, new_master: u8) {
+        let me = self.cfg.node;
+        let now = self.now;
+        self.drop_migration_mle(name);
+        if let Some(res) = self.res.get_mut(name) {
+            // No lock of ours was on it (that made it migratable): a reference is left, to
+            // drop like any other.
+            res.owner = Some(new_master);
+            res.role = Role::Remote(OwnLocks::new(me, *name));
+            res.refmap = NodeMap::new();
+        }
+        self.end_migrating(now, *name);
+    }
+
+    fn receive_migrated(
+        &mut self,
+        from: u8,
+        mres: &MigLockres,
+        members: &NodeMap,
+    ) -> Result<(), Error> {
+        if let Err(e) = self.stage_migrated(from, mres, members) {
+            // Refused: the old master tries again later; nothing half-built stays.
+            if self.mig.incoming.remove(&mres.name).is_some() {
+                let now = self.now;
+                self.end_migrating(now, mres.name);
+            }
+            return Err(e);
+        }
+        if mres.flags & MRES_ALL_DONE != 0 {
+            self.adopt_migrated(mres.name);
+        }
+        Ok(())
+    }
+
+    fn add_ref(&mut self, name: &LockName, node: u8) {
+        if node == self.cfg.node {
+            return;
+        }
+        if let Some(res) = self.res.get_mut(name) {
+            res.refmap.insert(node);
+            res.unused_since = None;
+        }
+    }
+
+    fn finish_migration(&mut self, name: &LockName) {
+        tracing::debug!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: now master of migrated {name}");
+        let now = self.now;
+        self.end_migrating(now, *name);
+    }
+
+    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32> {
+        if self.res.get(name).is_some_and(|r| r.recovering) {
+            return Err(errno::EINVAL);
+        }
+        // `dlm_add_migration_mle`: a mastery of ours in progress is displaced; the new
+        // master takes our reference.
+        let displaced = self
+            .mles
+            .get(name)
+            .is_some_and(|m| m.kind == MleKind::Master);
+        let master = self.res.get(name).and_then(|r| r.owner);
+        if displaced {
+            self.mles.remove(name);
+        }
+        self.add_migration_mle(*name, master, new_master);
+        if let Some(res) = self.res.get_mut(name) {
+            res.migrating = true;
+        }
+        Ok(displaced)
+    }
+
+    fn new_owner(&mut self, name: &LockName, owner: u8) -> bool {
+        let now = self.now;
+        self.drop_migration_mle(name);
+        let Some(res) = self.res.get_mut(name) else {
+            return false;
+        };
+        match res.role {
+            Role::Master(_) => {
+                tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it, but it is mastered here");
+                return true;
+            }
+            Role::Unknown if res.in_progress => {
+                res.migrating = false;
+                self.set_owner(now, *name, owner);
+                return true;
+            }
+            Role::Unknown => res.role = Role::Remote(OwnLocks::new(self.cfg.node, *name)),
+            Role::Remote(_) => {}
+        }
+        res.owner = Some(owner);
+        self.end_migrating(now, *name);
+        true
+    }
+}
