@@ -704,9 +704,9 @@ impl Domain {
         }
     }
 
-    /// Leaves the domain (`dlm_unregister_domain`) once nothing here is in use: this node's
-    /// locks must be unlocked, and other nodes must no longer use resources mastered here
-    /// (migration of such resources comes with recovery; until then leave waits for them).
+    /// Leaves the domain (`dlm_unregister_domain`): resources mastered here that other nodes
+    /// use are migrated to them (their locks keep working), then the domain is left once
+    /// this node's own locks are unlocked.
     pub async fn leave(&self) -> Result<(), DlmError> {
         let (tx, rx) = oneshot::channel();
         self.shared.state.lock().leave = Some(tx);
