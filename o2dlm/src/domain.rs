@@ -2274,6 +2274,9 @@ impl DomainCore {
     /// The master's lookup for create/convert/unlock: the resource must be ours and settled.
     fn master_engine(&mut self, name: &LockName) -> Result<&mut LockResource, DlmStatus> {
         let me = self.cfg.node;
+        if !self.res.contains_key(name) {
+            return Err(self.absent_status(name));
+        }
         let Some(res) = self.res.get_mut(name) else {
             return Err(DlmStatus::Ivlockid);
         };

@@ -54,8 +54,12 @@ pub(super) struct MigState {
     incoming: FastMap<LockName, Incoming>,
     /// Sequence of multi-part MIG_LOCKRES messages this node sends.
     next_cookie: u64,
-    /// Resources this node has handed over since it started leaving.
+    /// Resources this node has handed over since it started leaving (for the log line).
     handed_over: u64,
+    /// The resources this node handed over: a request sent before its sender heard of the
+    /// new master is told to ask again (`DLM_FORWARD`), not that the lock is unknown, even
+    /// once the reference left here is dropped.
+    gone_to: FastMap<LockName, u8>,
 }
 
 impl MigState {
@@ -65,6 +69,7 @@ impl MigState {
             incoming: FastMap::default(),
             next_cookie: 1,
             handed_over: 0,
+            gone_to: FastMap::default(),
         }
     }
 
@@ -104,6 +109,15 @@ impl DomainCore {
             }
         }
         status
+    }
+
+    /// What a master-side handler answers for a resource it does not have.
+    pub(super) fn absent_status(&self, name: &LockName) -> DlmStatus {
+        if self.mig.gone_to.contains_key(name) {
+            DlmStatus::Forward
+        } else {
+            DlmStatus::Ivlockid
+        }
     }
 
     /// The leave loop's migration step: hand over what others use, one at a time.
@@ -389,6 +403,7 @@ impl DomainCore {
                 return refuse("migrated resource is already mastered here");
             }
         }
+        self.mig.gone_to.remove(&name);
         let inc = self.mig.incoming.entry(name).or_insert_with(|| Incoming {
             old_master: from,
             engine: LockResource::new(name),
@@ -496,6 +511,7 @@ impl MigrationStore for DomainCore {
         let me = self.cfg.node;
         let now = self.now;
         self.drop_migration_mle(name);
+        self.mig.gone_to.insert(*name, new_master);
         if let Some(res) = self.res.get_mut(name) {
             // No lock of ours was on it (that made it migratable): a reference is left, to
             // drop like any other.

@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 
 use o2dlm::domain::{DomainConfig, DomainCore, Grant, Input, Output};
-use o2dlm::join::DomainState;
 use o2dlm::wire::{errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName};
 
 struct Wire {
