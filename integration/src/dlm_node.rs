@@ -16,7 +16,9 @@ use std::fmt;
 
 use o2dlm::domain::{DomainConfig, DomainCore, Grant, Input, Output};
 use o2dlm::secondary::CookieSource;
-use o2dlm::wire::{DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, Lvb, LVB_LEN};
+use o2dlm::wire::{
+    DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, Lvb, NodeMap, LVB_LEN,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,6 +32,8 @@ pub const DOMAIN: &[u8] = b"simdomain";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DlmNote {
     Joined,
+    /// The node left the domain cleanly (what it mastered that others used migrated).
+    Left,
     JoinFailed(i32),
     /// A client asked for a lock (`convert`: a conversion of lock `cookie`).
     Requested {
@@ -80,6 +84,7 @@ impl fmt::Display for DlmNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DlmNote::Joined => write!(f, "dlm: joined domain simdomain"),
+            DlmNote::Left => write!(f, "dlm: left domain simdomain"),
             DlmNote::JoinFailed(e) => write!(f, "dlm: join failed with errno {e}"),
             DlmNote::Requested {
                 cookie,
@@ -250,6 +255,13 @@ pub struct DlmLayer {
     /// Values written carry the boot, so two boots' values differ.
     incarnation: u32,
     sabotage: Option<Sabotage>,
+    /// How the core was set up: a rejoin after a leave starts a fresh one.
+    cfg: DomainConfig,
+    /// The nodes heartbeat says are live, for a fresh core.
+    live: NodeMap,
+    /// A leave asked for: when to join again, and whether the core was told to leave (once
+    /// every client has let go).
+    leave: Option<(u64, bool)>,
 }
 
 impl DlmLayer {
@@ -272,7 +284,10 @@ impl DlmLayer {
         let first = *names.first()?;
         Some(DlmLayer {
             node,
-            core: DomainCore::new(dc),
+            core: DomainCore::new(dc.clone()),
+            cfg: dc,
+            live: NodeMap::new(),
+            leave: None,
             domain,
             cookies: CookieSource::new(node),
             clients: (0..work.clients)
@@ -300,6 +315,7 @@ impl DlmLayer {
 
     /// The machine booted: this node is live, and it joins once the cluster is up.
     pub fn boot(&mut self, now: u64, out: &mut Vec<DlmAct>) {
+        self.live.insert(self.node);
         self.input(now, Input::NodeUp(self.node), out);
         // Nodes mount at different moments: joins that collide back off, but a tie of
         // perfectly simultaneous machines would repeat forever.
@@ -313,11 +329,13 @@ impl DlmLayer {
 
     /// Heartbeat saw `node` come up (after o2net was told).
     pub fn node_up(&mut self, now: u64, node: NodeId, out: &mut Vec<DlmAct>) {
+        self.live.insert(node);
         self.input(now, Input::NodeUp(node), out);
     }
 
     /// Heartbeat saw `node` die (after o2net was told).
     pub fn node_down(&mut self, now: u64, node: NodeId, out: &mut Vec<DlmAct>) {
+        self.live.remove(node);
         self.input(now, Input::NodeDown(node), out);
     }
 
@@ -341,6 +359,34 @@ impl DlmLayer {
         out: &mut Vec<DlmAct>,
     ) {
         self.input(now, Input::SendDone { token, result }, out);
+    }
+
+    /// The lock users unmount: every client lets go (cancels its request, unlocks what it
+    /// holds), then the core leaves the domain (`dlm_unregister_domain`, which migrates
+    /// what others use), and `rejoin_ms` later the node joins again with a fresh core.
+    pub fn leave(&mut self, now: u64, rejoin_ms: u64, out: &mut Vec<DlmAct>) {
+        if !self.joined || self.leave.is_some() {
+            return;
+        }
+        self.leave = Some((now.saturating_add(rejoin_ms), false));
+        for c in 0..self.clients.len() {
+            out.push(DlmAct::Timer {
+                timer: DlmTimer::Client(c),
+                at_ms: now,
+            });
+        }
+    }
+
+    /// Tells the core to leave once no client holds or waits for anything.
+    fn leave_when_idle(&mut self, now: u64, out: &mut Vec<DlmAct>) {
+        let idle = self.clients.iter().all(|c| c.state == ClientState::Idle);
+        match self.leave {
+            Some((at, false)) if idle => {
+                self.leave = Some((at, true));
+                self.input(now, Input::Leave, out);
+            }
+            _ => {}
+        }
     }
 
     pub fn timer(&mut self, now: u64, timer: DlmTimer, out: &mut Vec<DlmAct>) {
@@ -379,8 +425,10 @@ impl DlmLayer {
 
     fn see_purges(&mut self, out: &mut Vec<DlmAct>) {
         for (name, was) in self.names.iter().zip(self.mastered.iter_mut()) {
-            let now_master = self.core.owner_of(name) == Some(self.node);
-            if *was && !now_master {
+            let owner = self.core.owner_of(name);
+            let now_master = owner == Some(self.node);
+            // A resource that moved to another master (migration) was not freed.
+            if *was && owner.is_none() {
                 out.push(DlmAct::Note(DlmNote::Purged { name: *name }));
             }
             *was = now_master;
@@ -392,6 +440,7 @@ impl DlmLayer {
             Output::Send { token, to, msg } => out.push(DlmAct::Send { token, to, msg }),
             Output::Joined => {
                 self.joined = true;
+                self.leave = None;
                 out.push(DlmAct::Note(DlmNote::Joined));
                 for c in 0..self.clients.len() {
                     let at = now + self.think();
@@ -408,7 +457,22 @@ impl DlmLayer {
                     at_ms: now + 1000,
                 });
             }
-            Output::Left => {}
+            Output::Left => {
+                self.joined = false;
+                out.push(DlmAct::Note(DlmNote::Left));
+                // `dlm_register_domain` later makes a new domain: a fresh core, told who is
+                // live.
+                self.core = DomainCore::new(self.cfg.clone());
+                self.core_timer = None;
+                for n in self.live.iter() {
+                    self.core.handle(now, Input::NodeUp(n));
+                }
+                let at = self.leave.map_or(now, |(at, _)| at.max(now));
+                out.push(DlmAct::Timer {
+                    timer: DlmTimer::Join,
+                    at_ms: at,
+                });
+            }
             Output::Done { cookie, result } => self.done(now, cookie, result, out),
             Output::Bast { cookie, blocked } => {
                 let Some(c) = self.client_of(cookie) else {
@@ -548,6 +612,7 @@ impl DlmLayer {
         };
         let (state, name, cancel_sent) = (cl.state, cl.name, cl.cancel_sent);
         match state {
+            ClientState::Idle if self.leave.is_some() => self.leave_when_idle(now, out),
             ClientState::Idle => self.start_request(now, c, out),
             ClientState::Requesting { cookie } => {
                 if !cancel_sent {
@@ -596,7 +661,12 @@ impl DlmLayer {
                     });
                     return;
                 }
-                let roll = self.rng.gen_range(0..100);
+                // Unmounting: let go.
+                let roll = if self.leave.is_some() {
+                    100
+                } else {
+                    self.rng.gen_range(0..100)
+                };
                 if roll < 25 && mode != LockMode::Nl {
                     // Down-convert, writing the value block back from EX.
                     let to = if mode == LockMode::Ex {

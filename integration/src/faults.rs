@@ -34,10 +34,13 @@ pub enum FaultKind {
     Crash,
     /// One node's process stops handling anything for a while.
     Pause,
+    /// One node's DLM leaves its lock domain cleanly (its lock users let go first; what it
+    /// masters that others use migrates) and joins again later: an unmount and a mount.
+    Leave,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Drop,
@@ -46,6 +49,7 @@ impl FaultKind {
         FaultKind::Corrupt,
         FaultKind::Crash,
         FaultKind::Pause,
+        FaultKind::Leave,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl FaultKind {
             FaultKind::Corrupt => "corrupt",
             FaultKind::Crash => "crash",
             FaultKind::Pause => "pause",
+            FaultKind::Leave => "leave",
         }
     }
 
@@ -175,6 +180,11 @@ pub enum Action {
         node: NodeId,
         length: Duration,
     },
+    /// The node's DLM leaves its domain cleanly and joins again `rejoin_after` later.
+    Leave {
+        node: NodeId,
+        rejoin_after: Duration,
+    },
     /// Reboot every node that is down, and the higher-numbered end of any
     /// pair of running nodes left without a connection (an operator's repair).
     Recover,
@@ -242,6 +252,11 @@ impl fmt::Display for Action {
             Action::Pause { node, length } => {
                 write!(f, "pause n{node} for {:.3}s", length.as_secs_f64())
             }
+            Action::Leave { node, rejoin_after } => write!(
+                f,
+                "n{node} leaves the lock domain, joining again {:.3}s later",
+                rejoin_after.as_secs_f64()
+            ),
             Action::Recover => f.write_str("recover: reboot down and disconnected nodes"),
         }
     }
@@ -504,6 +519,13 @@ impl FaultPlan {
                 ep.heal = start + rng.duration(t.hb_period / 2, t.dead_time() + t.hb_period * 15);
                 ep.recover = ep.heal + reboot(rng);
             }
+            FaultKind::Leave => {
+                ep.node = Some(all[rng.index(all.len())]);
+                // Out of the domain for a while (the leave itself waits for its users and
+                // migrations), then back.
+                ep.heal = start + rng.duration(t.hb_period * 5, t.hb_period * 30);
+                ep.recover = ep.heal;
+            }
         }
         Some(ep)
     }
@@ -625,6 +647,17 @@ impl FaultPlan {
                         Action::Pause {
                             node,
                             length: ep.heal - ep.start,
+                        },
+                    );
+                }
+            }
+            FaultKind::Leave => {
+                if let Some(node) = ep.node {
+                    add(
+                        ep.start,
+                        Action::Leave {
+                            node,
+                            rejoin_after: ep.heal - ep.start,
                         },
                     );
                 }

@@ -735,6 +735,10 @@ impl O2Stack {
                 };
                 self.drive_net(now, input, out);
             }
+            Input::LeaveDomain { rejoin_after } => {
+                let rejoin_ms = u64::try_from(rejoin_after.as_millis()).unwrap_or(u64::MAX);
+                self.drive_dlm(now, out, |d, now, acts| d.leave(now, rejoin_ms, acts));
+            }
             Input::SendRequest { id, peer } => {
                 self.workload_peers.insert(id, peer);
                 let input = o2net::Input::Send {

@@ -632,6 +632,8 @@ impl Simulation {
                     peer: *peer,
                 },
             ),
+            // The fault that asks for it is in the trace already.
+            Input::LeaveDomain { .. } => {}
         }
     }
 
@@ -900,6 +902,10 @@ impl Simulation {
                         incarnation,
                     },
                 );
+            }
+            Action::Leave { node, rejoin_after } => {
+                let rejoin_after = *rejoin_after;
+                self.deliver(*node, Input::LeaveDomain { rejoin_after });
             }
             Action::Recover => self.recover(),
         }

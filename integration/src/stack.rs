@@ -7,6 +7,7 @@
 //! nondeterministically.
 
 use crate::time::SimTime;
+use std::time::Duration;
 
 /// A node number, 0..=254, as in `cluster.conf`.
 pub type NodeId = u8;
@@ -118,6 +119,11 @@ pub enum Input {
     SendRequest {
         id: u64,
         peer: NodeId,
+    },
+    /// The node's lock domain users unmount: its DLM leaves the domain cleanly, and joins
+    /// again `rejoin_after` later.
+    LeaveDomain {
+        rejoin_after: Duration,
     },
 }
 

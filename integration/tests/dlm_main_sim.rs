@@ -3,7 +3,7 @@
 //! by the lock checkers (dlm-locks: mutual exclusion and value blocks; dlm-progress).
 
 use integration::{
-    FaultKind, FaultSet, Outcome, Sabotage, SimConfig, Simulation, Timing, Workload,
+    FaultKind, FaultSet, Outcome, Sabotage, SimConfig, Simulation, Timing, TraceMode, Workload,
 };
 use std::time::Duration;
 
@@ -74,6 +74,50 @@ fn eight_nodes_one_lock_break_no_rule() {
     let g = judged(&o, "dlm-locks");
     assert!(g > 100, "only {g} grants");
     assert!(judged(&o, "dlm-progress") > g / 2);
+}
+
+/// Clean leaves under the lock workload: a node's users let go, its DLM hands what it masters
+/// that others use to them (MIG_LOCKRES, MIGRATE_REQUEST, FINISH_MIGRATION asserts) and
+/// leaves, then joins again; the others' locks keep working throughout.
+#[test]
+fn lock_seeds_with_clean_leaves_break_no_rule() {
+    let seeds = if cfg!(debug_assertions) { 2 } else { 12 };
+    let (mut leaves, mut migrations) = (0, 0);
+    for nodes in 3..=5u16 {
+        for seed in 0..seeds {
+            let mut cfg = config(nodes, seed, &[FaultKind::Leave]);
+            cfg.trace = TraceMode::Readable;
+            let mut sim = Simulation::new(cfg).expect("valid config");
+            let o = sim.run();
+            assert!(
+                o.violations.is_empty(),
+                "{nodes} nodes, seed {seed}: {}",
+                o.violations[0]
+            );
+            assert!(judged(&o, "dlm-locks") > 100, "{nodes} nodes, seed {seed}");
+            let text = sim.trace().text();
+            let left = text.matches("dlm: left domain").count();
+            assert!(left > 0, "{nodes} nodes, seed {seed}: nobody left");
+            // Every node that left joined again.
+            let mut out_of_domain = std::collections::BTreeSet::new();
+            for l in text.lines() {
+                let node = l.get(15..19).unwrap_or("").trim().to_string();
+                if l.contains("dlm: left domain") {
+                    out_of_domain.insert(node);
+                } else if l.contains("dlm: joined domain") {
+                    out_of_domain.remove(&node);
+                }
+            }
+            assert!(
+                out_of_domain.is_empty(),
+                "{nodes} nodes, seed {seed}: {out_of_domain:?} never joined again"
+            );
+            leaves += left;
+            migrations += text.matches("DLM_MIG_LOCKRES_MSG").count();
+        }
+    }
+    assert!(leaves > 20, "only {leaves} leaves");
+    assert!(migrations > 0, "no resource ever migrated");
 }
 
 #[test]
