@@ -9,73 +9,13 @@
 //! Baseline in the same run: the time the survivors took to acquire their 2N PR locks on
 //! node 3's resources (CREATE_LOCK, reply and proxy AST over the same sockets).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use o2dlm::wire::{LkmFlags, LockMode};
-use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
-use o2net::{Net, NetConfig, NodeInfo};
+use o2dlm::wire::LockMode;
 
-fn start(port: u16) -> (Vec<Net>, Vec<Dlm>) {
-    let infos: Vec<NodeInfo> = (1..=3u8)
-        .map(|i| NodeInfo {
-            num: i,
-            name: format!("n{i}"),
-            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
-        })
-        .collect();
-    let mut nets = Vec::new();
-    let mut dlms = Vec::new();
-    for i in 1..=3u8 {
-        let net = Net::start(NetConfig::new(i, infos.clone()), Arc::new(|_: &str| {}))
-            .expect("o2net starts");
-        let cfg = DlmConfig {
-            purge_interval_ms: 600_000,
-            ..DlmConfig::default()
-        };
-        let dlm = Dlm::start(net.clone(), cfg).expect("dlm starts");
-        nets.push(net);
-        dlms.push(dlm);
-    }
-    for net in &nets {
-        for i in 1..=3 {
-            net.heartbeat_up(i);
-        }
-    }
-    for d in &dlms {
-        for i in 1..=3 {
-            d.node_up(i);
-        }
-    }
-    (nets, dlms)
-}
-
-async fn take_all(d: &Domain, n: usize, mode: LockMode) -> Vec<LockHandle> {
-    let mut set = tokio::task::JoinSet::new();
-    const PARALLEL: usize = 64;
-    let mut out = Vec::with_capacity(n);
-    for chunk in 0..PARALLEL {
-        let d = d.clone();
-        set.spawn(async move {
-            let mut v = Vec::new();
-            let mut i = chunk;
-            while i < n {
-                v.push(
-                    d.lock(format!("res{i}"), mode, LkmFlags::empty())
-                        .await
-                        .expect("lock"),
-                );
-                i += PARALLEL;
-            }
-            v
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        out.extend(r.expect("task"));
-    }
-    out
-}
+#[path = "common/loopback.rs"]
+mod common;
+use common::{start, take_all};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
     let rt = tokio::runtime::Builder::new_multi_thread()

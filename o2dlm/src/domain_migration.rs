@@ -585,6 +585,14 @@ impl MigrationStore for DomainCore {
         let Some(res) = self.res.get_mut(name) else {
             return false;
         };
+        if res.recovering {
+            // The old master died and this node's locks went to recovery before the new
+            // master's request came: recovery decides the owner (the kernel asks with
+            // MASTER_REQUERY, which this implementation does not send yet).
+            tracing::warn!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it while it recovers here; recovery decides");
+            res.migrating = false;
+            return true;
+        }
         match res.role {
             Role::Master(_) => {
                 tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it, but it is mastered here");
