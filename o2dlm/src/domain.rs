@@ -974,6 +974,10 @@ impl DomainCore {
     /// Drops every unused resource at once (references go back to their masters) and waits
     /// for the rest; once the table is empty and nobody is joining, says goodbye.
     fn leave_loop(&mut self, now: u64) {
+        if !self.leaving || self.state == DomainState::Leaving {
+            // Gone, or saying goodbye already.
+            return;
+        }
         // What others use is handed over first (`dlm_migrate_all_locks`).
         self.migrate_on_leave(now);
         let names: Vec<LockName> = self.res.keys().copied().collect();
@@ -1777,6 +1781,7 @@ impl DomainCore {
         let waiting = std::mem::take(&mut res.waiting);
         self.res.remove(&name);
         self.counts.purged += 1;
+        self.leave_when_empty(now);
         if !waiting.is_empty() {
             // Requests made while the reference was being dropped look the resource up anew.
             let mut res = Box::new(Res::new());

@@ -120,6 +120,15 @@ impl DomainCore {
         }
     }
 
+    /// A leaving node whose last reference is gone (typically the deref after the last
+    /// migration) says goodbye at once rather than at the leave loop's next turn, as the
+    /// kernel's loop ends as soon as a pass finds nothing left.
+    pub(super) fn leave_when_empty(&mut self, now: u64) {
+        if self.leaving && self.res.is_empty() {
+            self.leave_loop(now);
+        }
+    }
+
     /// The leave loop's migration step: hand over what others use, one at a time.
     pub(super) fn migrate_on_leave(&mut self, now: u64) {
         if self.leaving {
