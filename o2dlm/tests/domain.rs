@@ -596,6 +596,54 @@ fn a_target_that_dies_mid_migration_makes_the_leaving_node_pick_another() {
 }
 
 #[test]
+fn a_grant_whose_proxy_ast_is_overtaken_by_the_migration_is_told_once() {
+    let mut c = Cluster::new(3);
+    c.lock(0, 1, "m", LockMode::Nl, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(0, 1).is_some());
+    // Node 1 holds NL (so it is the target), then asks for PR, which node 0 grants.
+    c.lock(1, 10, "m", LockMode::Nl, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(1, 10).is_some());
+    c.unlock(0, 1, LkmFlags::empty());
+    c.settle();
+    c.lock(1, 11, "m", LockMode::Pr, LkmFlags::VALBLK);
+    // The create reaches node 0 (and its reply node 1); the proxy AST of the grant waits.
+    assert!(c.deliver_one());
+    let ast = c.queue.pop_front().expect("the proxy AST");
+    assert_eq!(ast.msg_type, o2dlm::wire::MsgType::ProxyAst.to_wire());
+    c.input(0, Input::Leave);
+    // The migration overtakes it: node 1 learns of its grant from the records.
+    let mig = o2dlm::wire::MsgType::MigLockres.to_wire();
+    while let Some(w) = c.queue.front() {
+        let last = w.msg_type == mig;
+        c.deliver_one();
+        if last {
+            break;
+        }
+    }
+    assert_eq!(c.granted(1, 11).map(|g| g.mode), Some(LockMode::Pr));
+    c.queue.push_back(ast);
+    c.settle();
+    c.wait(1000);
+    assert!(c.took(0, |o| *o == Output::Left));
+    assert_eq!(c.cores[1].owner_of(&name("m")), Some(1));
+    // The late proxy AST is not a second grant.
+    assert!(c.granted(1, 11).is_none());
+    // The lock works on its new master.
+    c.unlock(1, 11, LkmFlags::empty());
+    c.settle();
+    assert!(c.took(1, |o| matches!(
+        o,
+        Output::Unlocked {
+            cookie: 11,
+            removed: true,
+            ..
+        }
+    )));
+}
+
+#[test]
 fn the_leaving_node_dying_after_its_records_leaves_the_resource_to_the_target() {
     let mut c = mastered_by_0_held_by_1_wanted_by_2();
     c.input(0, Input::Leave);
