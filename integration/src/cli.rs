@@ -36,7 +36,9 @@ pub struct SimArgs {
     /// A range of seeds A..B (B excluded), run in parallel; only failures are detailed.
     #[arg(long)]
     pub seeds: Option<String>,
-    /// Fault kinds to draw from: all, none, or a list of partition,oneway,drop,stall,slow,corrupt,crash,pause.
+    /// Fault kinds to draw from: all, none, or a list of
+    /// partition,oneway,drop,stall,slow,corrupt,crash,pause,leave (leave: a node's DLM leaves
+    /// its lock domain cleanly and joins again, with --workload locks).
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Let fault episodes overlap (compound failures); overlapped episodes are judged less strictly.
