@@ -15,20 +15,10 @@ use o2dlm::wire::LockMode;
 
 #[path = "common/loopback.rs"]
 mod common;
-use common::{start, take_all};
+use common::{take_all, with_cluster};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let (nets, dlms) = start(port);
-        let mut domains = Vec::new();
-        for d in &dlms {
-            domains.push(d.join("bench").await.expect("join"));
-        }
+    with_cluster(port, |nets, dlms, domains| async move {
         let held3 = take_all(&domains[2], n, LockMode::Nl).await;
         let t = Instant::now();
         let (h1, h2) = tokio::join!(

@@ -1100,16 +1100,7 @@ impl DomainCore {
                         .retain(|op| !matches!(op, Op::Lock { cookie: c, .. } if *c == cookie));
                     if res.waiting.len() != before {
                         self.own.remove(&cookie);
-                        self.out.push(Output::Done {
-                            cookie,
-                            result: Err(DlmStatus::Cancel),
-                        });
-                        self.out.push(Output::Unlocked {
-                            cookie,
-                            status: DlmStatus::Normal,
-                            removed: true,
-                            cancel: true,
-                        });
+                        self.tell_cancelled(cookie, true);
                         self.note_if_unused(now, name);
                         return;
                     }

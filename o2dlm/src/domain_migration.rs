@@ -294,30 +294,12 @@ impl DomainCore {
                 }
                 (Some(PendingOp::Cancel), None) => {
                     self.own.remove(&cookie);
-                    self.out.push(Output::Done {
-                        cookie,
-                        result: Err(DlmStatus::Cancel),
-                    });
-                    self.out.push(Output::Unlocked {
-                        cookie,
-                        status: DlmStatus::Normal,
-                        removed: true,
-                        cancel: true,
-                    });
+                    self.tell_cancelled(cookie, true);
                 }
                 (Some(PendingOp::Cancel), Some((QueueKind::Granted, mode))) => {
                     if l.queue == QueueKind::Converting && l.convert_type != Some(mode) {
                         // The conversion was cancelled.
-                        self.out.push(Output::Done {
-                            cookie,
-                            result: Err(DlmStatus::Cancel),
-                        });
-                        self.out.push(Output::Unlocked {
-                            cookie,
-                            status: DlmStatus::Normal,
-                            removed: false,
-                            cancel: true,
-                        });
+                        self.tell_cancelled(cookie, false);
                     } else {
                         if !was_granted(mode) {
                             self.tell_grant(cookie, mode, flags, &lvb);
@@ -375,6 +357,21 @@ impl DomainCore {
                 (_, Some(_)) => {}
             }
         }
+    }
+
+    /// A cancel took: the request (or conversion) ends with DLM_CANCEL and the cancel is
+    /// done; `removed`: the lock is gone (it was a new request).
+    pub(super) fn tell_cancelled(&mut self, cookie: u64, removed: bool) {
+        self.out.push(Output::Done {
+            cookie,
+            result: Err(DlmStatus::Cancel),
+        });
+        self.out.push(Output::Unlocked {
+            cookie,
+            status: DlmStatus::Normal,
+            removed,
+            cancel: true,
+        });
     }
 
     /// A grant the old master made whose proxy AST has not arrived: told now.

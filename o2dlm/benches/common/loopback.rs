@@ -7,7 +7,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
 use o2net::{Net, NetConfig, NodeInfo};
 
-pub fn start(port: u16) -> (Vec<Net>, Vec<Dlm>) {
+fn start(port: u16) -> (Vec<Net>, Vec<Dlm>) {
     let infos: Vec<NodeInfo> = (1..=3u8)
         .map(|i| NodeInfo {
             num: i,
@@ -65,4 +65,24 @@ pub async fn take_all(d: &Domain, n: usize, mode: LockMode) -> Vec<LockHandle> {
         out.extend(r.expect("task"));
     }
     out
+}
+
+/// Runs `f` on a two-thread runtime with the three nodes started and joined to "bench".
+pub fn with_cluster<T, F>(port: u16, f: impl FnOnce(Vec<Net>, Vec<Dlm>, Vec<Domain>) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (nets, dlms) = start(port);
+        let mut domains = Vec::new();
+        for d in &dlms {
+            domains.push(d.join("bench").await.expect("join"));
+        }
+        f(nets, dlms, domains).await
+    })
 }
