@@ -12,8 +12,9 @@
 //!   queries, protocol negotiation).
 //! - [`debug`]: state dumps in the formats of the kernel's debugfs `locking_state`,
 //!   `mle_state` and `dlm_state`.
-//! - [`domain`]: the sans-I/O core of one domain on one node (join, leave, mastery both
-//!   sides, local and remote locking, refmaps and deref, node up/down), driven by
+//! - [`domain`]: the sans-I/O core of one domain on one node (join, leave with migration,
+//!   mastery both sides, local and remote locking, refmaps and deref, node up/down,
+//!   recovery), driven by
 //!   `handle(now, input)` like the o2hb and o2net cores, so the simulator runs it too.
 //! - [`driver`]: the tokio driver on [`o2net::Net`] and the Rust API: [`Dlm::join`] gives a
 //!   [`Domain`], [`Domain::lock`] a [`LockHandle`] (convert, value block, BASTs, unlock),
