@@ -2418,6 +2418,11 @@ impl DomainCore {
 
     fn node_down(&mut self, now: u64, node: u8) {
         self.live.remove(node);
+        // `__dlm_hb_node_down`: a node that died while joining never cancels; without this
+        // every later join is refused and a leave waits for it forever.
+        if self.joining_node == Some(node) {
+            self.joining_node = None;
+        }
         if let Some(j) = self.join.as_mut() {
             if j.waiting.contains(node) {
                 j.waiting.remove(node);
