@@ -98,16 +98,34 @@ fn lock_seeds_with_clean_leaves_break_no_rule() {
             let text = sim.trace().text();
             let left = text.matches("dlm: left domain").count();
             assert!(left > 0, "{nodes} nodes, seed {seed}: nobody left");
-            // Every node that left joined again.
-            let mut out_of_domain = std::collections::BTreeSet::new();
+            // Every member asked to leave left, and every node that left joined again.
+            let (mut members, mut leaving, mut out_of_domain) = (
+                std::collections::BTreeSet::new(),
+                std::collections::BTreeSet::new(),
+                std::collections::BTreeSet::new(),
+            );
             for l in text.lines() {
+                if let Some(at) = l.find(" leaves the lock domain") {
+                    let node = l[..at].rsplit(' ').next().unwrap_or("").to_string();
+                    if members.contains(&node) {
+                        leaving.insert(node);
+                    }
+                    continue;
+                }
                 let node = l.get(15..19).unwrap_or("").trim().to_string();
                 if l.contains("dlm: left domain") {
+                    members.remove(&node);
+                    leaving.remove(&node);
                     out_of_domain.insert(node);
                 } else if l.contains("dlm: joined domain") {
                     out_of_domain.remove(&node);
+                    members.insert(node);
                 }
             }
+            assert!(
+                leaving.is_empty(),
+                "{nodes} nodes, seed {seed}: {leaving:?} never left"
+            );
             assert!(
                 out_of_domain.is_empty(),
                 "{nodes} nodes, seed {seed}: {out_of_domain:?} never joined again"
