@@ -2271,7 +2271,7 @@ impl DomainCore {
     fn master_engine(&mut self, name: &LockName) -> Result<&mut LockResource, DlmStatus> {
         let me = self.cfg.node;
         if !self.res.contains_key(name) {
-            return Err(self.absent_status(name));
+            return Err(self.handed_over_or(name, DlmStatus::Ivlockid));
         }
         let Some(res) = self.res.get_mut(name) else {
             return Err(DlmStatus::Ivlockid);
@@ -2299,7 +2299,7 @@ impl DomainCore {
 
     fn handle_create(&mut self, now: u64, c: CreateLock) -> i32 {
         if self.state != DomainState::Joined && self.state != DomainState::InShutdown {
-            return DlmStatus::Rejected.to_wire();
+            return self.handed_over_or(&c.name, DlmStatus::Rejected).to_wire();
         }
         let engine = match self.master_engine(&c.name) {
             Ok(e) => e,

@@ -57,8 +57,8 @@ pub(super) struct MigState {
     /// Resources this node has handed over since it started leaving (for the log line).
     handed_over: u64,
     /// The resources this node handed over: a request sent before its sender heard of the
-    /// new master is told to ask again (`DLM_FORWARD`), not that the lock is unknown, even
-    /// once the reference left here is dropped.
+    /// new master is told to ask again (`DLM_FORWARD`), not that the lock is unknown or the
+    /// domain left, even once the reference left here is dropped and the domain is left.
     gone_to: FastMap<LockName, u8>,
 }
 
@@ -111,12 +111,13 @@ impl DomainCore {
         status
     }
 
-    /// What a master-side handler answers for a resource it does not have.
-    pub(super) fn absent_status(&self, name: &LockName) -> DlmStatus {
+    /// What a master-side handler answers for a resource it no longer has (or once it has
+    /// left the domain): `DLM_FORWARD` if it handed the resource over, else `otherwise`.
+    pub(super) fn handed_over_or(&self, name: &LockName, otherwise: DlmStatus) -> DlmStatus {
         if self.mig.gone_to.contains_key(name) {
             DlmStatus::Forward
         } else {
-            DlmStatus::Ivlockid
+            otherwise
         }
     }
 
