@@ -27,13 +27,12 @@ use crate::fasthash::FastMap;
 use crate::lockres::{LockId, LockResource, Migrated};
 use crate::mastery::{Mle, MleKind};
 use crate::migration::{
-    is_migratable, pick_target, MigInput, MigOutput, Migration, MigrationStore,
+    is_migratable, pack_migration, pick_target, MigInput, MigOutput, Migration, MigrationStore,
 };
-use crate::recovery::{pack_lockres, MresHeader};
 use crate::secondary::{OwnLocks, PendingOp};
 use crate::wire::{
     errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, MigLockres, NodeMap,
-    QueueKind, LVB_LEN, MRES_ALL_DONE, MRES_MIGRATION, NODE_UNKNOWN,
+    QueueKind, LVB_LEN, MRES_ALL_DONE, NODE_UNKNOWN,
 };
 use crate::Error;
 
@@ -490,22 +489,7 @@ impl MigrationStore for DomainCore {
             return;
         };
         res.migrating = true;
-        let locks: Vec<_> = e
-            .migratable_locks()
-            .map(|mut ml| {
-                // `dlm_add_lock_to_array`: the receiver works out what to BAST again.
-                ml.highest_blocked = None;
-                ml
-            })
-            .collect();
-        let head = MresHeader {
-            sender: me,
-            master: me,
-            flags: MRES_MIGRATION,
-            name: *name,
-            lvb: *e.lvb(),
-        };
-        pack_lockres(head, &locks, &mut self.mig.next_cookie, out);
+        pack_migration(me, e, &mut self.mig.next_cookie, out);
     }
 
     fn migration_aborted(&mut self, name: &LockName) {

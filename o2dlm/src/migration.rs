@@ -22,10 +22,11 @@
 use std::collections::BTreeMap;
 
 use crate::lockres::LockResource;
+use crate::recovery::{pack_lockres, MresHeader};
 use crate::wire::{
-    errno, AssertMaster, DlmMessage, DomainName, LockName, MigLockres, MigrateRequest, NodeMap,
-    QueueKind, ASSERT_MASTER_FINISH_MIGRATION, ASSERT_RESPONSE_MASTERY_REF,
-    MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE, MRES_MIGRATION,
+    errno, AssertMaster, DlmMessage, DomainName, LockName, MigLockres, MigratableLock,
+    MigrateRequest, NodeMap, QueueKind, ASSERT_MASTER_FINISH_MIGRATION,
+    ASSERT_RESPONSE_MASTERY_REF, MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE, MRES_MIGRATION,
 };
 use crate::Error;
 
@@ -59,6 +60,33 @@ pub fn pick_target(
         .flat_map(|q| engine.queue(q).iter().map(|l| l.id.node))
         .find(|&n| ok(n))
         .or_else(|| refmap.iter().find(|&n| ok(n)))
+}
+
+/// The MIG_LOCKRES messages (MIGRATION) that carry resource `engine` from its master `me`:
+/// every lock in queue order with `highest_blocked` cleared (`dlm_add_lock_to_array`: the
+/// receiver works out what to BAST again), the master's value block, a dummy record for a
+/// resource without locks.
+pub fn pack_migration(
+    me: u8,
+    engine: &LockResource,
+    next_cookie: &mut u64,
+    out: &mut Vec<MigLockres>,
+) {
+    let locks: Vec<MigratableLock> = engine
+        .migratable_locks()
+        .map(|mut ml| {
+            ml.highest_blocked = None;
+            ml
+        })
+        .collect();
+    let head = MresHeader {
+        sender: me,
+        master: me,
+        flags: MRES_MIGRATION,
+        name: *engine.name(),
+        lvb: *engine.lvb(),
+    };
+    pack_lockres(head, &locks, next_cookie, out);
 }
 
 /// What migration does to the domain's resources.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::lockres::{Delivery, LockResource, Migrated};
-use crate::migration::{is_migratable, pick_target, MigrationStore};
+use crate::migration::{is_migratable, pack_migration, pick_target, MigrationStore};
 use crate::recovery::{pack_lockres, sender_lvb, MresHeader, RecoveryStore};
 use crate::wire::{
     LockMode, LockName, Lvb, MigLockres, MigratableLock, NodeMap, QueueKind, LVB_LEN,
@@ -288,15 +288,7 @@ impl MigrationStore for MemStore {
         };
         let Some(e) = r.engine.as_ref() else { return };
         r.migrating = true;
-        let locks: Vec<MigratableLock> = e.migratable_locks().collect();
-        let head = MresHeader {
-            sender: me,
-            master: me,
-            flags: MRES_MIGRATION,
-            name: *name,
-            lvb: *e.lvb(),
-        };
-        pack_lockres(head, &locks, &mut self.next_mig_cookie, out);
+        pack_migration(me, e, &mut self.next_mig_cookie, out);
     }
 
     fn migration_aborted(&mut self, name: &LockName) {
