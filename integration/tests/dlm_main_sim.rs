@@ -182,8 +182,9 @@ fn a_holder_ignoring_basts_is_caught_by_the_progress_checker() {
     caught(Sabotage::DlmHoldForever, "dlm-progress");
 }
 
-/// Every node and link fault the simulator has, on 3 to 7 nodes: o2dlm recovery, mastery
-/// and the retries after a lost reply keep exclusion, value blocks and progress. A node
+/// Every node and link fault the simulator has, and clean leaves among them, on 3 to 7 nodes:
+/// o2dlm recovery, migration, mastery and the retries after a lost reply keep exclusion,
+/// value blocks and progress. A node
 /// paused past its heartbeat write timeout fences on resume (the kernel's o2hb timer work
 /// fires before its heartbeat thread runs again), so it is judged as a fenced node.
 /// The kernel only logs a proxy AST or a reply lost with a reset connection; o2dlm sends a
@@ -211,13 +212,14 @@ fn lock_seeds_with_node_and_link_faults_break_no_rule() {
     assert!(grants > 1000, "only {grants} grants judged");
 }
 
-const NODE_AND_LINK: [FaultKind; 6] = [
+const NODE_AND_LINK: [FaultKind; 7] = [
     FaultKind::Crash,
     FaultKind::Pause,
     FaultKind::Partition,
     FaultKind::OneWay,
     FaultKind::Drop,
     FaultKind::Stall,
+    FaultKind::Leave,
 ];
 
 /// A seed that broke a rule before the fix it names: the same run now breaks none and
@@ -264,6 +266,20 @@ fn an_unlock_unanswered_when_its_master_died_brings_back_its_own_value_block() {
         74,
         &NODE_AND_LINK,
         "value block of an unanswered unlock after recovery",
+    );
+}
+
+/// n2's EX unlock (writing nothing) reached master n0 as a partition began, its reply lost;
+/// n0, cut off, granted itself EX and wrote newer values, then fenced. n2's lock, still
+/// granted while its unlock retried, brought back the value it had read at its grant, as
+/// the kernel's recovery does (the lksb of a granted EX lock, written or not).
+#[test]
+fn an_unlock_that_wrote_nothing_brings_back_the_value_its_lock_read() {
+    replays_clean(
+        3,
+        15,
+        &FaultKind::ALL,
+        "value block its unanswered unlock read",
     );
 }
 

@@ -51,11 +51,18 @@ pub struct LockRules {
 /// with no other holder to send a block, the new master's is zeros: the
 /// `value_blocks_may_be_lost` case.) So after a node's death the
 /// first value-block read of the name may be one such unfinished unlock's write, which then
-/// is the current value. Only values of unlocks unfinished at the death count, and only until
-/// the name is next read or written.
+/// is the current value. An unlock that wrote nothing carries back its lock's value block all
+/// the same: the lksb of a granted EX or PR lock holds what the lock read at its grant, and
+/// `dlm_prepare_lvb_for_migration` copies it whether or not the holder wrote. Only values
+/// of unlocks unfinished at the death count, and only until the name is next read or
+/// written.
 #[derive(Default)]
 struct CarriedBack {
-    /// Unlocks that wrote a value block and have not finished: (node, lock) -> (name, value).
+    /// What the value block of each granted PR or EX lock holds (read at its grant, or last
+    /// written): (node, lock) -> value.
+    held: BTreeMap<(NodeId, u64), Lvb>,
+    /// Unlocks of PR or EX locks that have not finished: (node, lock) -> (name, the value
+    /// their lock holds).
     unfinished: BTreeMap<(NodeId, u64), (LockName, Lvb)>,
     /// Per name, the unlocks that were unfinished when a node died: (node, lock, value).
     at_death: BTreeMap<LockName, Vec<(NodeId, u64, Lvb)>>,
@@ -65,6 +72,7 @@ impl CarriedBack {
     /// `dead` is gone: its own unlocks can carry nothing back; the others' can.
     fn node_died(&mut self, dead: NodeId) {
         self.unfinished.retain(|&(n, _), _| n != dead);
+        self.held.retain(|&(n, _), _| n != dead);
         for (&(n, cookie), &(name, v)) in &self.unfinished {
             let list = self.at_death.entry(name).or_default();
             if !list.contains(&(n, cookie, v)) {
@@ -75,19 +83,41 @@ impl CarriedBack {
 
     fn note(&mut self, node: NodeId, note: &DlmNote) {
         match *note {
+            DlmNote::Granted {
+                cookie, mode, lvb, ..
+            } => match lvb {
+                Some(v) if mode != LockMode::Nl => {
+                    self.held.insert((node, cookie), v);
+                }
+                _ => {
+                    self.held.remove(&(node, cookie));
+                }
+            },
             DlmNote::Released {
                 cookie,
                 name,
                 now_mode,
-                wrote: Some(v),
+                wrote,
             } => {
-                self.at_death.remove(&name);
-                if now_mode.is_none() {
-                    self.unfinished.insert((node, cookie), (name, v));
+                if let Some(v) = wrote {
+                    self.at_death.remove(&name);
+                    self.held.insert((node, cookie), v);
+                }
+                match now_mode {
+                    None => {
+                        if let Some(v) = self.held.remove(&(node, cookie)) {
+                            self.unfinished.insert((node, cookie), (name, v));
+                        }
+                    }
+                    Some(LockMode::Nl) => {
+                        self.held.remove(&(node, cookie));
+                    }
+                    Some(_) => {}
                 }
             }
             DlmNote::Unlocked { cookie, .. } => {
                 self.unfinished.remove(&(node, cookie));
+                self.held.remove(&(node, cookie));
             }
             _ => {}
         }
@@ -380,6 +410,7 @@ mod tests {
     }
 
     fn unlock(c: &mut CarriedBack, node: NodeId, cookie: u64, v: u8) {
+        granted(c, node, cookie, LockMode::Ex, 0);
         c.note(
             node,
             &DlmNote::Released {
@@ -389,6 +420,51 @@ mod tests {
                 wrote: Some([v; 64]),
             },
         );
+    }
+
+    fn granted(c: &mut CarriedBack, node: NodeId, cookie: u64, mode: LockMode, v: u8) {
+        c.note(
+            node,
+            &DlmNote::Granted {
+                cookie,
+                name: name(),
+                mode,
+                lvb: Some([v; 64]),
+            },
+        );
+    }
+
+    fn release(c: &mut CarriedBack, node: NodeId, cookie: u64) {
+        c.note(
+            node,
+            &DlmNote::Released {
+                cookie,
+                name: name(),
+                now_mode: None,
+                wrote: None,
+            },
+        );
+    }
+
+    #[test]
+    fn an_unlock_that_wrote_nothing_carries_back_what_its_lock_read() {
+        let mut c = CarriedBack::default();
+        granted(&mut c, 2, 5, LockMode::Ex, 6);
+        release(&mut c, 2, 5);
+        granted(&mut c, 3, 6, LockMode::Nl, 0);
+        release(&mut c, 3, 6);
+        c.node_died(0);
+        assert_eq!(c.read(&name(), &[6; 64]), Some((2, 5)));
+
+        granted(&mut c, 2, 7, LockMode::Pr, 8);
+        release(&mut c, 2, 7);
+        c.node_died(0);
+        assert_eq!(c.read(&name(), &[0; 64]), None, "an NL lock holds no value");
+        granted(&mut c, 2, 8, LockMode::Pr, 9);
+        release(&mut c, 2, 8);
+        finished(&mut c, 2, 8);
+        c.node_died(0);
+        assert_eq!(c.read(&name(), &[9; 64]), None, "finished before the death");
     }
 
     fn finished(c: &mut CarriedBack, node: NodeId, cookie: u64) {
