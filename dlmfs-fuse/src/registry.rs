@@ -12,9 +12,10 @@ use std::time::Duration;
 use o2dlm::{Dlm, DlmError, Domain};
 use parking_lot::Mutex;
 
-/// How long leaving a domain may take before the registry goes on without it (o2dlm's leave
-/// waits while other nodes use resources mastered here).
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a leave still under way is logged. A leave is never abandoned, as the kernel's
+/// `dlm_unregister_domain` never gives up: a domain dropped half-left would stay joined in
+/// o2dlm, refusing every later join of it on this node.
+const LEAVE_NOTICE: Duration = Duration::from_secs(5);
 
 struct Entry {
     domain: Domain,
@@ -64,8 +65,8 @@ impl DomainRegistry {
         Ok(domain)
     }
 
-    /// Drops one registration of `name`; the last one leaves the domain (waiting up to
-    /// [`LEAVE_TIMEOUT`] for o2dlm's leave).
+    /// Drops one registration of `name`; the last one leaves the domain (migrating what it
+    /// masters and others use) and waits for the leave to finish.
     pub async fn unregister(&self, name: &str) {
         let _serial = self.joining.lock().await;
         let last = {
@@ -115,14 +116,22 @@ impl DomainRegistry {
 
 async fn leave(node: u8, d: Domain) {
     let name = d.name();
-    match tokio::time::timeout(LEAVE_TIMEOUT, d.leave()).await {
-        Ok(Ok(())) => tracing::info!(node, domain = %name, "left domain {name}"),
-        Ok(Err(e)) => tracing::warn!(node, domain = %name, "leaving domain {name}: {e}"),
-        Err(_) => tracing::warn!(
-            node,
-            domain = %name,
-            "domain {name} not left within {} s (resources mastered here still in use elsewhere)",
-            LEAVE_TIMEOUT.as_secs()
-        ),
+    let leaving = d.leave();
+    tokio::pin!(leaving);
+    let mut waited = Duration::ZERO;
+    loop {
+        match tokio::time::timeout(LEAVE_NOTICE, &mut leaving).await {
+            Ok(Ok(())) => return tracing::info!(node, domain = %name, "left domain {name}"),
+            Ok(Err(e)) => return tracing::warn!(node, domain = %name, "leaving domain {name}: {e}"),
+            Err(_) => {
+                waited += LEAVE_NOTICE;
+                tracing::warn!(
+                    node,
+                    domain = %name,
+                    "still leaving domain {name} after {} s (handing resources mastered here to other nodes)",
+                    waited.as_secs()
+                )
+            }
+        }
     }
 }

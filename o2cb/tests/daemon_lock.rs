@@ -279,3 +279,55 @@ fn a_lock_held_by_a_killed_node_is_recovered_and_granted_to_a_waiter() {
     // Node 2's client lost its daemon: its command's end is all it can report.
     let _ = holder.wait();
 }
+
+/// The node mastering a lock another node waits on leaves the domain once its command ends:
+/// it hands the resource to the waiter's node (o2dlm migration, no recovery), the waiter
+/// gets the lock, and the node that left can use the domain again at once.
+#[test]
+fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
+    let c = up(114);
+    let d = c.dir.path();
+    let first = lock_cmd(&c, 1, &[], &["sh", "-c", "touch held1; sleep 1"])
+        .spawn()
+        .unwrap();
+    let mut pids = Pids(vec![first.id() as i32]);
+    wait_file(&d.join("held1"), Duration::from_secs(20));
+    let waiter = lock_cmd(
+        &c,
+        0,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "touch got0; while [ ! -e release0 ]; do sleep 0.05; done",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    pids.0.push(waiter.id() as i32);
+    wait_file(&d.join("got0"), Duration::from_secs(20));
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // Node 1 left cleanly, nothing recovered: node 0 now masters the lock it holds.
+    let status = c.wait_for(1, &["status"], Duration::from_secs(10), |s| {
+        !s.contains("Active userdlm domains")
+    });
+    assert!(!status.contains("Recovery of domain"), "{status}");
+    let dump = c.ok(0, &["lockdump", "dom", "--dump", "locking_state"]);
+    // The kernel's LRES line: version, owner, ...
+    let owner = dump
+        .lines()
+        .skip_while(|l| *l != "NAME:res")
+        .find_map(|l| l.strip_prefix("LRES:"))
+        .and_then(|f| f.split(',').nth(1));
+    assert_eq!(owner, Some("0"), "{dump}");
+    // Node 1 joins again: busy while node 0 holds the lock, granted once it lets go.
+    let busy = lock_cmd(&c, 1, &["--trylock", "-E", "75"], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(75), "{busy:?}");
+    std::fs::write(d.join("release0"), "").unwrap();
+    let again = lock_cmd(&c, 1, &[], &["true"]).output().unwrap();
+    assert!(again.status.success(), "{again:?}");
+}
