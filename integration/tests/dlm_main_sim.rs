@@ -283,6 +283,19 @@ fn an_unlock_that_wrote_nothing_brings_back_the_value_its_lock_read() {
     );
 }
 
+/// A third of n4's heartbeat writes landed corrupted: the others counted them as misses
+/// (as the kernel counts a bad checksum) and declared n4 dead, dropping its connections, so
+/// n4 lost quorum and fenced. Not a network fault, but the quorum rule's own consequence.
+#[test]
+fn a_node_declared_dead_for_corrupt_heartbeats_may_fence_by_quorum() {
+    replays_clean(
+        5,
+        29,
+        &FaultKind::ALL,
+        "quorum fence after a heartbeat death",
+    );
+}
+
 /// The recovery master also had a mastery of the name pending; finishing it replaced the
 /// queues recovery had rebuilt with empty ones (a PR holder lost, EX granted over it).
 #[test]

@@ -14,15 +14,20 @@
 //! open. Episodes that heal before any idle timeout can fire must fence no
 //! one; episodes that outlast idle timeout + quorum delay are judged at
 //! their end; those in between are left open (the race is real). A quorum
-//! fence outside every network episode is always a violation.
+//! fence outside every network episode is a violation, unless other nodes'
+//! heartbeat had just declared the fenced node dead (its heartbeat writes
+//! corrupted or stalled): they drop their connections to it and refuse its
+//! reconnects (o2net accepts only heartbeating nodes), so it may lose quorum
+//! within an idle timeout and a quorum delay of that; such a fence is left open.
 
 use super::{before, Checker, Life, Tally, Violation, World};
 use crate::config::{SimConfig, Timing};
 use crate::faults::{Episode, FaultKind};
+use crate::stack::Note;
 use crate::stack::{FenceReason, NodeId};
 use crate::time::SimTime;
 use crate::trace::{Record, What};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Whether a node whose connected set (self included) is `connected` fences,
@@ -59,6 +64,8 @@ struct Judgement {
 pub struct QuorumFences {
     timing: Timing,
     open: Option<Judgement>,
+    /// When another node's heartbeat last declared each node dead, in its current boot.
+    declared_dead: BTreeMap<NodeId, SimTime>,
     tally: Tally,
 }
 
@@ -67,6 +74,7 @@ impl QuorumFences {
         QuorumFences {
             timing: cfg.timing,
             open: None,
+            declared_dead: BTreeMap::new(),
             tally: Tally::default(),
         }
     }
@@ -204,6 +212,14 @@ impl Checker for QuorumFences {
                     self.judge(rec.at, out);
                 }
             }
+            What::Note(Note::HbDown { node: dead, .. }) if rec.node != Some(*dead) => {
+                self.declared_dead.insert(*dead, rec.at);
+            }
+            What::Boot { .. } => {
+                if let Some(node) = rec.node {
+                    self.declared_dead.remove(&node);
+                }
+            }
             What::Fence(FenceReason::Quorum) => {
                 let Some(node) = rec.node else { return };
                 let t = self.timing;
@@ -244,6 +260,17 @@ impl Checker for QuorumFences {
                     }
                     // Compound failures may have consequences after their episodes.
                     None if super::aftermath(world, rec.at) => {}
+                    None if self.declared_dead.get(&node).is_some_and(|&at| {
+                        rec.at
+                            <= at
+                                + t.idle_timeout
+                                + t.keepalive_delay * 2
+                                + t.quorum_delay()
+                                + Duration::from_secs(1)
+                    }) =>
+                    {
+                        self.tally.open += 1;
+                    }
                     None => out.push(Violation {
                         checker: "quorum",
                         at: rec.at,
