@@ -292,7 +292,7 @@ fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
         .unwrap();
     let mut pids = Pids(vec![first.id() as i32]);
     wait_file(&d.join("held1"), Duration::from_secs(20));
-    let waiter = lock_cmd(
+    let mut waiter = lock_cmd(
         &c,
         0,
         &[],
@@ -328,6 +328,7 @@ fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
         .unwrap();
     assert_eq!(busy.status.code(), Some(75), "{busy:?}");
     std::fs::write(d.join("release0"), "").unwrap();
+    assert!(waiter.wait().unwrap().success());
     let again = lock_cmd(&c, 1, &[], &["true"]).output().unwrap();
     assert!(again.status.success(), "{again:?}");
 }
