@@ -12,9 +12,11 @@ use std::time::Duration;
 use o2dlm::{Dlm, DlmError, Domain};
 use parking_lot::Mutex;
 
-/// How often a leave still under way is logged. A leave is never abandoned, as the kernel's
-/// `dlm_unregister_domain` never gives up: a domain dropped half-left would stay joined in
-/// o2dlm, refusing every later join of it on this node.
+/// How often a leave still under way is logged. While the node runs on, a leave is never
+/// abandoned, as the kernel's `dlm_unregister_domain` never gives up: a domain dropped
+/// half-left would stay joined in o2dlm, refusing every later join of it on this node. A node
+/// stopping ([`DomainRegistry::leave_all`]) gives up after one such period, as a lock file
+/// kept open holds its domain for good and the node is going away anyway.
 const LEAVE_NOTICE: Duration = Duration::from_secs(5);
 
 struct Entry {
@@ -81,7 +83,7 @@ impl DomainRegistry {
             }
         };
         if let Some(d) = last {
-            leave(self.dlm.node(), d).await;
+            leave(self.dlm.node(), d, false).await;
         }
     }
 
@@ -109,12 +111,12 @@ impl DomainRegistry {
             .map(|e| e.domain)
             .collect();
         for d in all {
-            leave(self.dlm.node(), d).await;
+            leave(self.dlm.node(), d, true).await;
         }
     }
 }
 
-async fn leave(node: u8, d: Domain) {
+async fn leave(node: u8, d: Domain, stopping: bool) {
     let name = d.name();
     let leaving = d.leave();
     tokio::pin!(leaving);
@@ -123,6 +125,14 @@ async fn leave(node: u8, d: Domain) {
         match tokio::time::timeout(LEAVE_NOTICE, &mut leaving).await {
             Ok(Ok(())) => return tracing::info!(node, domain = %name, "left domain {name}"),
             Ok(Err(e)) => return tracing::warn!(node, domain = %name, "leaving domain {name}: {e}"),
+            Err(_) if stopping => {
+                return tracing::warn!(
+                    node,
+                    domain = %name,
+                    "domain {name} not left within {} s; stopping without it (a lock held here?)",
+                    LEAVE_NOTICE.as_secs()
+                )
+            }
             Err(_) => {
                 waited += LEAVE_NOTICE;
                 tracing::warn!(
