@@ -11,11 +11,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 
 #[test]
 fn a_dropped_conversion_is_cancelled_and_breaks_the_pr_to_ex_standoff() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = cluster::runtime();
     rt.block_on(async {
         let cluster = cluster::start(2, cluster::config(300));
         let domains = cluster.join_all("cancel").await;

@@ -15,11 +15,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 
 #[test]
 fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = cluster::runtime();
     rt.block_on(async {
         let cluster = cluster::start(3, cluster::config(300));
         let domains = cluster.join_all("mig").await;

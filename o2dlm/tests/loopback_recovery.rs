@@ -13,11 +13,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 
 #[test]
 fn killing_the_master_of_a_contended_lock_hands_it_to_the_survivors() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = cluster::runtime();
     rt.block_on(async {
         let cluster = cluster::start(3, cluster::config(300));
         let domains = cluster.join_all("reco").await;

@@ -1,45 +1,11 @@
 //! The three-node loopback cluster and bulk locking the loopback benchmarks share.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
-
 use o2dlm::wire::{LkmFlags, LockMode};
 use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
-use o2net::{Net, NetConfig, NodeInfo};
+use o2net::Net;
 
-fn start(port: u16) -> (Vec<Net>, Vec<Dlm>) {
-    let infos: Vec<NodeInfo> = (1..=3u8)
-        .map(|i| NodeInfo {
-            num: i,
-            name: format!("n{i}"),
-            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
-        })
-        .collect();
-    let mut nets = Vec::new();
-    let mut dlms = Vec::new();
-    for i in 1..=3u8 {
-        let net = Net::start(NetConfig::new(i, infos.clone()), Arc::new(|_: &str| {}))
-            .expect("o2net starts");
-        let cfg = DlmConfig {
-            purge_interval_ms: 600_000,
-            ..DlmConfig::default()
-        };
-        let dlm = Dlm::start(net.clone(), cfg).expect("dlm starts");
-        nets.push(net);
-        dlms.push(dlm);
-    }
-    for net in &nets {
-        for i in 1..=3 {
-            net.heartbeat_up(i);
-        }
-    }
-    for d in &dlms {
-        for i in 1..=3 {
-            d.node_up(i);
-        }
-    }
-    (nets, dlms)
-}
+#[path = "../../tests/cluster/mod.rs"]
+mod cluster;
 
 pub async fn take_all(d: &Domain, n: usize, mode: LockMode) -> Vec<LockHandle> {
     let mut set = tokio::task::JoinSet::new();
@@ -72,13 +38,12 @@ pub fn with_cluster<T, F>(port: u16, f: impl FnOnce(Vec<Net>, Vec<Dlm>, Vec<Doma
 where
     F: std::future::Future<Output = T>,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let (nets, dlms) = start(port);
+    cluster::runtime().block_on(async {
+        let cfg = DlmConfig {
+            purge_interval_ms: 600_000,
+            ..DlmConfig::default()
+        };
+        let cluster::Cluster { nets, dlms } = cluster::start_on(port, 3, cfg);
         let mut domains = Vec::new();
         for d in &dlms {
             domains.push(d.join("bench").await.expect("join"));

@@ -32,9 +32,22 @@ pub fn config(purge_ms: u64) -> DlmConfig {
     }
 }
 
+/// The two-thread runtime the loopback tests and benchmarks run their nodes on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Starts nodes 1..=n, all heartbeating for each other.
 pub fn start(n: u8, cfg: DlmConfig) -> Cluster {
-    let port = port();
+    start_on(port(), n, cfg)
+}
+
+/// [`start`] on a given port.
+pub fn start_on(port: u16, n: u8, cfg: DlmConfig) -> Cluster {
     let infos: Vec<NodeInfo> = (1..=n)
         .map(|i| NodeInfo {
             num: i,
