@@ -11,12 +11,15 @@
 //! `O2CB_DIFF_SEED=<n> O2CB_DIFF_CASES=<m> cargo test -p o2cb --test config_diff`.
 
 mod config_common;
+#[path = "config_common/loop_device.rs"]
+mod loop_device;
 #[path = "config_common/ocfs2_volume.rs"]
 mod ocfs2_volume;
 
 use std::path::Path;
 
 use config_common::{all_listings, comparable_stderr, oracle, ours, prop_assert_same_outcome, run};
+use loop_device::LoopDevice;
 use o2nm::ClusterConf;
 use ocfs2_volume::mkfs_global;
 use proptest::prelude::*;
@@ -326,29 +329,6 @@ fn the_kernel_fixture_is_listed_and_rewritten_identically() {
     );
 }
 
-/// A loop device over an image file, detached when dropped.
-struct LoopDevice(String);
-
-impl LoopDevice {
-    fn attach(image: &Path) -> Option<LoopDevice> {
-        let out = std::process::Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(image)
-            .output()
-            .ok()?;
-        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (out.status.success() && dev.starts_with("/dev/")).then_some(LoopDevice(dev))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
 /// `add-heartbeat`/`remove-heartbeat` with a block device read the volume
 /// UUID from the OCFS2 superblock; a block device without OCFS2 is refused.
 /// Needs loop devices (root); where there are none this prints why and checks
@@ -363,11 +343,12 @@ fn heartbeat_regions_from_block_devices_match_ocfs2_tools() {
         .and_then(|f| f.set_len(8 << 20))
         .expect("image file");
     mkfs_global(&volume, 64 << 20, "alpha");
-    let (Some(vol_dev), Some(blank_dev)) =
-        (LoopDevice::attach(&volume), LoopDevice::attach(&blank))
-    else {
-        eprintln!("no loop devices here (not root?): block-device regions not compared");
-        return;
+    let (vol_dev, blank_dev) = match (LoopDevice::attach(&volume), LoopDevice::attach(&blank)) {
+        (Ok(v), Ok(b)) => (v, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("no loop devices here ({e}): block-device regions not compared");
+            return;
+        }
     };
     let (a, b) = (
         tempfile::tempdir().expect("temp dir"),
@@ -375,12 +356,12 @@ fn heartbeat_regions_from_block_devices_match_ocfs2_tools() {
     );
     let steps = [
         words(&["add-cluster", "alpha"]),
-        words(&["-vvv", "add-heartbeat", "alpha", &vol_dev.0]),
+        words(&["-vvv", "add-heartbeat", "alpha", vol_dev.dev()]),
         words(&["list-heartbeats", "--oneline", "alpha"]),
-        words(&["add-heartbeat", "alpha", &vol_dev.0]),
-        words(&["-vvv", "remove-heartbeat", "alpha", &vol_dev.0]),
-        words(&["add-heartbeat", "alpha", &blank_dev.0]),
-        words(&["remove-heartbeat", "alpha", &blank_dev.0]),
+        words(&["add-heartbeat", "alpha", vol_dev.dev()]),
+        words(&["-vvv", "remove-heartbeat", "alpha", vol_dev.dev()]),
+        words(&["add-heartbeat", "alpha", blank_dev.dev()]),
+        words(&["remove-heartbeat", "alpha", blank_dev.dev()]),
     ];
     for args in &steps {
         let (t, o) = (
@@ -398,9 +379,10 @@ fn heartbeat_regions_from_block_devices_match_ocfs2_tools() {
         } else {
             // ocfs2-tools prints an error number; we say what is wrong.
             assert!(
-                o.stderr
-                    .contains(&format!("while reading region on device '{}'", blank_dev.0))
-                    || o.stderr.contains("already exists"),
+                o.stderr.contains(&format!(
+                    "while reading region on device '{}'",
+                    blank_dev.dev()
+                )) || o.stderr.contains("already exists"),
                 "{args:?}: {o:?}"
             );
         }

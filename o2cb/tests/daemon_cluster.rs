@@ -4,8 +4,11 @@
 //! `o2cb online/offline/status` print what the init script prints.
 
 mod daemon_common;
+#[path = "config_common/loop_device.rs"]
+mod loop_device;
 
 use daemon_common::TestCluster;
+use loop_device::LoopDevice;
 use std::time::{Duration, Instant};
 
 const UP: Duration = Duration::from_secs(30);
@@ -393,17 +396,6 @@ fn the_control_socket_serves_during_start_up_and_offline_aborts_it() {
     assert!(!said.contains("Starting global heartbeat"), "{said}");
 }
 
-/// A loop device over a file, detached on drop (lazily, if still open).
-struct LoopDevice(String);
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn a_global_region_on_a_block_device_is_found_by_its_uuid() {
     if !std::path::Path::new("/dev/loop-control").exists() {
@@ -411,17 +403,7 @@ fn a_global_region_on_a_block_device_is_found_by_its_uuid() {
         return;
     }
     let mut c = TestCluster::new(109, 2, false, 200, 7);
-    let out = std::process::Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&c.region)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let dev = LoopDevice::attach(&c.region).unwrap_or_else(|e| panic!("{e}"));
     // No --region-path: the daemon looks at the block devices.
     let mut args = c.node_args(0);
     args.extend([
@@ -434,7 +416,7 @@ fn a_global_region_on_a_block_device_is_found_by_its_uuid() {
         s.contains("Checking O2CB heartbeat: Active\n")
     });
     assert!(
-        status.contains(&format!("\n  {} {}\n", c.uuid, dev.0)),
+        status.contains(&format!("\n  {} {}\n", c.uuid, dev.dev())),
         "{status}"
     );
     c.ok(0, &["offline"]);

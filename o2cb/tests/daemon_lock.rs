@@ -5,8 +5,7 @@
 
 mod daemon_common;
 
-use daemon_common::{TestCluster, BIN};
-use std::path::Path;
+use daemon_common::{wait_file, TestCluster, BIN};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,18 +29,6 @@ fn lock_cmd(c: &TestCluster, i: usize, extra: &[&str], command: &[&str]) -> Comm
         .arg("--")
         .args(command);
     cmd
-}
-
-fn wait_file(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Kills a process this test started, directly or through a shell.

@@ -2,13 +2,14 @@
 //! clean stop, restart with a new generation, a corrupted slot, a second writer in a slot, and
 //! the bytes on disk read back by a decoder written here from the spec alone.
 
+mod daemon_common;
+
+use daemon_common::{format_region, BIN};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_o2cb");
 
 /// A running `o2cb heartbeat run`, killed on drop; its stdout and stderr lines arrive on `lines`.
 struct HbProc {
@@ -144,25 +145,9 @@ impl Drop for HbProc {
     }
 }
 
-fn format_region(dir: &Path, blocks: u32) -> PathBuf {
-    let path = dir.join("region");
-    let out = Command::new(BIN)
-        .args(["heartbeat", "format"])
-        .arg(&path)
-        .args(["--blocks", &blocks.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
 /// Nodes 0 and 1 heartbeating, with `dead_threshold`, in a fresh 4-slot region in `dir`.
 fn two_nodes(dir: &Path, dead_threshold: u32) -> (PathBuf, HbProc, HbProc) {
-    let region = format_region(dir, 4);
+    let (region, _) = format_region(dir, 4);
     let a = HbProc::spawn(&region, 0, dead_threshold);
     let b = HbProc::spawn(&region, 1, dead_threshold);
     (region, a, b)
@@ -234,7 +219,7 @@ fn slot(region: &Path, n: usize) -> Vec<u8> {
 #[test]
 fn three_processes_kill_9_and_restart_with_a_new_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 8);
+    let (region, _) = format_region(dir.path(), 8);
     let mut p: Vec<HbProc> = (0..3).map(|n| HbProc::spawn(&region, n, 5)).collect();
     let t = Duration::from_secs(10);
     let mut old = String::new();
@@ -364,7 +349,7 @@ fn a_corrupted_slot_of_a_live_node_is_reported_as_a_bad_crc() {
 #[test]
 fn a_second_process_in_the_same_slot_cannot_stabilize() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 4);
+    let (region, _) = format_region(dir.path(), 4);
     let mut a = HbProc::spawn(&region, 0, 10);
     let t = Duration::from_secs(10);
     a.wait_for("heartbeat started", t);
@@ -401,7 +386,7 @@ fn a_second_process_in_the_same_slot_cannot_stabilize() {
 #[test]
 fn sigterm_while_starting_stops_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 4);
+    let (region, _) = format_region(dir.path(), 4);
     // With the kernel's 2 s period, steady state is 8 s away.
     let mut a = HbProc::spawn_args(&["heartbeat", "run"], &region, &["--node", "2"]);
     std::thread::sleep(Duration::from_millis(700));
@@ -425,7 +410,7 @@ fn sigterm_while_starting_stops_at_once() {
 #[test]
 fn dump_watch_follows_a_node_coming_and_dying() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 4);
+    let (region, _) = format_region(dir.path(), 4);
     let mut watch = HbProc::spawn_args(
         &["heartbeat", "dump"],
         &region,
@@ -447,7 +432,7 @@ fn dump_watch_follows_a_node_coming_and_dying() {
 #[test]
 fn with_a_cluster_only_its_nodes_count() {
     let dir = tempfile::tempdir().unwrap();
-    let region = format_region(dir.path(), 8);
+    let (region, _) = format_region(dir.path(), 8);
     let conf = dir.path().join("cluster.conf");
     let mut text = String::new();
     for (n, name) in [(0, "alpha"), (1, "beta")] {
@@ -515,7 +500,7 @@ fn global_mode_over_two_region_files() {
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&db).unwrap();
-    let (r1, r2) = (format_region(&da, 4), format_region(&db, 4));
+    let ((r1, _), (r2, _)) = (format_region(&da, 4), format_region(&db, 4));
     let run = |node: &str| {
         let post = [
             r2.to_str().unwrap(),

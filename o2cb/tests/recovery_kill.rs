@@ -4,21 +4,8 @@
 
 mod daemon_common;
 
-use daemon_common::TestCluster;
-use std::path::Path;
+use daemon_common::{wait_file, TestCluster};
 use std::time::{Duration, Instant};
-
-fn wait_file(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn killing_the_master_daemon_hands_its_lock_to_a_waiter() {

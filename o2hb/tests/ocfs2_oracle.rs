@@ -3,59 +3,22 @@
 //! with what `debugfs.ocfs2` reports; then our heartbeat writes read back through
 //! `debugfs.ocfs2 -R "dump //heartbeat"`.
 
+#[path = "../../o2cb/tests/config_common/ocfs2_volume.rs"]
+mod ocfs2_volume;
+
 use o2hb::driver::{DriverConfig, Heartbeat};
 use o2hb::source::RegionKind;
 use o2hb::{SlotView, Timing};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use ocfs2_volume::{debugfs, mkfs_global_with};
+use std::path::Path;
 
-fn tool(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/sbin", "/usr/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not found: install ocfs2-tools (scripts/install-deps.sh)");
-}
-
+/// A 200 MiB volume of cluster `oracle` with 8 slots and the given geometry and features.
 fn mkfs(path: &Path, block: &str, cluster: &str, features: &str) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len(200 << 20)
-        .unwrap();
-    let out = Command::new(tool("mkfs.ocfs2"))
-        .args(["-q", "-b", block, "-C", cluster, "-N", "8", "-L", "hbtest"])
-        .arg(format!("--fs-features={features}"))
-        .args([
-            "--cluster-stack=o2cb",
-            "--cluster-name=oracle",
-            "--global-heartbeat",
-            "-F",
-        ])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mkfs.ocfs2 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn debugfs(path: &Path, request: &str) -> String {
-    let out = Command::new(tool("debugfs.ocfs2"))
-        .args(["-R", request])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debugfs.ocfs2 {request}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let features = format!("--fs-features={features}");
+    let geometry = [
+        "-b", block, "-C", cluster, "-N", "8", "-L", "hbtest", &features,
+    ];
+    mkfs_global_with(path, 200 << 20, "oracle", &geometry);
 }
 
 /// The whitespace-separated word after `key` on the first line containing it.

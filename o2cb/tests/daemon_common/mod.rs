@@ -1,6 +1,7 @@
 //! A cluster of node daemons as real processes on 127.0.X.1-N, each test with its own X, its
 //! own temporary directory (configuration, region file, runtime directory) and a guard that
-//! kills every process it started, even when the test fails.
+//! kills every process it started, even when the test fails; and the heartbeat region files
+//! they and single `o2cb heartbeat run` processes write to.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -24,12 +25,14 @@ pub struct TestCluster {
     pub detached: Vec<i32>,
 }
 
-/// The region's UUID as `o2cb heartbeat format` printed it.
-fn format_region(path: &Path) -> String {
+/// A heartbeat region file of `blocks` slots made by `o2cb heartbeat format` as `dir/region`:
+/// its path and its UUID as the command printed it.
+pub fn format_region(dir: &Path, blocks: u32) -> (PathBuf, String) {
+    let path = dir.join("region");
     let out = Command::new(BIN)
         .args(["heartbeat", "format"])
-        .arg(path)
-        .args(["--blocks", "8"])
+        .arg(&path)
+        .args(["--blocks", &blocks.to_string()])
         .output()
         .unwrap();
     assert!(
@@ -37,12 +40,26 @@ fn format_region(path: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    let uuid = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .nth(3)
         .unwrap()
         .trim_end_matches(':')
-        .to_string()
+        .to_string();
+    (path, uuid)
+}
+
+/// Waits until `path` exists (a file the command under a lock writes); fails after `timeout`.
+pub fn wait_file(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl TestCluster {
@@ -50,8 +67,7 @@ impl TestCluster {
     /// unless `local`; heartbeat period `period_ms`, dead threshold `threshold`.
     pub fn new(net: u8, n: u8, local: bool, period_ms: u32, threshold: u32) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let region = dir.path().join("region");
-        let uuid = format_region(&region);
+        let (region, uuid) = format_region(dir.path(), 8);
         let mode = if local { "local" } else { "global" };
         let mut conf = format!(
             "cluster:\n\tnode_count = {n}\n\theartbeat_mode = {mode}\n\tname = test{net}\n\n"
