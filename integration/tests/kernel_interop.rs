@@ -27,6 +27,10 @@
 //! recovery), the kernel rebooted and rejoining; then our node killed while it masters and
 //! holds a lock the kernel waits for, the kernel recovering, and ours restarted and rejoining.
 
+#[path = "../../o2cb/tests/config_common/ocfs2_volume.rs"]
+mod ocfs2_volume;
+
+use ocfs2_volume::{mkfs_global_with, tool};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -76,16 +80,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn require_tool(name: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} is not installed: run scripts/install-deps.sh");
 }
 
 /// Polls `f` every 250 ms until it returns `Some` or `limit` passes.
@@ -249,7 +243,7 @@ struct Guest {
 
 impl Guest {
     fn boot(h: &mut Harness, guest_dir: &Path, volume: &Path) -> Guest {
-        let qemu = require_tool("qemu-system-x86_64");
+        let qemu = tool("qemu-system-x86_64");
         let sock = h.path("ctl.sock");
         let _ = std::fs::remove_file(&sock);
         let console = h.path("console.log");
@@ -725,32 +719,16 @@ fn setup() -> Setup {
             .unwrap_or(false),
         "this test needs root (network namespace, tap device)"
     );
-    require_tool("qemu-system-x86_64");
-    let mkfs = require_tool("mkfs.ocfs2");
-    let o2cb_tool = require_tool("o2cb");
+    // Missing tools fail the test before the guest is built.
+    tool("qemu-system-x86_64");
+    tool("mkfs.ocfs2");
+    let o2cb_tool = tool("o2cb");
     let (guest_dir, kernel_version) = build_guest();
     eprintln!("kernel guest: {kernel_version}");
     let mut h = Harness::new();
     let volume = h.path("hb.img");
-    std::fs::File::create(&volume)
-        .and_then(|f| f.set_len(1 << 30))
-        .expect("volume file");
-    run_ok(
-        Command::new(&mkfs)
-            .args([
-                "-q",
-                "-b",
-                "4K",
-                "-C",
-                "4K",
-                "-N",
-                "4",
-                "--cluster-stack=o2cb",
-            ])
-            .arg(format!("--cluster-name={CLUSTER}"))
-            .args(["--global-heartbeat", "-L", "hb1", "-F"])
-            .arg(&volume),
-    );
+    let geometry = ["-b", "4K", "-C", "4K", "-N", "4", "-L", "hb1"];
+    mkfs_global_with(&volume, 1 << 30, CLUSTER, &geometry);
     let region = o2hb::source::open(&volume)
         .expect("our reading of the volume")
         .name;
