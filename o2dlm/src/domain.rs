@@ -53,8 +53,9 @@ use crate::wire::{
     DlmStatus, DomainName, ExitDomain, JoinCode, JoinNotice, LkmFlags, LockMode, LockName, Lvb,
     MasterRequest, MasterResponse, NodeInfo, NodeMap, ProtocolVersion, QueryJoinRequest,
     QueryNodeinfo, QueryRegion, QueueKind, UnlockLock, ASSERT_MASTER_FINISH_MIGRATION,
-    ASSERT_MASTER_MLE_CLEANUP, ASSERT_RESPONSE_MASTERY_REF, ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL,
-    LVB_LEN, MRES_RECOVERY, NODE_UNKNOWN, RECOVERY_LOCK_NAME, REGION_NAME_LEN,
+    ASSERT_MASTER_MLE_CLEANUP, ASSERT_MASTER_REQUERY, ASSERT_RESPONSE_MASTERY_REF,
+    ASSERT_RESPONSE_REASSERT, DLM_PROTOCOL, LVB_LEN, MRES_RECOVERY, NODE_UNKNOWN,
+    RECOVERY_LOCK_NAME, REGION_NAME_LEN,
 };
 
 /// Lock and convert retry after RECOVERING/MIGRATING/FORWARD or a lost connection (`dlmlock`).
@@ -2149,6 +2150,9 @@ impl DomainCore {
             DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0 => {
                 self.mig_message(now, from, msg)
             }
+            DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_REQUERY != 0 => {
+                self.handle_reclaim(now, a)
+            }
             DlmMessage::AssertMaster(a) => self.handle_assert(now, a),
             // A node already taken for dead (a BEGIN_RECO can say so before our heartbeat
             // does) may still have a request in flight: its locks are gone, so is it.
@@ -2886,6 +2890,10 @@ impl RecoveryStore for DomainCore {
 
     fn rebuild(&mut self, from: u8, mres: &crate::wire::MigLockres) -> Result<(), crate::Error> {
         let me = self.cfg.node;
+        if self.has_live_master(&mres.name) {
+            tracing::debug!(node = me, domain = %self.cfg.name, lock = %mres.name, "o2dlm recovery: {} has a live master; data from node {from} dropped", mres.name);
+            return Ok(());
+        }
         if !self.res.contains_key(&mres.name) {
             self.counts.resources_total += 1;
             let mut r = Box::new(Res::new());
@@ -2937,9 +2945,14 @@ impl RecoveryStore for DomainCore {
         Ok(())
     }
 
+    fn settling(&self, dead: u8) -> bool {
+        self.mig.settling(dead)
+    }
+
     fn finish(&mut self, dead: u8, new_master: u8) -> usize {
         let me = self.cfg.node;
         let now = self.now;
+        self.recovered_claims(dead);
         let mut moved = 0;
         let mut touched = Vec::new();
         for (name, res) in self.res.iter_mut() {

@@ -21,6 +21,22 @@
 //! that dies after its last part leaves the resource to the target, which finishes with
 //! the others, and bystanders waiting for that target's assert do not recover it; an old
 //! master that dies earlier leaves the target's partial queues dropped and recovery to run.
+//!
+//! Two windows the kernel leaves open (it crashes, or ends with two masters) are closed:
+//! - the old master dies after its last part, and a bystander hears of the death before the
+//!   target's MIGRATE_REQUEST: the resource is RECOVERING there, and perhaps its recovery data
+//!   is on its way. The request (or the assert) is taken all the same: the target is the
+//!   master (`take_live_master`);
+//! - the target dies after its assert reached a bystander but before it reached the old
+//!   master, which keeps the resource: it asserts it again (ASSERT_MASTER with REQUERY) to
+//!   every member, which take it back from recovery (EAGAIN until they see the death too).
+//!
+//! In both, the live master answers the recovery master's LOCK_REQUEST only once every
+//! member has answered it ([`crate::migration::Migration::settling`]), so no member takes
+//! the recovery master as owner at FINALIZE before it has heard; and the recovery master
+//! drops recovery data for a resource a live node masters, or claimed while this node had
+//! no resource (the claims kept in [`MigState`]), as the kernel drops data when
+//! MASTER_REQUERY finds a master.
 
 use super::{DomainCore, Op, Output, Res, Role, Sent};
 use crate::fasthash::FastMap;
@@ -59,6 +75,21 @@ pub(super) struct MigState {
     /// new master is told to ask again (`DLM_FORWARD`), not that the lock is unknown or the
     /// domain left, even once the reference left here is dropped and the domain is left.
     gone_to: FastMap<LockName, u8>,
+    /// Names this node has no resource for that a live node said it masters by migration
+    /// (MIGRATE_REQUEST) or kept after its target died (ASSERT_MASTER REQUERY). As recovery
+    /// master, this node must not remaster them from another node's recovery data, which may
+    /// have left before that node heard the claim. Kept until the old master's migrations
+    /// are over (it exits), the claimer dies, or recovery of the old master ends.
+    claims: FastMap<LockName, Claim>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    /// The live master.
+    by: u8,
+    /// The old master it took the resource from; `NODE_UNKNOWN` for an old master's
+    /// re-assert after its target died.
+    from: u8,
 }
 
 impl MigState {
@@ -69,11 +100,17 @@ impl MigState {
             next_cookie: 1,
             handed_over: 0,
             gone_to: FastMap::default(),
+            claims: FastMap::default(),
         }
     }
 
     pub(super) fn next_deadline(&self) -> Option<u64> {
         self.machine.as_ref().and_then(|m| m.next_deadline())
+    }
+
+    /// See [`Migration::settling`].
+    pub(super) fn settling(&self, dead: u8) -> bool {
+        self.machine.as_ref().is_some_and(|m| m.settling(dead))
     }
 }
 
@@ -106,6 +143,10 @@ impl DomainCore {
                     }
                 }
             }
+        }
+        // Recovery data held back while a migration with the dead node settled may go now.
+        if self.reco.as_ref().is_some_and(|r| r.has_deferred()) {
+            self.reco_handle(now, crate::recovery::RecoInput::Tick);
         }
         status
     }
@@ -148,6 +189,11 @@ impl DomainCore {
 
     /// `node` left or died (before the domain forgets it).
     pub(super) fn mig_node_gone(&mut self, now: u64, node: u8, died: bool) {
+        // A dead claimer's claims are void; an old master that exits cleanly has settled all
+        // of its migrations.
+        self.mig
+            .claims
+            .retain(|_, c| c.by != node && (died || c.from != node));
         // Target: an old master gone before its last part leaves nothing usable.
         let partial: Vec<LockName> = self
             .mig
@@ -182,6 +228,92 @@ impl DomainCore {
             }
         }
         self.mig_handle(now, MigInput::NodeGone(node));
+    }
+
+    /// Recovery master: whether recovery data for `name` is to be dropped because a live node
+    /// masters it (a migration's target or an old master that kept it; see
+    /// [`DomainCore::take_live_master`]), as the kernel drops data when MASTER_REQUERY finds a
+    /// master.
+    pub(super) fn has_live_master(&self, name: &LockName) -> bool {
+        let me = self.cfg.node;
+        let live = |n: u8| n == me || self.domain_map.contains(n);
+        match self.res.get(name) {
+            Some(r) => !r.recovering && r.owner.is_some_and(live),
+            None => self.mig.claims.get(name).is_some_and(|c| live(c.by)),
+        }
+    }
+
+    /// Recovery of `dead` is over: claims that only mattered to it go.
+    pub(super) fn recovered_claims(&mut self, dead: u8) {
+        self.mig
+            .claims
+            .retain(|_, c| c.from != dead && c.from != NODE_UNKNOWN);
+    }
+
+    /// Whether `name` is RECOVERING here for a master that is gone: its owner is dead, or it
+    /// is this node's because recovery rebuilt it here and has not finished.
+    fn recovering_for_the_dead(&self, name: &LockName) -> bool {
+        let me = self.cfg.node;
+        self.res.get(name).is_some_and(|r| {
+            r.recovering
+                && match r.owner {
+                    Some(o) => o == me || !self.domain_map.contains(o),
+                    None => true,
+                }
+        })
+    }
+
+    /// A resource RECOVERING here has a live master after all, `owner`, that holds its queues:
+    /// the target of a migration whose old master died after its last record, or an old
+    /// master whose target died before telling it. Recovery must not remaster it: this node's
+    /// view goes back to a resource mastered by `owner` (this node's locks as queues rebuilt
+    /// here had them; its requests parked for the new master stay parked until the caller
+    /// ends the wait), and the recovery data it sent, if any, is dropped where it arrives.
+    fn take_live_master(&mut self, name: &LockName, owner: u8) {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get_mut(name) else {
+            return;
+        };
+        tracing::warn!(node = me, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} holds the queues of {name}, which was recovering here; it stays mastered there");
+        if let Role::Master(engine) = &res.role {
+            res.role = Role::Remote(OwnLocks::from_master(me, engine));
+        }
+        res.recovering = false;
+        res.in_progress = false;
+        res.owner = Some(owner);
+        res.refmap = NodeMap::new();
+        res.unused_since = None;
+    }
+
+    /// ASSERT_MASTER with REQUERY from `a.node_idx`: an old master whose migration target
+    /// died before telling it still masters the resource, though this node may have heard
+    /// the target's assert. EAGAIN while this node still counts that target alive (the old
+    /// master asks again until it sees the death too).
+    pub(super) fn handle_reclaim(&mut self, now: u64, a: crate::wire::AssertMaster) -> i32 {
+        let me = self.cfg.node;
+        let Some(res) = self.res.get(&a.name) else {
+            let claim = Claim {
+                by: a.node_idx,
+                from: NODE_UNKNOWN,
+            };
+            self.mig.claims.insert(a.name, claim);
+            return 0;
+        };
+        let owner = res.owner;
+        match owner {
+            Some(o) if o == a.node_idx => crate::wire::ASSERT_RESPONSE_MASTERY_REF,
+            _ if self.recovering_for_the_dead(&a.name) => {
+                self.take_live_master(&a.name, a.node_idx);
+                self.end_migrating(now, a.name);
+                crate::wire::ASSERT_RESPONSE_MASTERY_REF
+            }
+            Some(o) if o != me && self.domain_map.contains(o) => errno::EAGAIN,
+            Some(_) => {
+                tracing::error!(node = me, domain = %self.cfg.name, lock = %a.name, "o2dlm: node {} reclaims {}, which is mastered here", a.node_idx, a.name);
+                errno::EINVAL
+            }
+            None => self.handle_assert(now, a),
+        }
     }
 
     fn add_migration_mle(&mut self, name: LockName, master: Option<u8>, new_master: u8) {
@@ -549,9 +681,20 @@ impl MigrationStore for DomainCore {
         self.end_migrating(now, *name);
     }
 
-    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32> {
+    fn migrate_request(
+        &mut self,
+        name: &LockName,
+        old_master: u8,
+        new_master: u8,
+    ) -> Result<bool, i32> {
         if self.res.get(name).is_some_and(|r| r.recovering) {
-            return Err(errno::EINVAL);
+            // The old master died before the target's request came: the target has its
+            // queues and is the master, not recovery (the kernel refuses with EINVAL here and
+            // the target crashes).
+            if self.domain_map.contains(old_master) || !self.recovering_for_the_dead(name) {
+                return Err(errno::EINVAL);
+            }
+            self.take_live_master(name, new_master);
         }
         // `dlm_add_migration_mle`: a mastery of ours in progress is displaced; the new
         // master takes our reference.
@@ -562,6 +705,13 @@ impl MigrationStore for DomainCore {
         let master = self.res.get(name).and_then(|r| r.owner);
         if displaced {
             self.mles.remove(name);
+        }
+        if !self.res.contains_key(name) {
+            let claim = Claim {
+                by: new_master,
+                from: old_master,
+            };
+            self.mig.claims.insert(*name, claim);
         }
         self.add_migration_mle(*name, master, new_master);
         if let Some(res) = self.res.get_mut(name) {
@@ -577,13 +727,16 @@ impl MigrationStore for DomainCore {
             return false;
         };
         if res.recovering {
-            // The old master died and this node's locks went to recovery before the new
-            // master's request came: recovery decides the owner (the kernel asks with
-            // MASTER_REQUERY, which this implementation does not send yet).
-            tracing::warn!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it while it recovers here; recovery decides");
-            res.migrating = false;
-            return true;
+            if !self.recovering_for_the_dead(name) {
+                tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it while a live master's resource recovers here");
+                return true;
+            }
+            // The old master died after its last record (see `migrate_request`).
+            self.take_live_master(name, owner);
         }
+        let Some(res) = self.res.get_mut(name) else {
+            return false;
+        };
         match res.role {
             Role::Master(_) => {
                 tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {owner} asserts {name} migrated to it, but it is mastered here");

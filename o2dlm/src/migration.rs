@@ -14,7 +14,12 @@
 //!   MASTERY_REF answer sets that node's refmap bit), then ASSERT_MASTER FINISH_MIGRATION to
 //!   them and last to the old master, and runs the resource's queues;
 //! - every other member marks the resource MIGRATING on MIGRATE_REQUEST (a RECOVERING one
-//!   answers EINVAL) and takes the new owner on the assert.
+//!   answers EINVAL unless the old master is dead) and takes the new owner on the assert.
+//!
+//! Beyond the kernel: an old master whose target dies before asserting to it asserts the
+//! resource again to every member (ASSERT_MASTER with REQUERY; EAGAIN is asked again every
+//! [`RECLAIM_RETRY_MS`]), since some may have heard the target's assert; and a node settling
+//! a migration with a dead node holds back its recovery data ([`Migration::settling`]).
 //!
 //! A node with nothing migratable left is done ([`MigOutput::Done`]): the domain then sends
 //! its exit messages.
@@ -24,14 +29,17 @@ use std::collections::BTreeMap;
 use crate::lockres::LockResource;
 use crate::recovery::{pack_lockres, MresHeader};
 use crate::wire::{
-    errno, AssertMaster, DlmMessage, DomainName, LockName, MigLockres, MigratableLock,
-    MigrateRequest, NodeMap, QueueKind, ASSERT_MASTER_FINISH_MIGRATION,
-    ASSERT_RESPONSE_MASTERY_REF, MIGRATE_RESPONSE_MASTERY_REF, MRES_ALL_DONE, MRES_MIGRATION,
+    errno, is_host_down, AssertMaster, DlmMessage, DomainName, LockName, MigLockres,
+    MigratableLock, MigrateRequest, NodeMap, QueueKind, ASSERT_MASTER_FINISH_MIGRATION,
+    ASSERT_MASTER_REQUERY, ASSERT_RESPONSE_MASTERY_REF, MIGRATE_RESPONSE_MASTERY_REF,
+    MRES_ALL_DONE, MRES_MIGRATION,
 };
 use crate::Error;
 
 /// The leave loop's period: a failed migration is tried again this much later.
 pub const MIGRATE_RETRY_MS: u64 = 500;
+/// A member that had not seen the target die yet is asked again this much later.
+pub const RECLAIM_RETRY_MS: u64 = 100;
 
 /// `dlm_is_lockres_migratable` for a resource this node (`me`) masters that is neither
 /// MIGRATING nor RECOVERING: no lock of `me`, and some other node holds a lock or a reference.
@@ -120,7 +128,14 @@ pub trait MigrationStore {
     /// MIGRATING. `Ok(true)` (MASTERY_REF) when this node was itself mastering the name (the
     /// MASTER entry the migration displaces: the new master takes its reference), `Ok(false)`
     /// otherwise, `Err(errno)` when it cannot (RECOVERING: EINVAL).
-    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32>;
+    /// `old_master` is the node the target says it took the resource from: one that died
+    /// after its last record leaves a resource RECOVERING here to the target.
+    fn migrate_request(
+        &mut self,
+        name: &LockName,
+        old_master: u8,
+        new_master: u8,
+    ) -> Result<bool, i32>;
     /// Another member: the new master asserted; it owns `name` and MIGRATING is cleared.
     /// `true` when this node has the resource (the assert is answered MASTERY_REF: the new
     /// master sets this node's refmap bit, as the old master's refmap is not migrated).
@@ -168,6 +183,21 @@ enum Sent {
     Request(LockName, u8),
     /// Target: ASSERT_MASTER FINISH_MIGRATION to a member.
     Assert(LockName, u8),
+    /// Old master whose target died: ASSERT_MASTER REQUERY to a member.
+    Reclaim(LockName, u8),
+}
+
+/// Old master: a resource taken back after its target died, asserted again to every member
+/// (one may have heard the target's assert and take the resource for the dead target's).
+#[derive(Debug, Clone)]
+struct Reclaim {
+    /// The target that died.
+    dead: u8,
+    /// Members whose answer is awaited.
+    waiting: NodeMap,
+    /// Members that had not seen the death yet (EAGAIN), asked again at `retry_at`.
+    again: NodeMap,
+    retry_at: u64,
 }
 
 /// The target's progress with one incoming resource.
@@ -202,6 +232,7 @@ pub struct Migration {
     current: Option<(LockName, u8)>,
     retry_at: Option<u64>,
     incoming: BTreeMap<LockName, Incoming>,
+    reclaims: BTreeMap<LockName, Reclaim>,
     sends: BTreeMap<u64, Sent>,
     next_token: u64,
     out: Vec<MigOutput>,
@@ -219,6 +250,7 @@ impl Migration {
             current: None,
             retry_at: None,
             incoming: BTreeMap::new(),
+            reclaims: BTreeMap::new(),
             sends: BTreeMap::new(),
             next_token: 1,
             out: Vec::new(),
@@ -233,7 +265,26 @@ impl Migration {
 
     /// When [`MigInput::Tick`] is next due.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.retry_at
+        let reclaim = self
+            .reclaims
+            .values()
+            .filter(|r| !r.again.is_empty())
+            .map(|r| r.retry_at)
+            .min();
+        match (self.retry_at, reclaim) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a migration with `dead` is still being settled with the other members: this
+    /// node is the target of a resource `dead` sent all its records of and still tells the
+    /// others, or the old master of one `dead` was the target of and still asserts it
+    /// again. Until it is, the recovery data this node owes for `dead` waits: the recovery
+    /// master must not finish (and the others take it as owner) before they know.
+    pub fn settling(&self, dead: u8) -> bool {
+        self.incoming.values().any(|i| i.old_master == dead)
+            || self.reclaims.values().any(|r| r.dead == dead)
     }
 
     /// The resource this node is handing over, if any, with its target.
@@ -266,7 +317,16 @@ impl Migration {
                 if let Some((name, target)) = self.current {
                     if target == n {
                         self.abort(now, name, store);
+                        self.reclaim(name, n);
                     }
+                }
+                let names: Vec<LockName> = self.reclaims.keys().copied().collect();
+                for name in names {
+                    if let Some(r) = self.reclaims.get_mut(&name) {
+                        r.waiting.remove(n);
+                        r.again.remove(n);
+                    }
+                    self.reclaim_progress(name);
                 }
                 // A target whose old master vanished still finishes with the others.
                 let names: Vec<LockName> = self.incoming.keys().copied().collect();
@@ -280,6 +340,17 @@ impl Migration {
                 0
             }
             MigInput::Tick => {
+                let due: Vec<(LockName, NodeMap)> = self
+                    .reclaims
+                    .iter_mut()
+                    .filter(|(_, r)| !r.again.is_empty() && r.retry_at <= now)
+                    .map(|(n, r)| (*n, std::mem::take(&mut r.again)))
+                    .collect();
+                for (name, nodes) in due {
+                    for to in nodes.iter() {
+                        self.send_reclaim(name, to);
+                    }
+                }
                 if self.retry_at.is_some_and(|t| t <= now) {
                     self.retry_at = None;
                     self.next(now, store);
@@ -326,6 +397,52 @@ impl Migration {
         self.retry_at = Some(now.saturating_add(MIGRATE_RETRY_MS));
     }
 
+    /// The target of `name` died before its assert reached this node, which masters the
+    /// resource again: every member hears so (`dlm_master_requery`'s re-assert, sent
+    /// unasked).
+    fn reclaim(&mut self, name: LockName, dead: u8) {
+        let mut waiting = NodeMap::new();
+        for n in self
+            .domain_map
+            .iter()
+            .filter(|&n| n != self.me && n != dead)
+        {
+            waiting.insert(n);
+        }
+        self.reclaims.insert(
+            name,
+            Reclaim {
+                dead,
+                waiting,
+                again: NodeMap::new(),
+                retry_at: 0,
+            },
+        );
+        for to in waiting.iter() {
+            self.send_reclaim(name, to);
+        }
+        self.reclaim_progress(name);
+    }
+
+    fn send_reclaim(&mut self, name: LockName, to: u8) {
+        let msg = DlmMessage::AssertMaster(AssertMaster {
+            node_idx: self.me,
+            flags: ASSERT_MASTER_REQUERY,
+            name,
+        });
+        self.send(to, msg, Sent::Reclaim(name, to));
+    }
+
+    fn reclaim_progress(&mut self, name: LockName) {
+        if self
+            .reclaims
+            .get(&name)
+            .is_some_and(|r| r.waiting.is_empty())
+        {
+            self.reclaims.remove(&name);
+        }
+    }
+
     fn receive<S: MigrationStore>(&mut self, from: u8, msg: DlmMessage, store: &mut S) -> i32 {
         match msg {
             DlmMessage::MigLockres(m) if m.flags & MRES_MIGRATION != 0 => {
@@ -338,11 +455,13 @@ impl Migration {
                 }
                 0
             }
-            DlmMessage::MigrateRequest(r) => match store.migrate_request(&r.name, r.new_master) {
-                Ok(true) => MIGRATE_RESPONSE_MASTERY_REF,
-                Ok(false) => 0,
-                Err(e) => e,
-            },
+            DlmMessage::MigrateRequest(r) => {
+                match store.migrate_request(&r.name, r.master, r.new_master) {
+                    Ok(true) => MIGRATE_RESPONSE_MASTERY_REF,
+                    Ok(false) => 0,
+                    Err(e) => e,
+                }
+            }
             DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0 => {
                 if self.current == Some((a.name, a.node_idx)) {
                     store.handed_over(&a.name, a.node_idx);
@@ -474,6 +593,25 @@ impl Migration {
                     }
                 }
                 self.advance_incoming(name, store);
+            }
+            Sent::Reclaim(name, n) => {
+                let Some(r) = self.reclaims.get_mut(&name) else {
+                    return;
+                };
+                if status == errno::EAGAIN {
+                    r.again.insert(n);
+                    r.retry_at = now.saturating_add(RECLAIM_RETRY_MS);
+                    return;
+                }
+                if status < 0 && !is_host_down(status) {
+                    // A kernel node refuses an assert on a RECOVERING resource.
+                    tracing::error!(node = self.me, domain = %self.domain, lock = %name, "o2dlm: node {n} refused the re-assert of {name}: {status}");
+                }
+                if status >= 0 && status & ASSERT_RESPONSE_MASTERY_REF != 0 {
+                    store.add_ref(&name, n);
+                }
+                r.waiting.remove(n);
+                self.reclaim_progress(name);
             }
             Sent::Assert(name, n) => {
                 if status >= 0 && status & ASSERT_RESPONSE_MASTERY_REF != 0 {

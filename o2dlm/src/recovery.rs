@@ -65,8 +65,6 @@ pub const LOCK_REQUEST_RETRY_MS: u64 = 100;
 /// Retry of the `$RECOVERY` lock after DLM_RECOVERING (`dlmlock`'s retry period).
 pub const RECOVERY_LOCK_RETRY_MS: u64 = 100;
 
-const EAGAIN: i32 = -11;
-
 /// What recovery does to the domain's lock resources. The domain implements it over its
 /// resource table; every call happens inside [`Recovery::handle`].
 pub trait RecoveryStore {
@@ -89,6 +87,15 @@ pub trait RecoveryStore {
     /// (or RECOVERING) takes `new_master` as owner, RECOVERING and RECOVERY_WAITING are
     /// cleared, resources with locks are dirtied. Returns how many resources changed owner.
     fn finish(&mut self, dead: u8, new_master: u8) -> usize;
+
+    /// Whether a migration with `dead` is still being settled with the other members (see
+    /// [`crate::migration::Migration::settling`]): the recovery data this node owes for
+    /// `dead`, and its RECO_DATA_DONE, wait until it is not. A store without migration
+    /// never is.
+    fn settling(&self, dead: u8) -> bool {
+        let _ = dead;
+        false
+    }
 }
 
 /// What the world tells a [`Recovery`].
@@ -274,6 +281,9 @@ pub struct Recovery {
     nodes: BTreeMap<u8, RecoNodeState>,
     rebuilt: usize,
     completed: u64,
+    /// A LOCK_REQUEST answered before its data could go (a migration with the dead node
+    /// still settling here).
+    deferred: Option<RecoNotice>,
     sends: BTreeMap<u64, Sent>,
     next_token: u64,
     agenda: BTreeMap<(u64, u64), Timer>,
@@ -299,6 +309,7 @@ impl Recovery {
             nodes: BTreeMap::new(),
             rebuilt: 0,
             completed: 0,
+            deferred: None,
             sends: BTreeMap::new(),
             next_token: 1,
             agenda: BTreeMap::new(),
@@ -374,7 +385,14 @@ impl Recovery {
             }
         };
         self.kick();
+        self.send_deferred(store);
         status
+    }
+
+    /// Whether this node owes a recovery master data it holds back (see
+    /// [`RecoveryStore::settling`]); a [`RecoInput::Tick`] sends it once it may go.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
     }
 
     fn send(&mut self, to: u8, msg: DlmMessage, what: Sent) {
@@ -459,6 +477,7 @@ impl Recovery {
         self.nodes.clear();
         self.sends.clear();
         self.agenda.clear();
+        self.deferred = None;
     }
 
     fn complete(&mut self, dead: u8) {
@@ -691,7 +710,7 @@ impl Recovery {
 
     fn begin_reco<S: RecoveryStore>(&mut self, b: RecoNotice, store: &mut S) -> i32 {
         if self.finalizing {
-            return EAGAIN;
+            return errno::EAGAIN;
         }
         let dead = b.dead_node;
         if !self.recovery_map.contains(dead) {
@@ -708,6 +727,7 @@ impl Recovery {
         }
         self.phase = Phase::Idle;
         self.nodes.clear();
+        self.deferred = None;
         self.dead = Some(dead);
         self.new_master = Some(b.node_idx);
         self.log(RecoEvent::MasterKnown {
@@ -722,6 +742,27 @@ impl Recovery {
             // The kernel's answer when it is not (yet) recovering that node; the master retries.
             return errno::ENOMEM;
         }
+        if store.settling(r.dead_node) {
+            self.deferred = Some(r);
+            return 0;
+        }
+        self.send_data(r, store);
+        0
+    }
+
+    fn send_deferred<S: RecoveryStore>(&mut self, store: &mut S) {
+        let Some(r) = self.deferred else { return };
+        if self.dead != Some(r.dead_node) {
+            self.deferred = None;
+        } else if !store.settling(r.dead_node) {
+            self.deferred = None;
+            self.send_data(r, store);
+        }
+    }
+
+    /// This node's locks on `r.dead_node`'s resources, then RECO_DATA_DONE, to the recovery
+    /// master `r.node_idx`.
+    fn send_data<S: RecoveryStore>(&mut self, r: RecoNotice, store: &mut S) {
         let mut data = std::mem::take(&mut self.scratch);
         data.clear();
         store.recovery_data(r.dead_node, &mut data);
@@ -740,7 +781,6 @@ impl Recovery {
             master: r.node_idx,
             resources,
         });
-        0
     }
 
     fn mig_lockres<S: RecoveryStore>(&mut self, from: u8, m: &MigLockres, store: &mut S) -> i32 {

@@ -374,8 +374,13 @@ impl MigrationStore for MemStore {
         }
     }
 
-    fn migrate_request(&mut self, name: &LockName, new_master: u8) -> Result<bool, i32> {
-        let _ = new_master;
+    fn migrate_request(
+        &mut self,
+        name: &LockName,
+        old_master: u8,
+        new_master: u8,
+    ) -> Result<bool, i32> {
+        let _ = (old_master, new_master);
         match self.res.get_mut(name) {
             Some(r) if r.recovering => Err(crate::wire::errno::EINVAL),
             Some(r) => {

@@ -127,6 +127,28 @@ impl OwnLocks {
         self.locks.is_empty()
     }
 
+    /// This node's locks as queues this node held as master show them (queue order kept,
+    /// nothing in flight): the view of a resource it stops mastering with its locks on it.
+    pub fn from_master(node: u8, engine: &crate::lockres::LockResource) -> OwnLocks {
+        let locks = engine
+            .locks()
+            .filter(|(_, l)| l.id.node == node)
+            .map(|(queue, l)| OwnLock {
+                cookie: l.id.cookie,
+                mode: l.mode,
+                convert_type: l.convert_type,
+                queue,
+                pending: None,
+                lksb_flags: l.lksb_flags,
+            })
+            .collect();
+        OwnLocks {
+            node,
+            name: *engine.name(),
+            locks,
+        }
+    }
+
     fn idx(&self, cookie: u64) -> Option<usize> {
         self.locks.iter().position(|l| l.cookie == cookie)
     }

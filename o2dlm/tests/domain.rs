@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 
 use o2dlm::domain::{DomainConfig, DomainCore, Grant, Input, Output};
-use o2dlm::wire::{errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName};
+use o2dlm::wire::{
+    errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, MsgType,
+};
 
 struct Wire {
     from: u8,
@@ -455,17 +457,23 @@ fn a_dead_holder_frees_the_lock_and_invalidates_its_value_block() {
 /// Node 0 masters "m" (it locked it first); node 1 holds EX with a value block, node 2
 /// waits for PR. Returns the cluster with node 2's request queued on node 0.
 fn mastered_by_0_held_by_1_wanted_by_2() -> Cluster {
-    let mut c = Cluster::new(3);
+    mastered_by_0_held_by_wanted_by(3, 1, 2)
+}
+
+/// The same in a cluster of `nodes` with the EX holder (cookie 2) and the PR waiter
+/// (cookie 3) chosen.
+fn mastered_by_0_held_by_wanted_by(nodes: u8, holder: u8, waiter: u8) -> Cluster {
+    let mut c = Cluster::new(nodes);
     c.lock(0, 1, "m", LockMode::Nl, LkmFlags::empty());
     c.settle();
     assert!(c.granted(0, 1).is_some());
     c.unlock(0, 1, LkmFlags::empty());
-    c.lock(1, 2, "m", LockMode::Ex, LkmFlags::VALBLK);
+    c.lock(holder, 2, "m", LockMode::Ex, LkmFlags::VALBLK);
     c.settle();
-    assert!(c.granted(1, 2).is_some());
-    c.lock(2, 3, "m", LockMode::Pr, LkmFlags::VALBLK);
+    assert!(c.granted(holder, 2).is_some());
+    c.lock(waiter, 3, "m", LockMode::Pr, LkmFlags::VALBLK);
     c.settle();
-    assert!(c.granted(2, 3).is_none());
+    assert!(c.granted(waiter, 3).is_none());
     c
 }
 
@@ -568,7 +576,7 @@ fn a_node_that_masters_nothing_others_use_just_leaves() {
     c.input(2, Input::Leave);
     let mut migration_sent = false;
     while let Some(w) = c.queue.front() {
-        migration_sent |= w.msg_type == o2dlm::wire::MsgType::MigLockres.to_wire();
+        migration_sent |= w.msg_type == MsgType::MigLockres.to_wire();
         c.deliver_one();
     }
     c.wait(1000);
@@ -611,10 +619,10 @@ fn a_grant_whose_proxy_ast_is_overtaken_by_the_migration_is_told_once() {
     // The create reaches node 0 (and its reply node 1); the proxy AST of the grant waits.
     assert!(c.deliver_one());
     let ast = c.queue.pop_front().expect("the proxy AST");
-    assert_eq!(ast.msg_type, o2dlm::wire::MsgType::ProxyAst.to_wire());
+    assert_eq!(ast.msg_type, MsgType::ProxyAst.to_wire());
     c.input(0, Input::Leave);
     // The migration overtakes it: node 1 learns of its grant from the records.
-    let mig = o2dlm::wire::MsgType::MigLockres.to_wire();
+    let mig = MsgType::MigLockres.to_wire();
     while let Some(w) = c.queue.front() {
         let last = w.msg_type == mig;
         c.deliver_one();
@@ -713,4 +721,179 @@ fn racing_first_users_agree_on_the_lowest_node() {
         "no master list entry left: {}",
         String::from_utf8_lossy(&v)
     );
+}
+
+/// Delivers queued messages up to and including the first one of type `t` from `from` to `to`.
+fn deliver_through(c: &mut Cluster, from: u8, to: u8, t: MsgType) {
+    let t = t.to_wire();
+    for _ in 0..100 {
+        let w = c.queue.front().expect("the message is on its way");
+        let last = w.from == from && w.to == to && w.msg_type == t;
+        c.deliver_one();
+        if last {
+            return;
+        }
+    }
+    panic!("no such message");
+}
+
+/// Runs the cluster (messages, and timers when none is on its way), keeping messages matching
+/// `held` (from, to, type) back until one matching `until` is on its way (`sent`) or has been
+/// delivered.
+fn hold_until(c: &mut Cluster, held: (u8, u8, MsgType), until: (u8, u8, MsgType), sent: bool) {
+    let is = |w: &Wire, m: (u8, u8, MsgType)| {
+        w.from == m.0 && w.to == m.1 && w.msg_type == m.2.to_wire()
+    };
+    let mut kept = VecDeque::new();
+    for _ in 0..100_000 {
+        if sent && c.queue.iter().any(|w| is(w, until)) {
+            break;
+        }
+        let Some(w) = c.queue.front() else {
+            c.now += 10;
+            for i in 0..c.cores.len() as u8 {
+                if !c.dead.contains(&i) {
+                    c.input(i, Input::Tick);
+                }
+            }
+            continue;
+        };
+        if is(w, held) {
+            kept.extend(c.queue.pop_front());
+            continue;
+        }
+        let last = is(w, until);
+        c.deliver_one();
+        if last {
+            break;
+        }
+    }
+    assert!(!kept.is_empty(), "nothing was held back");
+    while let Some(w) = kept.pop_back() {
+        c.queue.push_front(w);
+    }
+}
+
+#[test]
+fn a_bystander_that_sees_the_old_master_die_first_takes_the_target_as_master() {
+    // Target (the EX holder), bystander (the PR waiter), and who hears of the death first: the
+    // lower of the two survivors becomes the recovery master.
+    for (t, b, first_down) in [(1u8, 2u8, 1u8), (1, 2, 2), (2, 1, 1), (2, 1, 2)] {
+        let case = format!("target {t}, bystander {b}, {first_down} saw the death first");
+        let mut c = mastered_by_0_held_by_wanted_by(3, t, b);
+        c.input(0, Input::Leave);
+        // The target gets every record (it masters "m" now) and asks the bystander to wait
+        // for it; node 0 dies before that request arrives, so the bystander takes "m" for the
+        // dead node's and starts recovering it.
+        deliver_through(&mut c, 0, t, MsgType::MigLockres);
+        c.dead.push(0);
+        c.input(first_down, Input::NodeDown(0));
+        c.input(3 - first_down, Input::NodeDown(0));
+        c.settle();
+        c.wait(3000);
+        for n in [1, 2] {
+            assert_eq!(
+                c.cores[n].owner_of(&name("m")),
+                Some(t),
+                "owner on {n}: {case}"
+            );
+            let st = c.cores[n].recovery_state().expect("recovery");
+            assert!(!st.active && st.completed == 1, "node {n}: {st:?}: {case}");
+        }
+        // No second master granted the waiter beside the EX holder; the holder's unlock
+        // hands its value block to the waiter.
+        assert!(c.granted(b, 3).is_none(), "PR granted beside EX: {case}");
+        assert!(
+            c.failed(t, 2).is_none() && c.failed(b, 3).is_none(),
+            "{case}"
+        );
+        c.unlock(t, 2, LkmFlags::VALBLK);
+        c.settle();
+        assert_eq!(c.granted(b, 3).and_then(|g| g.lvb), Some([7; 64]), "{case}");
+    }
+}
+
+#[test]
+fn a_target_dying_after_telling_a_bystander_leaves_the_resource_with_the_old_master() {
+    for (t, b, first_down) in [(1u8, 2u8, 0u8), (1, 2, 2), (2, 1, 0), (2, 1, 1)] {
+        let case = format!("target {t}, bystander {b}, {first_down} saw the death first");
+        let mut c = mastered_by_0_held_by_wanted_by(3, t, b);
+        c.input(0, Input::Leave);
+        // The target gets the records, tells the bystander it is the new master (request and
+        // assert), and dies before its assert reaches node 0, which keeps "m".
+        deliver_through(&mut c, 0, t, MsgType::MigLockres);
+        deliver_through(&mut c, t, b, MsgType::MigrateRequest);
+        deliver_through(&mut c, t, b, MsgType::AssertMaster);
+        assert_eq!(c.cores[usize::from(b)].owner_of(&name("m")), Some(t));
+        c.dead.push(t);
+        c.input(first_down, Input::NodeDown(t));
+        c.input(if first_down == 0 { b } else { 0 }, Input::NodeDown(t));
+        c.settle();
+        c.wait(5000);
+        // Node 0 kept the queues (the target's EX lock went with it, its value block zeroed),
+        // granted the bystander's PR, and handed "m" over on its way out.
+        assert!(c.took(0, |o| *o == Output::Left), "node 0 left: {case}");
+        let bi = usize::from(b);
+        assert_eq!(c.cores[bi].owner_of(&name("m")), Some(b), "{case}");
+        assert_eq!(c.granted(b, 3).and_then(|g| g.lvb), Some([0; 64]), "{case}");
+        assert!(c.granted(b, 3).is_none(), "granted once: {case}");
+        let st = c.cores[bi].recovery_state().expect("recovery");
+        assert!(!st.active && st.completed == 1, "{st:?}: {case}");
+    }
+}
+
+#[test]
+fn a_recovery_master_without_the_resource_leaves_it_to_the_target_of_a_dead_old_master() {
+    // Node 1 has nothing on "m": whichever order the survivors hear of node 0's death in, and
+    // whoever recovers, the bystander's recovery data must not make a second master.
+    let orders: [[u8; 3]; 4] = [[3, 1, 2], [1, 3, 2], [2, 1, 3], [3, 2, 1]];
+    let mut masters = Vec::new();
+    for order in orders {
+        let case = format!("deaths heard in order {order:?}");
+        let mut c = mastered_by_0_held_by_wanted_by(4, 2, 3);
+        c.input(0, Input::Leave);
+        deliver_through(&mut c, 0, 2, MsgType::MigLockres);
+        c.dead.push(0);
+        for n in order {
+            c.input(n, Input::NodeDown(0));
+        }
+        // The target's request reaches the bystander only after the bystander sent node 1
+        // its recovery data on "m" (node 1 may have no trace of "m" but the target's claim).
+        hold_until(
+            &mut c,
+            (2, 3, MsgType::MigrateRequest),
+            (3, 1, MsgType::MigLockres),
+            true,
+        );
+        // And that data reaches node 1 after the target's assert.
+        hold_until(
+            &mut c,
+            (3, 1, MsgType::MigLockres),
+            (2, 1, MsgType::AssertMaster),
+            false,
+        );
+        c.settle();
+        c.wait(3000);
+        masters.push(match c.cores[1].last_recovery_event() {
+            Some(o2dlm::recovery::RecoEvent::Finished { master, .. }) => master,
+            e => panic!("{e:?}: {case}"),
+        });
+        for n in [1, 2, 3] {
+            let st = c.cores[n].recovery_state().expect("recovery");
+            assert!(!st.active && st.completed == 1, "node {n}: {st:?}: {case}");
+        }
+        for n in [2, 3] {
+            assert_eq!(
+                c.cores[n].owner_of(&name("m")),
+                Some(2),
+                "owner on {n}: {case}"
+            );
+        }
+        assert_ne!(c.cores[1].owner_of(&name("m")), Some(1), "{case}");
+        assert!(c.granted(3, 3).is_none(), "PR granted beside EX: {case}");
+        c.unlock(2, 2, LkmFlags::VALBLK);
+        c.settle();
+        assert_eq!(c.granted(3, 3).and_then(|g| g.lvb), Some([7; 64]), "{case}");
+    }
+    eprintln!("recovery masters: {masters:?}");
 }

@@ -343,6 +343,7 @@ impl DlmStatus {
 /// Linux (x86/asm-generic) errno values that o2net sends fail with, as negative numbers.
 pub mod errno {
     pub const EBADF: i32 = -9;
+    pub const EAGAIN: i32 = -11;
     pub const ENOMEM: i32 = -12;
     pub const EINVAL: i32 = -22;
     pub const EPIPE: i32 = -32;
