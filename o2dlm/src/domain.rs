@@ -2147,6 +2147,7 @@ impl DomainCore {
                 0
             }
             DlmMessage::MasterRequest(req) => self.handle_master_request(now, req),
+            DlmMessage::MasterRequery(q) => self.answer_requery(q),
             DlmMessage::AssertMaster(a) if a.flags & ASSERT_MASTER_FINISH_MIGRATION != 0 => {
                 self.mig_message(now, from, msg)
             }
@@ -2238,6 +2239,26 @@ impl DomainCore {
         }
         let _ = now;
         answer.response as i32
+    }
+
+    /// `dlm_master_requery_handler`: a recovery master with data of unknown owner (or a node
+    /// about to master `$RECOVERY`) asks who masters a name. The answer is this node's view
+    /// of the owner, 255 when it has none (or has left); the master also asserts it again to
+    /// every member (REQUERY), so that they stop taking it for recovery.
+    fn answer_requery(&mut self, q: crate::wire::MasterRequery) -> i32 {
+        let me = self.cfg.node;
+        let joined = self.state == DomainState::Joined || self.state == DomainState::InShutdown;
+        let owner = if joined {
+            self.res.get(&q.name).and_then(|r| r.owner)
+        } else {
+            None
+        };
+        if owner == Some(me) {
+            for n in self.others().collect::<Vec<_>>() {
+                self.send_assert(q.name, n, ASSERT_MASTER_REQUERY);
+            }
+        }
+        i32::from(owner.unwrap_or(NODE_UNKNOWN))
     }
 
     fn handle_assert(&mut self, now: u64, a: AssertMaster) -> i32 {

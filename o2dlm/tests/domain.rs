@@ -897,3 +897,73 @@ fn a_recovery_master_without_the_resource_leaves_it_to_the_target_of_a_dead_old_
     }
     eprintln!("recovery masters: {masters:?}");
 }
+
+#[test]
+fn master_requery_is_answered_with_the_owner_and_the_master_asserts_again() {
+    let mut c = mastered_by_0_held_by_1_wanted_by_2();
+    let ask = |name_: &str| {
+        DlmMessage::MasterRequery(o2dlm::wire::MasterRequery {
+            node_idx: 2,
+            name: name(name_),
+        })
+    };
+    // A node that uses "m" names its master; nobody knows "none" (255).
+    assert_eq!(
+        c.input(
+            1,
+            Input::Message {
+                from: 2,
+                msg: ask("m")
+            }
+        ),
+        0
+    );
+    assert_eq!(
+        c.input(
+            1,
+            Input::Message {
+                from: 2,
+                msg: ask("none")
+            }
+        ),
+        255
+    );
+    assert!(c.queue.is_empty(), "only the master asserts");
+    // The master answers itself and asserts "m" again (REQUERY) to every other member.
+    assert_eq!(
+        c.input(
+            0,
+            Input::Message {
+                from: 2,
+                msg: ask("m")
+            }
+        ),
+        0
+    );
+    let mut to: Vec<u8> = c
+        .queue
+        .iter()
+        .filter(|w| w.from == 0 && w.msg_type == MsgType::AssertMaster.to_wire())
+        .map(|w| {
+            match DlmMessage::decode(w.msg_type, &w.bytes).expect("decodes") {
+                DlmMessage::AssertMaster(a) => {
+                    assert_eq!(a.flags, o2dlm::wire::ASSERT_MASTER_REQUERY);
+                    assert_eq!(a.name, name("m"));
+                }
+                other => panic!("{other:?}"),
+            }
+            w.to
+        })
+        .collect();
+    to.sort();
+    assert_eq!(to, vec![1, 2]);
+    c.settle();
+    // Nothing changed: the same owner everywhere, the holder holds, the waiter waits.
+    for n in 0..3 {
+        assert_eq!(c.cores[n].owner_of(&name("m")), Some(0));
+    }
+    assert!(c.granted(2, 3).is_none() && c.failed(2, 3).is_none());
+    c.unlock(1, 2, LkmFlags::VALBLK);
+    c.settle();
+    assert_eq!(c.granted(2, 3).and_then(|g| g.lvb), Some([7; 64]));
+}
