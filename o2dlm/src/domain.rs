@@ -2191,10 +2191,6 @@ impl DomainCore {
             DlmMessage::MigLockres(_) | DlmMessage::MigrateRequest(_) => {
                 self.mig_message(now, from, msg)
             }
-            other => {
-                tracing::warn!(node = me, domain = %self.cfg.name, peer = from, "o2dlm: {} from node {from} not handled yet", other.msg_type());
-                errno::EINVAL
-            }
         }
     }
 
