@@ -121,38 +121,38 @@ impl Demo {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Duration> {
+        self.wait_answer(node, "nodes", what, timeout, pred)
+    }
+
+    /// Waits until node `node`'s start-up is over (its heartbeat region is steady).
+    fn wait_online(&self, node: u8, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_answer(node, "ping", "coming online", timeout, |ping| {
+            ping.lines().any(|l| l == "state online")
+        })?;
+        Ok(())
+    }
+
+    /// Asks node `node` `request` every 50 ms until `pred` holds for the answer (`what`, in
+    /// the error when `timeout` passes first); returns how long it took.
+    fn wait_answer(
+        &self,
+        node: u8,
+        request: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Duration> {
         let start = Instant::now();
         loop {
             self.check_interrupt()?;
-            if let Ok(table) = self.call(node, &["nodes"]) {
-                if pred(&table) {
+            if let Ok(answer) = self.call(node, &[request]) {
+                if pred(&answer) {
                     return Ok(start.elapsed());
                 }
             }
             if start.elapsed() > timeout {
                 bail!(
                     "node {node}: {what} did not happen within {} s; the daemons' logs are in {}",
-                    timeout.as_secs(),
-                    self.dir.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until node `node`'s start-up is over (its heartbeat region is steady).
-    fn wait_online(&self, node: u8, timeout: Duration) -> anyhow::Result<()> {
-        let start = Instant::now();
-        loop {
-            self.check_interrupt()?;
-            if let Ok(ping) = self.call(node, &["ping"]) {
-                if ping.lines().any(|l| l == "state online") {
-                    return Ok(());
-                }
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "node {node} did not come online within {} s; the daemons' logs are in {}",
                     timeout.as_secs(),
                     self.dir.display()
                 );

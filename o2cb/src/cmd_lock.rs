@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Args, Parser};
 
 use crate::cmd_node::parse;
 use crate::daemon::client::{self, Target};
@@ -37,22 +37,35 @@ struct LockCli {
     /// Exit status when --trylock finds the lock busy.
     #[arg(short = 'E', long, default_value_t = 1)]
     conflict_exit_code: u8,
-    #[arg(long)]
-    cluster: Option<String>,
-    #[arg(long)]
-    node: Option<String>,
-    #[arg(long)]
-    sysconfig: Option<PathBuf>,
+    #[command(flatten)]
+    target: NodeOptions,
     /// The command and its arguments (after `--`).
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
-fn target(cluster: Option<String>, node: Option<String>, sysconfig: Option<PathBuf>) -> Target {
-    Target {
-        cluster,
-        node,
-        sysconfig,
+/// The node to ask, as [`Target`] names it but with the cluster as `--cluster` (the
+/// positional arguments are the lock's).
+#[derive(Args, Debug)]
+struct NodeOptions {
+    /// The cluster (else O2CB_BOOTCLUSTER, else the only one of cluster.conf).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The local node's name (else $O2CB_NODE, else the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// The o2cb sysconfig file (else /etc/sysconfig/o2cb or /etc/default/o2cb).
+    #[arg(long)]
+    sysconfig: Option<PathBuf>,
+}
+
+impl From<NodeOptions> for Target {
+    fn from(o: NodeOptions) -> Target {
+        Target {
+            cluster: o.cluster,
+            node: o.node,
+            sysconfig: o.sysconfig,
+        }
     }
 }
 
@@ -61,7 +74,7 @@ pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let t = target(cli.cluster, cli.node, cli.sysconfig);
+    let t = Target::from(cli.target);
     let (_, mut c) = client::connect(global, &t)?;
     let mut words = vec![
         "lock",
@@ -117,12 +130,8 @@ struct LockdumpCli {
     /// Which dump: the file of the kernel's /sys/kernel/debug/o2dlm/DOMAIN/.
     #[arg(long, default_value = "locking_state", value_parser = ["locking_state", "dlm_state", "mle_state"])]
     dump: String,
-    #[arg(long)]
-    cluster: Option<String>,
-    #[arg(long)]
-    node: Option<String>,
-    #[arg(long)]
-    sysconfig: Option<PathBuf>,
+    #[command(flatten)]
+    target: NodeOptions,
 }
 
 pub fn lockdump(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
@@ -130,7 +139,7 @@ pub fn lockdump(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let t = target(cli.cluster, cli.node, cli.sysconfig);
+    let t = Target::from(cli.target);
     crate::print_text(&client::simple(
         global,
         &t,
