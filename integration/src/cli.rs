@@ -37,8 +37,10 @@ pub struct SimArgs {
     #[arg(long)]
     pub seeds: Option<String>,
     /// Fault kinds to draw from: all, none, or a list of
-    /// partition,oneway,drop,stall,slow,corrupt,crash,pause,leave (leave: a node's DLM leaves
-    /// its lock domain cleanly and joins again, with --workload locks).
+    /// partition,oneway,drop,stall,slow,corrupt,crash,pause,leave,migcrash (leave: a node's DLM
+    /// leaves its lock domain cleanly and joins again, with --workload locks; migcrash: a leave
+    /// and, milliseconds into it while resources may be migrating, a crash of the leaving node
+    /// or of another member).
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Let fault episodes overlap (compound failures); overlapped episodes are judged less strictly.

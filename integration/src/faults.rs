@@ -37,10 +37,15 @@ pub enum FaultKind {
     /// One node's DLM leaves its lock domain cleanly (its lock users let go first; what it
     /// masters that others use migrates) and joins again later: an unmount and a mount.
     Leave,
+    /// A `Leave`, and a few milliseconds into it, while what the leaving node masters may be
+    /// migrating, one machine crashes: the leaving node (an old master dying mid-migration)
+    /// or another member (a possible migration target). The crashed node reboots later as
+    /// after `Crash`; the leaving node, if it is not the one, joins again as after `Leave`.
+    MigrationCrash,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Drop,
@@ -50,6 +55,7 @@ impl FaultKind {
         FaultKind::Crash,
         FaultKind::Pause,
         FaultKind::Leave,
+        FaultKind::MigrationCrash,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +69,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::Pause => "pause",
             FaultKind::Leave => "leave",
+            FaultKind::MigrationCrash => "migcrash",
         }
     }
 
@@ -367,7 +374,7 @@ impl FaultPlan {
                 break;
             }
             let index = plan.episodes.len();
-            plan.push_actions(index, &ep, max_factor, &mut rng);
+            plan.push_actions(index, &ep, nodes, max_factor, &mut rng);
             // Settle: fenced or crashed nodes reboot at `recover` and need
             // start-up plus discovery by everyone before the next episode.
             let settled = ep.recover + settle(timing);
@@ -415,6 +422,12 @@ impl FaultPlan {
             return None;
         }
         let reboot = |rng: &mut SimRng| rng.duration(t.hb_period * 2, t.hb_period * 10);
+        // A crashed machine stays down for a moment (back before anyone declares it dead)
+        // or well past the dead time.
+        let down = |rng: &mut SimRng| rng.duration(t.hb_period, t.dead_time() + t.hb_period * 15);
+        // Out of the domain for a while (the leave itself waits for its users and
+        // migrations), then back.
+        let out_of_domain = |rng: &mut SimRng| rng.duration(t.hb_period * 5, t.hb_period * 30);
         // A network episode either heals well before the idle timeout
         // (nothing may happen) or lasts past idle timeout + quorum delay (the
         // quorum decision must have run).
@@ -511,7 +524,7 @@ impl FaultPlan {
             }
             FaultKind::Crash => {
                 ep.node = Some(all[rng.index(all.len())]);
-                ep.heal = start + rng.duration(t.hb_period, t.dead_time() + t.hb_period * 15);
+                ep.heal = start + down(rng);
                 ep.recover = ep.heal;
             }
             FaultKind::Pause => {
@@ -521,16 +534,35 @@ impl FaultPlan {
             }
             FaultKind::Leave => {
                 ep.node = Some(all[rng.index(all.len())]);
-                // Out of the domain for a while (the leave itself waits for its users and
-                // migrations), then back.
-                ep.heal = start + rng.duration(t.hb_period * 5, t.hb_period * 30);
+                ep.heal = start + out_of_domain(rng);
                 ep.recover = ep.heal;
+            }
+            FaultKind::MigrationCrash => {
+                ep.node = Some(all[rng.index(all.len())]);
+                ep.heal = start + out_of_domain(rng);
+                // The crash strikes within MIGRATION_CRASH_LATEST_MS of the start (drawn with
+                // the actions), and the machine stays down at least as long as a crash's
+                // before the repair reboots it; the leaving node is back by then too.
+                ep.recover = ep
+                    .heal
+                    .max(start + Duration::from_millis(MIGRATION_CRASH_LATEST_MS) + down(rng));
             }
         }
         Some(ep)
     }
 
-    fn push_actions(&mut self, index: usize, ep: &Episode, max_factor: u64, rng: &mut SimRng) {
+    fn push_actions(
+        &mut self,
+        index: usize,
+        ep: &Episode,
+        nodes: u16,
+        max_factor: u64,
+        rng: &mut SimRng,
+    ) {
+        let leave = |node: NodeId| Action::Leave {
+            node,
+            rejoin_after: ep.heal - ep.start,
+        };
         let mut add = |at: SimTime, action: Action| {
             self.actions.push(Planned {
                 at,
@@ -653,17 +685,59 @@ impl FaultPlan {
             }
             FaultKind::Leave => {
                 if let Some(node) = ep.node {
+                    add(ep.start, leave(node));
+                }
+            }
+            FaultKind::MigrationCrash => {
+                if let Some(node) = ep.node {
+                    add(ep.start, leave(node));
+                    let victim = migration_crash_victim(node, nodes, rng);
                     add(
-                        ep.start,
-                        Action::Leave {
-                            node,
-                            rejoin_after: ep.heal - ep.start,
-                        },
+                        ep.start + migration_crash_delay(rng),
+                        Action::Crash { node: victim },
                     );
                 }
             }
         }
         add(ep.recover, Action::Recover);
+    }
+}
+
+/// The latest a `MigrationCrash` crash strikes after its leave starts, in milliseconds.
+const MIGRATION_CRASH_LATEST_MS: u64 = 300;
+
+/// How long after its leave starts a `MigrationCrash` crash strikes. A leave whose users hold
+/// nothing hands its resources over at once, one after the other, each in about 2 ms of
+/// messages (MIG_LOCKRES to the target, the target's MIGRATE_REQUESTs and FINISH_MIGRATION
+/// asserts, a fraction of a millisecond per hop); users that must let go first (a conversion
+/// waits for its grant) put tens to hundreds of milliseconds before it. So most crashes
+/// strike in the first 8 ms, at microsecond grain, the rest within 50 ms, a few later.
+fn migration_crash_delay(rng: &mut SimRng) -> Duration {
+    let roll = rng.index(100);
+    let (lo, hi) = if roll < 60 {
+        (0, 8)
+    } else if roll < 85 {
+        (8, 50)
+    } else {
+        (50, MIGRATION_CRASH_LATEST_MS)
+    };
+    rng.duration(Duration::from_millis(lo), Duration::from_millis(hi))
+}
+
+/// Whom a `MigrationCrash` crashes: the leaving node (the old master) half the time, else
+/// another member. Migration hands a resource to its first lock holder or referencing node,
+/// so the lowest-numbered other member is the likeliest target: it is picked half of those
+/// times, any other member the rest.
+fn migration_crash_victim(leaver: NodeId, nodes: u16, rng: &mut SimRng) -> NodeId {
+    let others: Vec<NodeId> = (0..nodes)
+        .filter_map(|n| NodeId::try_from(n).ok())
+        .filter(|&n| n != leaver)
+        .collect();
+    match others.first() {
+        None => leaver,
+        Some(_) if rng.chance(0.5) => leaver,
+        Some(&lowest) if rng.chance(0.5) => lowest,
+        Some(_) => others[rng.index(others.len())],
     }
 }
 
@@ -758,12 +832,70 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_crash_leaves_then_crashes_the_leaver_or_another_member_within_ms() {
+        let (mut leavers, mut others, mut within_8ms, mut crashes) = (0, 0, 0, 0);
+        for seed in 0..40 {
+            let mut cfg = SimConfig::new(5, seed);
+            cfg.faults = FaultSet::only(&[FaultKind::MigrationCrash]);
+            cfg.duration = Duration::from_secs(600);
+            let plan = FaultPlan::draw(&cfg);
+            assert!(!plan.episodes.is_empty());
+            for (i, ep) in plan.episodes.iter().enumerate() {
+                let actions: Vec<&Planned> =
+                    plan.actions.iter().filter(|p| p.episode == i).collect();
+                let [leave, crash, recover] = actions[..] else {
+                    panic!("seed {seed} episode {i}: {actions:?}");
+                };
+                let leaver = ep.node.expect("a leaving node");
+                assert_eq!(leave.at, ep.start);
+                assert_eq!(
+                    leave.action,
+                    Action::Leave {
+                        node: leaver,
+                        rejoin_after: ep.heal - ep.start
+                    }
+                );
+                let Action::Crash { node: victim } = crash.action else {
+                    panic!("seed {seed} episode {i}: {:?}", crash.action);
+                };
+                assert!(crash.at <= ep.start + Duration::from_millis(MIGRATION_CRASH_LATEST_MS));
+                // The repair reboots the crashed node after a crash's downtime, once the
+                // leaving node is back too.
+                assert_eq!(recover.action, Action::Recover);
+                assert_eq!(recover.at, ep.recover);
+                assert!(ep.recover >= ep.heal && ep.recover >= crash.at + cfg.timing.hb_period);
+                crashes += 1;
+                if victim == leaver {
+                    leavers += 1;
+                } else {
+                    others += 1;
+                }
+                if crash.at <= ep.start + Duration::from_millis(8) {
+                    within_8ms += 1;
+                }
+            }
+        }
+        assert!(
+            leavers * 3 > crashes && others * 3 > crashes,
+            "{leavers} leavers, {others} others crashed"
+        );
+        assert!(
+            within_8ms * 2 > crashes,
+            "only {within_8ms} of {crashes} crashes within 8 ms"
+        );
+    }
+
+    #[test]
     fn fault_sets_parse_names_and_refuse_unknown_ones() {
         assert_eq!(FaultSet::parse("all"), Ok(FaultSet::all()));
         assert_eq!(FaultSet::parse("none"), Ok(FaultSet::none()));
         let s = FaultSet::parse("crash, partition,crash").unwrap();
         assert_eq!(s.kinds(), &[FaultKind::Partition, FaultKind::Crash]);
         assert_eq!(s.to_string(), "partition,crash");
+        assert_eq!(
+            FaultSet::parse("leave,migcrash").unwrap().kinds(),
+            &[FaultKind::Leave, FaultKind::MigrationCrash]
+        );
         assert!(matches!(
             FaultSet::parse("meteor"),
             Err(SimError::UnknownFault { .. })

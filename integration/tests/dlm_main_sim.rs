@@ -222,6 +222,20 @@ const NODE_AND_LINK: [FaultKind; 7] = [
     FaultKind::Leave,
 ];
 
+/// Every kind of fault the simulator had when the seeds replayed with it were found: the
+/// plan a seed draws depends on the kinds it draws from, so a newer kind would change it.
+const BEFORE_MIGRATION_CRASH: [FaultKind; 9] = [
+    FaultKind::Partition,
+    FaultKind::OneWay,
+    FaultKind::Drop,
+    FaultKind::Stall,
+    FaultKind::Slow,
+    FaultKind::Corrupt,
+    FaultKind::Crash,
+    FaultKind::Pause,
+    FaultKind::Leave,
+];
+
 /// A seed that broke a rule before the fix it names: the same run now breaks none and
 /// still grants locks.
 fn replays_clean(nodes: u16, seed: u64, kinds: &[FaultKind], what: &str) {
@@ -278,7 +292,7 @@ fn an_unlock_that_wrote_nothing_brings_back_the_value_its_lock_read() {
     replays_clean(
         3,
         15,
-        &FaultKind::ALL,
+        &BEFORE_MIGRATION_CRASH,
         "value block its unanswered unlock read",
     );
 }
@@ -291,7 +305,7 @@ fn a_node_declared_dead_for_corrupt_heartbeats_may_fence_by_quorum() {
     replays_clean(
         5,
         29,
-        &FaultKind::ALL,
+        &BEFORE_MIGRATION_CRASH,
         "quorum fence after a heartbeat death",
     );
 }
