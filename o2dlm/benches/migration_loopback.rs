@@ -51,7 +51,7 @@ fn main() {
     let base = 26000 + (std::process::id() % 100) as u16 * 10;
     println!("| resources mastered by the leaving node | leave (migration included) | baseline: the others acquire their 2N PR locks | ratio |");
     println!("|---|---|---|---|");
-    for (k, n) in [1_000usize, 10_000].into_iter().enumerate() {
+    for (k, n) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
         let (leave, acq) = run(n, base + k as u16);
         println!(
             "| {n} | {:.1} ms | {:.1} ms | {:.2}x |",

@@ -584,32 +584,40 @@ impl DomainCore {
 }
 
 impl MigrationStore for DomainCore {
-    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)> {
-        let me = self.cfg.node;
+    fn may_migrate(&self) -> bool {
         // Recovery first: its resources may move anyway.
-        if self.reco.as_ref().is_some_and(|r| r.is_active()) {
+        !self.reco.as_ref().is_some_and(|r| r.is_active())
+    }
+
+    fn mastered(&self, out: &mut Vec<LockName>) {
+        let me = self.cfg.node;
+        out.extend(
+            self.res
+                .iter()
+                .filter(|(_, r)| r.owner == Some(me))
+                .map(|(n, _)| *n),
+        );
+    }
+
+    fn migration_target(&self, name: &LockName, exiting: &NodeMap) -> Option<u8> {
+        let me = self.cfg.node;
+        let r = self.res.get(name)?;
+        if r.owner != Some(me)
+            || r.migrating
+            || r.recovering
+            || r.in_progress
+            || r.dropping_ref
+            || name.is_recovery_lock()
+        {
             return None;
         }
-        self.res.iter().find_map(|(name, r)| {
-            if r.owner != Some(me)
-                || r.migrating
-                || r.recovering
-                || r.in_progress
-                || r.dropping_ref
-                || name.is_recovery_lock()
-            {
-                return None;
-            }
-            let Role::Master(e) = &r.role else {
-                return None;
-            };
-            if !is_migratable(me, e, &r.refmap) {
-                return None;
-            }
-            pick_target(me, e, &r.refmap, exiting)
-                .filter(|t| self.domain_map.contains(*t))
-                .map(|t| (*name, t))
-        })
+        let Role::Master(e) = &r.role else {
+            return None;
+        };
+        if !is_migratable(me, e, &r.refmap) {
+            return None;
+        }
+        pick_target(me, e, &r.refmap, exiting).filter(|t| self.domain_map.contains(*t))
     }
 
     fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>) {

@@ -99,9 +99,25 @@ pub fn pack_migration(
 
 /// What migration does to the domain's resources.
 pub trait MigrationStore {
-    /// The next resource to migrate and its target, by [`is_migratable`] and [`pick_target`]
-    /// over the resources this node masters that are not MIGRATING or RECOVERING.
-    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)>;
+    /// Whether migrating may go on now (recovery running here holds it back: its resources
+    /// may move anyway).
+    fn may_migrate(&self) -> bool {
+        true
+    }
+    /// The names of the resources this node masters.
+    fn mastered(&self, out: &mut Vec<LockName>);
+    /// The target for `name` if it is to migrate now: mastered here, neither MIGRATING nor
+    /// RECOVERING, [`is_migratable`], with a [`pick_target`] that is a member.
+    fn migration_target(&self, name: &LockName, exiting: &NodeMap) -> Option<u8>;
+    /// The next resource to migrate and its target, searching the whole table (for a leave
+    /// loop that asks whether anything is left).
+    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)> {
+        let mut names = Vec::new();
+        self.mastered(&mut names);
+        names
+            .into_iter()
+            .find_map(|n| self.migration_target(&n, exiting).map(|t| (n, t)))
+    }
     /// Marks `name` MIGRATING and writes its MIG_LOCKRES messages (master = this node,
     /// MIGRATION, the resource's value block).
     fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>);
@@ -230,6 +246,11 @@ pub struct Migration {
     leaving: Option<NodeMap>,
     /// Old master: the resource in flight and its target.
     current: Option<(LockName, u8)>,
+    /// Old master: names still to look at, taken from the table once per pass (so that a
+    /// leave is linear in the resources, not quadratic).
+    candidates: Vec<LockName>,
+    /// The candidates come from a pass that has found nothing yet.
+    fresh_pass: bool,
     retry_at: Option<u64>,
     incoming: BTreeMap<LockName, Incoming>,
     reclaims: BTreeMap<LockName, Reclaim>,
@@ -248,6 +269,8 @@ impl Migration {
             domain_map,
             leaving: None,
             current: None,
+            candidates: Vec::new(),
+            fresh_pass: false,
             retry_at: None,
             incoming: BTreeMap::new(),
             reclaims: BTreeMap::new(),
@@ -374,7 +397,7 @@ impl Migration {
             return;
         }
         let Some(exiting) = self.leaving else { return };
-        let Some((name, target)) = store.next_migratable(&exiting) else {
+        let Some((name, target)) = self.next_candidate(&exiting, store) else {
             self.out.push(MigOutput::Done);
             return;
         };
@@ -387,6 +410,35 @@ impl Migration {
             self.send(target, DlmMessage::MigLockres(m), Sent::Data(name));
         }
         self.scratch = data;
+    }
+
+    /// The next resource to migrate: candidates left from the current pass first; once they
+    /// are used up, a new pass over what this node still masters (resources recovery gave it,
+    /// migrations that failed); nothing when a new pass finds nothing.
+    fn next_candidate<S: MigrationStore>(
+        &mut self,
+        exiting: &NodeMap,
+        store: &S,
+    ) -> Option<(LockName, u8)> {
+        if !store.may_migrate() {
+            return None;
+        }
+        loop {
+            while let Some(name) = self.candidates.pop() {
+                if let Some(t) = store.migration_target(&name, exiting) {
+                    self.fresh_pass = false;
+                    return Some((name, t));
+                }
+            }
+            if self.fresh_pass {
+                self.fresh_pass = false;
+                return None;
+            }
+            store.mastered(&mut self.candidates);
+            // Popped from the end: the table's order.
+            self.candidates.reverse();
+            self.fresh_pass = true;
+        }
     }
 
     fn abort<S: MigrationStore>(&mut self, now: u64, name: LockName, store: &mut S) {

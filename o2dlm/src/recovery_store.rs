@@ -267,18 +267,24 @@ impl RecoveryStore for MemStore {
 }
 
 impl MigrationStore for MemStore {
-    fn next_migratable(&self, exiting: &NodeMap) -> Option<(LockName, u8)> {
+    fn mastered(&self, out: &mut Vec<LockName>) {
         let me = self.me;
-        self.res.iter().find_map(|(name, r)| {
-            let e = r.engine.as_ref()?;
-            if r.owner != Some(me) || r.migrating || r.recovering {
-                return None;
-            }
-            if !is_migratable(me, e, &r.refmap) {
-                return None;
-            }
-            pick_target(me, e, &r.refmap, exiting).map(|t| (*name, t))
-        })
+        out.extend(
+            self.res
+                .iter()
+                .filter(|(_, r)| r.owner == Some(me))
+                .map(|(n, _)| *n),
+        );
+    }
+
+    fn migration_target(&self, name: &LockName, exiting: &NodeMap) -> Option<u8> {
+        let me = self.me;
+        let r = self.res.get(name)?;
+        let e = r.engine.as_ref()?;
+        if r.owner != Some(me) || r.migrating || r.recovering || !is_migratable(me, e, &r.refmap) {
+            return None;
+        }
+        pick_target(me, e, &r.refmap, exiting)
     }
 
     fn migration_data(&mut self, name: &LockName, out: &mut Vec<MigLockres>) {
