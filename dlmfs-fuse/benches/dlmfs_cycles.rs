@@ -60,6 +60,21 @@ fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
 
+/// The mount cycles on two nodes' mounts `p1` and `p2` (in a domain `bench` of each): cached
+/// EX on `p1`, then EX handed between them.
+fn mount_rates(p1: &Path, p2: &Path) -> (f64, f64) {
+    std::fs::create_dir(p1.join("bench")).unwrap();
+    std::fs::create_dir(p2.join("bench")).unwrap();
+    let cached = c(&p1.join("bench/cached"));
+    let mount_cached = rate(|| open_close(&cached));
+    let (h1, h2) = (c(&p1.join("bench/pingpong")), c(&p2.join("bench/pingpong")));
+    let mount_handoff = rate(|| {
+        open_close(&h1);
+        open_close(&h2);
+    }) * 2.0;
+    (mount_cached, mount_handoff)
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let dlm = LocalDlm::new();
@@ -68,17 +83,7 @@ fn main() {
     std::fs::create_dir(&p2).unwrap();
     let m1 = mount(&p1, Arc::new(dlm.node(1)), MountOptions::default()).expect("mount (root?)");
     let m2 = mount(&p2, Arc::new(dlm.node(2)), MountOptions::default()).expect("mount (root?)");
-    std::fs::create_dir(p1.join("bench")).unwrap();
-    std::fs::create_dir(p2.join("bench")).unwrap();
-
-    let cached = c(&p1.join("bench/cached"));
-    let mount_cached = rate(|| open_close(&cached));
-
-    let (h1, h2) = (c(&p1.join("bench/pingpong")), c(&p2.join("bench/pingpong")));
-    let mount_handoff = rate(|| {
-        open_close(&h1);
-        open_close(&h2);
-    }) * 2.0;
+    let (mount_cached, mount_handoff) = mount_rates(&p1, &p2);
 
     let node = dlm.node(3);
     let domain = node.join(b"bench").unwrap();
@@ -125,23 +130,11 @@ fn o2dlm_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster::start(dir.path(), 25000);
     let (p1, p2) = (dir.path().join("n1"), dir.path().join("n2"));
-    std::fs::create_dir(p1.join("bench")).unwrap();
-    std::fs::create_dir(p2.join("bench")).unwrap();
-    let cached = c(&p1.join("bench/cached"));
-    let mount_cached = rate(|| open_close(&cached));
-    let (h1, h2) = (c(&p1.join("bench/pingpong")), c(&p2.join("bench/pingpong")));
-    let mount_handoff = rate(|| {
-        open_close(&h1);
-        open_close(&h2);
-    }) * 2.0;
+    let (mount_cached, mount_handoff) = mount_rates(&p1, &p2);
 
     let rt = nodes.rt.as_ref().expect("runtime");
-    let (d1, d2) = rt.block_on(async {
-        (
-            nodes.dlms[0].join("apibench").await.expect("join node 1"),
-            nodes.dlms[1].join("apibench").await.expect("join node 2"),
-        )
-    });
+    let domains = rt.block_on(nodes.cluster.join_all("apibench"));
+    let (d1, d2) = (&domains[0], &domains[1]);
     let api = rate(|| {
         rt.block_on(async {
             let l = d1
@@ -153,7 +146,7 @@ fn o2dlm_cluster() {
     });
     let api_handoff = rate(|| {
         rt.block_on(async {
-            for d in [&d1, &d2] {
+            for d in [d1, d2] {
                 let l = d
                     .lock("pingpong", LockMode::Ex, LkmFlags::VALBLK)
                     .await

@@ -144,6 +144,31 @@ impl LocalDomain {
     fn lock_id(&self, id: u64) -> Result<LockId, DlmStatus> {
         self.ids.lock().get(&id).copied().ok_or(DlmStatus::Ivlockid)
     }
+
+    /// Runs `op` on the live lock `id` (its domain state, cookie and resource name) under the
+    /// state lock, then the dlm-thread pass over its resource; wakes the waiting calls and
+    /// runs the callbacks once the state lock is released.
+    fn on_lock<T>(
+        &self,
+        id: u64,
+        op: impl FnOnce(&mut DomainState, LockId, &LockName) -> Result<T, DlmStatus>,
+    ) -> Result<T, DlmStatus> {
+        let lock = self.lock_id(id)?;
+        let shared = &self.dlm.shared;
+        let mut st = shared.state.lock();
+        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
+        let lname = dom
+            .locks
+            .get(&lock)
+            .map(|l| l.0)
+            .ok_or(DlmStatus::Ivlockid)?;
+        let out = op(dom, lock, &lname)?;
+        let calls = Self::settle(dom, &lname);
+        drop(st);
+        shared.changed.notify_all();
+        run_callbacks(calls);
+        Ok(out)
+    }
 }
 
 enum Callback {
@@ -221,51 +246,28 @@ impl DlmDomain for LocalDomain {
     }
 
     fn cancel(&self, id: u64) -> Result<bool, DlmStatus> {
-        let lock = self.lock_id(id)?;
-        let shared = &self.dlm.shared;
-        let mut st = shared.state.lock();
-        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
-        let lname = dom
-            .locks
-            .get(&lock)
-            .map(|l| l.0)
-            .ok_or(DlmStatus::Ivlockid)?;
-        let res = dom.resources.get_mut(&lname).ok_or(DlmStatus::Ivlockid)?;
-        let too_late = match res.unlock(lock, LkmFlags::CANCEL, None)? {
-            Unlocked::CancelGrant => true,
-            _ => {
-                if let Some(call) = dom.pending.remove(&lock) {
-                    dom.outcomes.insert(call, Err(DlmStatus::Cancel));
+        self.on_lock(id, |dom, lock, lname| {
+            let res = dom.resources.get_mut(lname).ok_or(DlmStatus::Ivlockid)?;
+            Ok(match res.unlock(lock, LkmFlags::CANCEL, None)? {
+                Unlocked::CancelGrant => true,
+                _ => {
+                    if let Some(call) = dom.pending.remove(&lock) {
+                        dom.outcomes.insert(call, Err(DlmStatus::Cancel));
+                    }
+                    false
                 }
-                false
-            }
-        };
-        let basts = Self::settle(dom, &lname);
-        drop(st);
-        shared.changed.notify_all();
-        run_callbacks(basts);
-        Ok(too_late)
+            })
+        })
     }
 
     fn unlock(&self, id: u64, lvb: &Lvb) -> Result<(), DlmStatus> {
-        let lock = self.lock_id(id)?;
-        let shared = &self.dlm.shared;
-        let mut st = shared.state.lock();
-        let dom = st.domains.get_mut(&self.name).ok_or(DlmStatus::Rejected)?;
-        let lname = dom
-            .locks
-            .get(&lock)
-            .map(|l| l.0)
-            .ok_or(DlmStatus::Ivlockid)?;
-        let res = dom.resources.get_mut(&lname).ok_or(DlmStatus::Ivlockid)?;
-        res.unlock(lock, LkmFlags::VALBLK, Some(lvb))?;
-        dom.locks.remove(&lock);
-        self.ids.lock().remove(&id);
-        let basts = Self::settle(dom, &lname);
-        drop(st);
-        shared.changed.notify_all();
-        run_callbacks(basts);
-        Ok(())
+        self.on_lock(id, |dom, lock, lname| {
+            let res = dom.resources.get_mut(lname).ok_or(DlmStatus::Ivlockid)?;
+            res.unlock(lock, LkmFlags::VALBLK, Some(lvb))?;
+            dom.locks.remove(&lock);
+            self.ids.lock().remove(&id);
+            Ok(())
+        })
     }
 
     fn leave(&self) {
