@@ -121,12 +121,12 @@ impl Demo {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Duration> {
-        self.wait_answer(node, "nodes", what, timeout, pred)
+        self.wait_answer(node, &["nodes"], what, timeout, pred)
     }
 
     /// Waits until node `node`'s start-up is over (its heartbeat region is steady).
     fn wait_online(&self, node: u8, timeout: Duration) -> anyhow::Result<()> {
-        self.wait_answer(node, "ping", "coming online", timeout, |ping| {
+        self.wait_answer(node, &["ping"], "coming online", timeout, |ping| {
             ping.lines().any(|l| l == "state online")
         })?;
         Ok(())
@@ -137,7 +137,7 @@ impl Demo {
     fn wait_answer(
         &self,
         node: u8,
-        request: &str,
+        request: &[&str],
         what: &str,
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
@@ -145,7 +145,7 @@ impl Demo {
         let start = Instant::now();
         loop {
             self.check_interrupt()?;
-            if let Ok(answer) = self.call(node, &[request]) {
+            if let Ok(answer) = self.call(node, request) {
                 if pred(&answer) {
                     return Ok(start.elapsed());
                 }
@@ -199,82 +199,44 @@ impl Demo {
     /// Node 2 takes an EX lock and node 1 starts waiting for it: the lock node 2's death
     /// leaves behind, which node 1 gets once the survivors have recovered the domain. The
     /// holder's connection (kept until node 2 is gone) and the waiter's result.
-    #[allow(clippy::type_complexity)]
-    fn lock_before_kill(
-        &self,
-    ) -> anyhow::Result<(
-        Client,
-        std::sync::mpsc::Receiver<anyhow::Result<(Client, Duration)>>,
-    )> {
+    fn lock_before_kill(&self) -> anyhow::Result<(Client, LockWait)> {
         const DOMAIN: &str = "demo";
         const LOCK: &str = "survivor";
-        let mut holder = Client::connect(&self.socket(2)).context("node 2 does not answer")?;
-        let r = holder.call(&["lock", DOMAIN, LOCK, "ex"])?;
-        if r.status != Status::Ok {
-            bail!("node 2: {}", r.word);
-        }
+        let holder = lock_ex(&self.socket(2), 2, DOMAIN, LOCK)?;
         println!("node 2: EX lock \"{LOCK}\" granted");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let socket = self.socket(1);
-        let asked = Instant::now();
-        std::thread::spawn(move || {
-            let got = (|| -> anyhow::Result<(Client, Duration)> {
-                let mut c = Client::connect(&socket)
-                    .with_context(|| format!("node 1: {}", socket.display()))?;
-                let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
-                if r.status != Status::Ok {
-                    bail!("node 1: {}", r.word);
-                }
-                Ok((c, asked.elapsed()))
-            })();
-            let _ = tx.send(got);
-        });
+        let waiter = self.wait_for_lock(1, DOMAIN, LOCK);
         println!("node 1: asks for it in EX and waits");
         // Node 2 is killed only once node 1 is in the domain with its request made: killed
         // earlier, node 1 would join a domain without node 2 and nothing would be recovered.
-        let start = Instant::now();
-        loop {
-            self.check_interrupt()?;
-            let dump = self.call(1, &["lockdump", DOMAIN]).unwrap_or_default();
-            if dump.contains(&format!("NAME:{LOCK}\n")) {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!("node 1 did not ask for the lock within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok((holder, rx))
+        self.wait_answer(
+            1,
+            &["lockdump", DOMAIN],
+            "asking for the lock",
+            Duration::from_secs(20),
+            |dump| dump.contains(&format!("NAME:{LOCK}\n")),
+        )?;
+        Ok((holder, waiter))
+    }
+
+    /// Node `node` asks for an EX lock on `lock` of `domain` on a thread of its own.
+    fn wait_for_lock(&self, node: u8, domain: &'static str, lock: &'static str) -> LockWait {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let socket = self.socket(node);
+        let asked = Instant::now();
+        std::thread::spawn(move || {
+            let _ = tx.send(lock_ex(&socket, node, domain, lock).map(|c| (c, asked.elapsed())));
+        });
+        rx
     }
 
     /// Node 0 holds an EX lock, node 1 waits for it, gets it when node 0 lets go.
     fn handoff(&self) -> anyhow::Result<()> {
         const DOMAIN: &str = "demo";
         const LOCK: &str = "greeting";
-        let lock = |node: u8| -> anyhow::Result<Client> {
-            let mut c = Client::connect(&self.socket(node))
-                .with_context(|| format!("node {node} does not answer"))?;
-            let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
-            if r.status != Status::Ok {
-                bail!("node {node}: {}", r.word);
-            }
-            Ok(c)
-        };
-        let mut holder = lock(0)?;
+        let mut holder = lock_ex(&self.socket(0), 0, DOMAIN, LOCK)?;
         println!("node 0: EX lock \"{LOCK}\" of domain \"{DOMAIN}\" granted");
         let asked = Instant::now();
-        let waiter = {
-            let socket = self.socket(1);
-            std::thread::spawn(move || -> anyhow::Result<(Client, Duration)> {
-                let mut c = Client::connect(&socket)
-                    .with_context(|| format!("node 1: {}", socket.display()))?;
-                let r = c.call(&["lock", DOMAIN, LOCK, "ex"])?;
-                if r.status != Status::Ok {
-                    bail!("node 1: {}", r.word);
-                }
-                Ok((c, asked.elapsed()))
-            })
-        };
+        let waiter = self.wait_for_lock(1, DOMAIN, LOCK);
         println!("node 1: asks for the same lock in EX and waits");
         let mut busy = Client::connect(&self.socket(2)).context("node 2 does not answer")?;
         let r = busy.call(&["lock", DOMAIN, LOCK, "pr", "trylock"])?;
@@ -299,7 +261,7 @@ impl Demo {
             asked.elapsed().as_secs_f64()
         );
         let (mut got, waited) = waiter
-            .join()
+            .recv()
             .map_err(|_| anyhow::anyhow!("the waiting thread panicked"))??;
         println!(
             "node 1: granted after waiting {:.1} s",
@@ -311,6 +273,21 @@ impl Demo {
         );
         Ok(())
     }
+}
+
+/// A lock asked for on a thread of its own ([`Demo::wait_for_lock`]): the holding client and
+/// how long the grant took, once granted.
+type LockWait = std::sync::mpsc::Receiver<anyhow::Result<(Client, Duration)>>;
+
+/// Asks node `node`'s daemon at `socket` for an EX lock on `lock` of `domain` and waits for
+/// the grant; the lock is held until the client unlocks or disconnects.
+fn lock_ex(socket: &Path, node: u8, domain: &str, lock: &str) -> anyhow::Result<Client> {
+    let mut c = Client::connect(socket).with_context(|| format!("node {node} does not answer"))?;
+    let r = c.call(&["lock", domain, lock, "ex"])?;
+    if r.status != Status::Ok {
+        bail!("node {node}: {}", r.word);
+    }
+    Ok(c)
 }
 
 /// The columns of node `n`'s row in an `o2cb nodes` table.
