@@ -12,14 +12,19 @@
 //!   error, within a bound (the heartbeat dead time, quorum delay and o2net idle timeout,
 //!   plus a warm-up) after the fault episodes that could hold it up have healed. Requests
 //!   of a node that went down are forgotten with it.
+//! - `dlm-leave`: a leave asked of a node in the domain (the `Leave` and `MigrationCrash`
+//!   faults) ends, within the same bound, unless the node goes down first: an unmount that
+//!   hangs (a migration or a reference that never lets go) is a failure a user sees, even
+//!   when no lock request of the others is left waiting to show it.
 //!
-//! Both judge only what the node's lock clients report ([`Note::Dlm`]), never the cores'
-//! internals.
+//! All judge only what the node's lock clients report ([`Note::Dlm`]) and the faults asked,
+//! never the cores' internals.
 
 use super::{Checker, Life, Tally, Violation, World};
 use crate::config::SimConfig;
 use crate::dlm_check::{LockChecker, LockEvent};
 use crate::dlm_node::DlmNote;
+use crate::faults::Action;
 use crate::stack::{NodeId, Note};
 use crate::time::SimTime;
 use crate::trace::{Record, What};
@@ -282,6 +287,18 @@ pub struct LockProgress {
     tally: Tally,
 }
 
+/// When something asked at `since` must have finished: `bound` after it was asked or after
+/// the last fault episode that began before the deadline healed.
+fn deadline(world: &World<'_>, bound: Duration, since: SimTime) -> SimTime {
+    let mut due = since + bound;
+    for ep in &world.plan.episodes {
+        if ep.start <= due && ep.recover + bound > due {
+            due = ep.recover + bound;
+        }
+    }
+    due
+}
+
 impl LockProgress {
     pub fn new(config: &SimConfig) -> Self {
         LockProgress {
@@ -291,23 +308,11 @@ impl LockProgress {
         }
     }
 
-    /// When a request made at `since` must have finished: `bound` after it was made or
-    /// after the last fault episode that began before the deadline healed.
-    fn deadline(&self, world: &World<'_>, since: SimTime) -> SimTime {
-        let mut due = since + self.bound;
-        for ep in &world.plan.episodes {
-            if ep.start <= due && ep.recover + self.bound > due {
-                due = ep.recover + self.bound;
-            }
-        }
-        due
-    }
-
     fn judge(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
         let late: Vec<((NodeId, u64), Pending)> = self
             .pending
             .iter()
-            .filter(|(_, p)| self.deadline(world, p.since) < world.now)
+            .filter(|(_, p)| deadline(world, self.bound, p.since) < world.now)
             .map(|(k, p)| (*k, p.clone()))
             .collect();
         for ((node, cookie), p) in late {
@@ -383,6 +388,101 @@ impl Checker for LockProgress {
                 }
                 _ => {}
             },
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        self.judge(world, out);
+    }
+
+    fn finish(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        self.tally.open += self.pending.len() as u64;
+        self.judge(world, out);
+    }
+
+    fn tally(&self) -> Tally {
+        self.tally
+    }
+}
+
+/// Every leave ends. See the module documentation.
+pub struct LeaveProgress {
+    bound: Duration,
+    /// Nodes in the domain: joined, and neither left nor gone down since.
+    members: BTreeSet<NodeId>,
+    /// Leaves asked of members that have not ended: node -> when asked.
+    pending: BTreeMap<NodeId, SimTime>,
+    tally: Tally,
+}
+
+impl LeaveProgress {
+    pub fn new(config: &SimConfig) -> Self {
+        LeaveProgress {
+            bound: crate::faults::tail(&config.timing),
+            members: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    fn judge(&mut self, world: &World<'_>, out: &mut Vec<Violation>) {
+        let late: Vec<(NodeId, SimTime)> = self
+            .pending
+            .iter()
+            .filter(|(_, since)| deadline(world, self.bound, **since) < world.now)
+            .map(|(n, since)| (*n, *since))
+            .collect();
+        for (node, since) in late {
+            self.pending.remove(&node);
+            out.push(Violation {
+                checker: "dlm-leave",
+                at: world.now,
+                since,
+                nodes: world.running(),
+                message: format!(
+                    "n{node}: the leave of the domain asked at {} has not ended by {} (bound {:?} after faults heal)",
+                    since.to_string().trim(),
+                    world.now.to_string().trim(),
+                    self.bound
+                ),
+            });
+        }
+    }
+}
+
+impl Checker for LeaveProgress {
+    fn name(&self) -> &'static str {
+        "dlm-leave"
+    }
+
+    fn observe(&mut self, rec: &Record<'_>, _world: &World<'_>, _out: &mut Vec<Violation>) {
+        if let What::Fault {
+            action: Action::Leave { node, .. },
+            ..
+        } = rec.what
+        {
+            // A node out of the domain (joining, or leaving already) ignores it.
+            if self.members.contains(node) {
+                self.pending.entry(*node).or_insert(rec.at);
+            }
+            return;
+        }
+        let Some(node) = rec.node else { return };
+        match &rec.what {
+            What::Crash | What::Fence(_) | What::Boot { .. } => {
+                self.members.remove(&node);
+                self.pending.remove(&node);
+            }
+            What::Note(Note::Dlm(DlmNote::Joined)) => {
+                self.members.insert(node);
+            }
+            What::Note(Note::Dlm(DlmNote::Left)) => {
+                self.members.remove(&node);
+                if self.pending.remove(&node).is_some() {
+                    self.tally.judged += 1;
+                }
+            }
             _ => {}
         }
     }

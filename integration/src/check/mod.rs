@@ -180,6 +180,7 @@ pub fn standard(config: &SimConfig) -> Vec<Box<dyn Checker>> {
     if let crate::config::Workload::Locks { .. } = config.workload {
         all.push(Box::new(locks::LockRules::new(config)));
         all.push(Box::new(locks::LockProgress::new(config)));
+        all.push(Box::new(locks::LeaveProgress::new(config)));
     }
     all
 }
