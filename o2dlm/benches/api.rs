@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use o2dlm::domain::{DomainConfig, DomainCore, Input};
+use o2dlm::domain::{DomainConfig, DomainCore, Input, Output};
 use o2dlm::wire::{DomainName, LkmFlags, LockMode, LockName};
 use o2dlm::{Dlm, DlmConfig};
 use o2net::{Net, NetConfig, NodeInfo};
@@ -54,6 +54,43 @@ fn start(n: u8, port: u16) -> (Vec<Net>, Vec<Dlm>) {
         }
     }
     (nets, dlms)
+}
+
+/// A domain core of node 1 alone, joined, driven straight (no API, no runtime).
+struct CoreAlone {
+    core: DomainCore,
+    out: Vec<Output>,
+}
+
+impl CoreAlone {
+    fn new(cfg: DomainConfig) -> CoreAlone {
+        let mut core = DomainCore::new(cfg);
+        core.handle(0, Input::NodeUp(1));
+        core.handle(0, Input::Join);
+        let mut out = Vec::new();
+        core.take_outputs(&mut out);
+        CoreAlone { core, out }
+    }
+
+    /// The `i`th EX lock (with `flags`) + unlock of `name`; the outputs are dropped.
+    fn pair(&mut self, i: u64, name: LockName, flags: LkmFlags) {
+        let cookie = (1 << 56) | (i + 1);
+        let lock = Input::Lock {
+            cookie,
+            name,
+            mode: LockMode::Ex,
+            flags,
+        };
+        self.core.handle(0, lock);
+        let unlock = Input::Unlock {
+            cookie,
+            flags: LkmFlags::empty(),
+            lvb: [0; 64],
+        };
+        self.core.handle(0, unlock);
+        self.out.clear();
+        self.core.take_outputs(&mut self.out);
+    }
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -93,37 +130,14 @@ fn local_pairs() {
         rate
     });
     // Baseline: the domain core alone.
-    let mut core = DomainCore::new(DomainConfig::new(
+    let mut core = CoreAlone::new(DomainConfig::new(
         1,
         DomainName::new(b"bench").expect("name"),
     ));
-    core.handle(0, Input::NodeUp(1));
-    core.handle(0, Input::Join);
-    let mut out = Vec::new();
-    core.take_outputs(&mut out);
     let name = LockName::new(b"local").expect("name");
     let t = Instant::now();
     for i in 0..PAIRS {
-        let cookie = (1 << 56) | (i + 1);
-        core.handle(
-            0,
-            Input::Lock {
-                cookie,
-                name,
-                mode: LockMode::Ex,
-                flags: LkmFlags::empty(),
-            },
-        );
-        core.handle(
-            0,
-            Input::Unlock {
-                cookie,
-                flags: LkmFlags::empty(),
-                lvb: [0; 64],
-            },
-        );
-        out.clear();
-        core.take_outputs(&mut out);
+        core.pair(i, name, LkmFlags::empty());
     }
     let core_rate = PAIRS as f64 / t.elapsed().as_secs_f64();
     println!(
@@ -244,37 +258,14 @@ fn memory() {
     const N: u64 = 1_000_000;
     let mut cfg = DomainConfig::new(1, DomainName::new(b"mem").expect("name"));
     cfg.purge_interval_ms = u64::MAX / 4;
-    let mut core = DomainCore::new(cfg);
-    core.handle(0, Input::NodeUp(1));
-    core.handle(0, Input::Join);
-    let mut out = Vec::new();
-    core.take_outputs(&mut out);
+    let mut core = CoreAlone::new(cfg);
     let before = rss_bytes();
     for i in 0..N {
         let name = LockName::new(format!("N{:019}", i).as_bytes()).expect("name");
-        let cookie = (1 << 56) | (i + 1);
-        core.handle(
-            0,
-            Input::Lock {
-                cookie,
-                name,
-                mode: LockMode::Ex,
-                flags: LkmFlags::LOCAL,
-            },
-        );
-        core.handle(
-            0,
-            Input::Unlock {
-                cookie,
-                flags: LkmFlags::empty(),
-                lvb: [0; 64],
-            },
-        );
-        out.clear();
-        core.take_outputs(&mut out);
+        core.pair(i, name, LkmFlags::LOCAL);
     }
     let after = rss_bytes();
-    assert_eq!(core.resource_count() as u64, N);
+    assert_eq!(core.core.resource_count() as u64, N);
     let per = (after - before) as f64 / N as f64;
     println!(
         "memory: {} idle resources (20-byte names) in a domain core: {:.0} MiB resident more, {:.0} bytes each",

@@ -364,6 +364,16 @@ fn flags(noqueue: bool, valblk: bool) -> LkmFlags {
     f
 }
 
+/// A new lock's flags: [`flags`], with GET_LVB for a remote node's request (`remote_get`).
+fn request_flags(noqueue: bool, valblk: bool, remote_get: bool) -> LkmFlags {
+    let f = flags(noqueue, valblk);
+    if remote_get {
+        f | LkmFlags::GET_LVB
+    } else {
+        f
+    }
+}
+
 /// Ids handed out so far (removed ones included, so stale ids get exercised too).
 struct Ids {
     all: Vec<LockId>,
@@ -403,10 +413,7 @@ proptest! {
             match op {
                 Op::Request { node, mode, noqueue, valblk, remote_get } => {
                     let id = ids.fresh(node);
-                    let mut f = flags(noqueue, valblk);
-                    if remote_get {
-                        f |= LkmFlags::GET_LVB;
-                    }
+                    let f = request_flags(noqueue, valblk, remote_get);
                     let a = r.request(id, mode, f);
                     let b = m.request(id, mode, f);
                     prop_assert_eq!(a, b);
@@ -461,10 +468,7 @@ proptest! {
             match op {
                 Op::Request { node, mode, noqueue, valblk, remote_get } => {
                     let id = ids.fresh(node);
-                    let mut f = flags(noqueue, valblk);
-                    if remote_get {
-                        f |= LkmFlags::GET_LVB;
-                    }
+                    let f = request_flags(noqueue, valblk, remote_get);
                     let _ = r.request(id, mode, f);
                 }
                 Op::Convert { pick, mode, noqueue, valblk, byte } => {

@@ -42,6 +42,35 @@ fn noqueue(nq: bool) -> LkmFlags {
     }
 }
 
+/// What a new lock or a conversion returns: granted when it can be at once (`immediate`),
+/// else refused under NOQUEUE (`nq`) or queued.
+fn outcome(immediate: bool, nq: bool) -> Result<Requested, DlmStatus> {
+    if immediate {
+        Ok(Requested::Granted)
+    } else if nq {
+        Err(DlmStatus::Notqueued)
+    } else {
+        Ok(Requested::Queued)
+    }
+}
+
+/// The AST granting node `node`'s lock in `mode` (no value block asked for).
+fn ast(node: u8, mode: LockMode) -> Delivery {
+    Delivery::Ast {
+        lock: id(node),
+        mode,
+        lvb: None,
+    }
+}
+
+/// The BAST telling node `node`'s lock that it blocks a request for `blocked`.
+fn bast(node: u8, blocked: LockMode) -> Delivery {
+    Delivery::Bast {
+        lock: id(node),
+        blocked,
+    }
+}
+
 fn settle(r: &mut LockResource) -> Vec<Delivery> {
     let mut out = Vec::new();
     r.shuffle();
@@ -82,49 +111,20 @@ fn new_lock_against_each_granted_mode() {
                 r.request(id(1), held, LkmFlags::empty()).unwrap();
                 settle(&mut r);
                 let got = r.request(id(2), want, noqueue(nq));
-                let expect = if spec_compatible(held, want) {
-                    Ok(Requested::Granted)
-                } else if nq {
-                    Err(DlmStatus::Notqueued)
-                } else {
-                    Ok(Requested::Queued)
-                };
+                let expect = outcome(spec_compatible(held, want), nq);
                 assert_eq!(got, expect, "{ctx}");
                 let d = settle(&mut r);
                 match expect {
                     Ok(Requested::Granted) => {
-                        assert_eq!(
-                            d,
-                            vec![Delivery::Ast {
-                                lock: id(2),
-                                mode: want,
-                                lvb: None
-                            }],
-                            "{ctx}"
-                        );
+                        assert_eq!(d, vec![ast(2, want)], "{ctx}");
                     }
                     Ok(Requested::Queued) => {
                         // The holder is told which mode it blocks; the request waits.
-                        assert_eq!(
-                            d,
-                            vec![Delivery::Bast {
-                                lock: id(1),
-                                blocked: want
-                            }],
-                            "{ctx}"
-                        );
+                        assert_eq!(d, vec![bast(1, want)], "{ctx}");
                         assert_eq!(r.find(id(2)).unwrap().0, QueueKind::Blocked, "{ctx}");
                         // Releasing the holder grants the request.
                         r.unlock(id(1), LkmFlags::empty(), None).unwrap();
-                        assert_eq!(
-                            settle(&mut r),
-                            vec![Delivery::Ast {
-                                lock: id(2),
-                                mode: want,
-                                lvb: None
-                            }],
-                            "{ctx}"
-                        );
+                        assert_eq!(settle(&mut r), vec![ast(2, want)], "{ctx}");
                     }
                     // NOQUEUE failures leave no trace and tell nobody.
                     Err(_) => {
@@ -165,11 +165,7 @@ fn new_lock_against_a_pending_conversion() {
                         && spec_compatible(c, want);
                     assert_eq!(
                         r.request(id(3), want, LkmFlags::NOQUEUE),
-                        if grant {
-                            Ok(Requested::Granted)
-                        } else {
-                            Err(DlmStatus::Notqueued)
-                        },
+                        outcome(grant, true),
                         "{ctx}"
                     );
                     cases += 1;
@@ -203,26 +199,12 @@ fn every_conversion_outcome() {
                     settle(&mut r);
                     let got = r.convert(id(2), to, noqueue(nq), None);
                     let immediate = to <= from || other.is_none_or(|o| spec_compatible(o, to));
-                    let expect = if immediate {
-                        Ok(Requested::Granted)
-                    } else if nq {
-                        Err(DlmStatus::Notqueued)
-                    } else {
-                        Ok(Requested::Queued)
-                    };
+                    let expect = outcome(immediate, nq);
                     assert_eq!(got, expect, "{ctx}");
                     let d = settle(&mut r);
                     match expect {
                         Ok(Requested::Granted) => {
-                            assert_eq!(
-                                d,
-                                vec![Delivery::Ast {
-                                    lock: id(2),
-                                    mode: to,
-                                    lvb: None
-                                }],
-                                "{ctx}"
-                            );
+                            assert_eq!(d, vec![ast(2, to)], "{ctx}");
                             let (q, l) = r.find(id(2)).unwrap();
                             assert_eq!((q, l.mode, l.convert_type), (QueueKind::Granted, to, None));
                             // Granted conversions move to the tail of the granted queue.
@@ -230,14 +212,7 @@ fn every_conversion_outcome() {
                         }
                         Ok(Requested::Queued) => {
                             let o = other.unwrap();
-                            assert_eq!(
-                                d,
-                                vec![Delivery::Bast {
-                                    lock: id(1),
-                                    blocked: to
-                                }],
-                                "{ctx}"
-                            );
+                            assert_eq!(d, vec![bast(1, to)], "{ctx}");
                             let (q, l) = r.find(id(2)).unwrap();
                             assert_eq!(
                                 (q, l.mode, l.convert_type),
@@ -248,22 +223,7 @@ fn every_conversion_outcome() {
                             // through: the holder's AST first, then ours from the shuffle.
                             let down = if spec_compatible(Nl, to) { Nl } else { o };
                             r.convert(id(1), down, LkmFlags::empty(), None).unwrap();
-                            assert_eq!(
-                                settle(&mut r),
-                                vec![
-                                    Delivery::Ast {
-                                        lock: id(1),
-                                        mode: down,
-                                        lvb: None
-                                    },
-                                    Delivery::Ast {
-                                        lock: id(2),
-                                        mode: to,
-                                        lvb: None
-                                    },
-                                ],
-                                "{ctx}"
-                            );
+                            assert_eq!(settle(&mut r), vec![ast(1, down), ast(2, to),], "{ctx}");
                         }
                         Err(_) => {
                             assert!(d.is_empty(), "{ctx}");

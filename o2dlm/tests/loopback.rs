@@ -2,20 +2,11 @@
 
 mod cluster;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use o2dlm::wire::{LkmFlags, LockMode};
 use o2dlm::DlmError;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -24,15 +15,14 @@ const LIMIT: Duration = Duration::from_secs(60);
 async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
     let cluster = cluster::start(nodes, cluster::config(300));
     let domains = cluster.join_all("hammer").await;
-    let plain = Arc::new(AtomicU64::new(0));
-    // Tasks inside each lock's critical section right now.
-    let inside: Arc<Vec<AtomicU64>> = Arc::new((0..locks).map(|_| AtomicU64::new(0)).collect());
+    // One counter in memory per lock, touched only under its EX.
+    let counters: Arc<Vec<cluster::ExCounter>> =
+        Arc::new((0..locks).map(|_| cluster::ExCounter::default()).collect());
     let mut joins = Vec::new();
     for (i, d) in domains.iter().enumerate() {
         for t in 0..tasks_per_node {
             let d = d.clone();
-            let plain = plain.clone();
-            let inside = inside.clone();
+            let counters = counters.clone();
             joins.push(tokio::spawn(async move {
                 for r in 0..rounds {
                     let k = (i + t + r) % locks;
@@ -41,20 +31,8 @@ async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
                         .lock(&name, LockMode::Ex, LkmFlags::VALBLK)
                         .await
                         .expect("EX");
-                    // Nobody else may be inside this lock's critical section.
-                    assert_eq!(
-                        inside[k].fetch_add(1, Ordering::SeqCst),
-                        0,
-                        "two EX holders of {name}"
-                    );
-                    let mut lvb = *l.lvb();
-                    let v = u64::from_be_bytes(lvb[..8].try_into().expect("8 bytes"));
-                    lvb[..8].copy_from_slice(&(v + 1).to_be_bytes());
-                    l.set_lvb(lvb);
-                    let p = plain.load(Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    plain.store(p + 1, Ordering::SeqCst);
-                    inside[k].fetch_sub(1, Ordering::SeqCst);
+                    cluster::bump_lvb_count(&mut l);
+                    counters[k].bump().await;
                     l.unlock_with(LkmFlags::VALBLK).await.expect("unlock");
                 }
             }));
@@ -67,10 +45,9 @@ async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
             .expect("task ok");
     }
     let total = (nodes as usize * tasks_per_node * rounds) as u64;
-    // Lost updates would show when all tasks share one lock.
-    if locks == 1 {
-        assert_eq!(plain.load(Ordering::SeqCst), total);
-    }
+    // A lost update under any lock would show.
+    let counted: u64 = counters.iter().map(cluster::ExCounter::value).sum();
+    assert_eq!(counted, total);
     // Sum of the value blocks over all locks equals the number of increments.
     let mut sum = 0;
     for k in 0..locks {
@@ -78,7 +55,7 @@ async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
             .lock(format!("counter{k}"), LockMode::Pr, LkmFlags::VALBLK)
             .await
             .expect("PR");
-        sum += u64::from_be_bytes(l.lvb()[..8].try_into().expect("8 bytes"));
+        sum += cluster::lvb_count(&l);
         l.unlock().await.expect("unlock");
     }
     assert_eq!(sum, total);
@@ -93,27 +70,27 @@ async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
 
 #[test]
 fn one_node_counter_is_exact() {
-    rt().block_on(hammer(1, 4, 200, 1));
+    cluster::runtime().block_on(hammer(1, 4, 200, 1));
 }
 
 #[test]
 fn two_nodes_counter_is_exact() {
-    rt().block_on(hammer(2, 3, 40, 1));
+    cluster::runtime().block_on(hammer(2, 3, 40, 1));
 }
 
 #[test]
 fn three_nodes_counter_is_exact_over_few_locks() {
-    rt().block_on(hammer(3, 3, 30, 2));
+    cluster::runtime().block_on(hammer(3, 3, 30, 2));
 }
 
 #[test]
 fn eight_nodes_counter_is_exact() {
-    rt().block_on(hammer(8, 2, 15, 1));
+    cluster::runtime().block_on(hammer(8, 2, 15, 1));
 }
 
 #[test]
 fn pr_is_shared_and_noqueue_refuses_ex() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(3, cluster::config(300));
         let d = cluster.join_all("share").await;
         let a = d[0]
@@ -151,7 +128,7 @@ fn pr_is_shared_and_noqueue_refuses_ex() {
 
 #[test]
 fn bast_hands_ex_over_and_lvb_follows() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(2, cluster::config(300));
         let d = cluster.join_all("handoff").await;
         let mut holder = d[0]
@@ -199,7 +176,7 @@ fn bast_hands_ex_over_and_lvb_follows() {
 
 #[test]
 fn everyone_takes_a_new_lock_at_once() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(8, cluster::config(300));
         let d = cluster.join_all("race").await;
         for round in 0..5 {
@@ -241,7 +218,7 @@ fn everyone_takes_a_new_lock_at_once() {
 
 #[test]
 fn dropping_a_pending_request_cancels_it() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(2, cluster::config(300));
         let d = cluster.join_all("cancel").await;
         let ex = d[0]
@@ -268,7 +245,7 @@ fn dropping_a_pending_request_cancels_it() {
 
 #[test]
 fn dumps_show_owner_and_locks() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(2, cluster::config(300));
         let d = cluster.join_all("dump").await;
         let l = d[1]
@@ -291,7 +268,7 @@ fn dumps_show_owner_and_locks() {
 
 #[test]
 fn nodes_joining_at_once_all_get_in() {
-    rt().block_on(async {
+    cluster::runtime().block_on(async {
         let cluster = cluster::start(8, cluster::config(300));
         let mut joins = Vec::new();
         for d in &cluster.dlms {

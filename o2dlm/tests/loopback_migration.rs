@@ -7,7 +7,6 @@
 
 mod cluster;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,31 +44,22 @@ fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
                 .expect("EX on node 3 once node 2 lets go")
         });
 
-        let plain = Arc::new(AtomicU64::new(0));
-        let inside = Arc::new(AtomicU64::new(0));
+        let counter = Arc::new(cluster::ExCounter::default());
         const TASKS: usize = 2;
         const ROUNDS: u64 = 300;
         let mut joins = Vec::new();
         for d in domains.iter().skip(1) {
             for _ in 0..TASKS {
                 let d = d.clone();
-                let plain = plain.clone();
-                let inside = inside.clone();
+                let counter = counter.clone();
                 joins.push(tokio::spawn(async move {
                     for _ in 0..ROUNDS {
                         let mut l = d
                             .lock("counter", LockMode::Ex, LkmFlags::VALBLK)
                             .await
                             .expect("EX on the counter");
-                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
-                        let p = plain.load(Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        plain.store(p + 1, Ordering::SeqCst);
-                        let mut lvb = *l.lvb();
-                        let n = u64::from_le_bytes(lvb[..8].try_into().expect("8 bytes"));
-                        lvb[..8].copy_from_slice(&(n + 1).to_le_bytes());
-                        l.set_lvb(lvb);
-                        inside.fetch_sub(1, Ordering::SeqCst);
+                        counter.bump().await;
+                        cluster::bump_lvb_count(&mut l);
                         // Down to PR (writes the value block back), then away.
                         l.convert(LockMode::Pr, LkmFlags::VALBLK)
                             .await
@@ -80,10 +70,10 @@ fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
             }
         }
         // Let the workers get going, then node 1 leaves in the middle of it.
-        while plain.load(Ordering::SeqCst) < 20 {
+        while counter.value() < 20 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let before = plain.load(Ordering::SeqCst);
+        let before = counter.value();
         assert!(before < 2 * TASKS as u64 * ROUNDS, "workers still running");
         tokio::time::timeout(Duration::from_secs(20), domains[0].leave())
             .await
@@ -99,7 +89,7 @@ fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
                 .expect("task ok");
         }
         let total = 2 * TASKS as u64 * ROUNDS;
-        assert_eq!(plain.load(Ordering::SeqCst), total);
+        assert_eq!(counter.value(), total);
         let l = domains[2]
             .lock("counter", LockMode::Pr, LkmFlags::VALBLK)
             .await
@@ -112,11 +102,7 @@ fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
         assert!(matches!(owner, Some(2 | 3)), "new master {owner:?}");
         assert_eq!(domains[2].owner_of("counter"), owner);
         nl.unlock().await.expect("unlock");
-        assert_eq!(
-            u64::from_le_bytes(l.lvb()[..8].try_into().expect("8 bytes")),
-            total,
-            "value block counter"
-        );
+        assert_eq!(cluster::lvb_count(&l), total, "value block counter");
         l.unlock().await.expect("unlock");
 
         // Node 2 still holds "held" (node 3 waits): migrated to node 2, the first holder.

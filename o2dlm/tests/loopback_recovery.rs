@@ -5,7 +5,6 @@
 
 mod cluster;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,27 +22,21 @@ fn killing_the_master_of_a_contended_lock_hands_it_to_the_survivors() {
             .await
             .expect("EX on node 3");
         assert_eq!(domains[0].owner_of("counter"), None);
-        let plain = Arc::new(AtomicU64::new(0));
-        let inside = Arc::new(AtomicU64::new(0));
+        let counter = Arc::new(cluster::ExCounter::default());
         const TASKS: usize = 2;
         const ROUNDS: u64 = 15;
         let mut joins = Vec::new();
         for d in domains.iter().take(2) {
             for _ in 0..TASKS {
                 let d = d.clone();
-                let plain = plain.clone();
-                let inside = inside.clone();
+                let counter = counter.clone();
                 joins.push(tokio::spawn(async move {
                     for _ in 0..ROUNDS {
                         let l = d
                             .lock("counter", LockMode::Ex, LkmFlags::empty())
                             .await
                             .expect("EX after recovery");
-                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two EX holders");
-                        let p = plain.load(Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        plain.store(p + 1, Ordering::SeqCst);
-                        inside.fetch_sub(1, Ordering::SeqCst);
+                        counter.bump().await;
                         l.unlock().await.expect("unlock");
                     }
                 }));
@@ -51,7 +44,7 @@ fn killing_the_master_of_a_contended_lock_hands_it_to_the_survivors() {
         }
         // Everyone is queued behind node 3.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(plain.load(Ordering::SeqCst), 0);
+        assert_eq!(counter.value(), 0);
         // kill -9 of node 3: its connections drop, its lock is never released.
         std::mem::forget(held);
         cluster.nets[2].shutdown();
@@ -66,7 +59,7 @@ fn killing_the_master_of_a_contended_lock_hands_it_to_the_survivors() {
                 .expect("waiters finish after recovery")
                 .expect("task ok");
         }
-        assert_eq!(plain.load(Ordering::SeqCst), 2 * TASKS as u64 * ROUNDS);
+        assert_eq!(counter.value(), 2 * TASKS as u64 * ROUNDS);
         let owner = domains[0].owner_of("counter");
         assert!(matches!(owner, Some(1 | 2)), "new master {owner:?}");
         assert_eq!(domains[1].owner_of("counter"), owner);

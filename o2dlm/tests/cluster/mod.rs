@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use o2dlm::{Dlm, DlmConfig, Domain};
+use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
 use o2net::{Net, NetConfig, NodeInfo};
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
@@ -108,4 +108,46 @@ impl Cluster {
             n.shutdown();
         }
     }
+}
+
+/// A counter in memory that only the EX holders of one lock touch. An increment reads, yields
+/// to other tasks and writes: two holders at once would lose updates, and are caught in the
+/// act.
+#[derive(Default)]
+pub struct ExCounter {
+    value: AtomicU64,
+    /// Holders inside [`ExCounter::bump`] right now.
+    inside: AtomicU64,
+}
+
+impl ExCounter {
+    /// Adds one, by a task holding the lock in EX; panics if another holder is inside.
+    pub async fn bump(&self) {
+        assert_eq!(
+            self.inside.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two EX holders"
+        );
+        let v = self.value.load(Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.value.store(v + 1, Ordering::SeqCst);
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value.load(Ordering::SeqCst)
+    }
+}
+
+/// The counter kept in the first 8 bytes of a lock's value block.
+pub fn lvb_count(l: &LockHandle) -> u64 {
+    u64::from_le_bytes(l.lvb()[..8].try_into().expect("8 bytes"))
+}
+
+/// Adds one to [`lvb_count`]; an EX holder's value block goes back to the resource when it
+/// converts down or unlocks with VALBLK.
+pub fn bump_lvb_count(l: &mut LockHandle) {
+    let mut lvb = *l.lvb();
+    lvb[..8].copy_from_slice(&(lvb_count(l) + 1).to_le_bytes());
+    l.set_lvb(lvb);
 }
