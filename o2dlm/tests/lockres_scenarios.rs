@@ -2,52 +2,18 @@
 //! cancellation, value-block rules, cancel and unlock, the recovery lock, dead-node cleanup,
 //! and moving a resource's locks by migration and recovery.
 
-use o2dlm::lockres::{Delivery, LockId, LockResource, Migrated, Requested, Unlocked};
+mod engine;
+
+use engine::{ast, bast, flush, id, res, settle};
+use o2dlm::lockres::{Delivery, LockResource, Migrated, Requested, Unlocked};
 use o2dlm::wire::{
-    DlmStatus, LkmFlags, LockMode, LockName, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB,
-    LKSB_PUT_LVB, MRES_ALL_DONE, MRES_MIGRATION, MRES_RECOVERY,
+    DlmStatus, LkmFlags, LockMode, Lvb, MigratableLock, QueueKind, LKSB_GET_LVB, LKSB_PUT_LVB,
+    MRES_ALL_DONE, MRES_MIGRATION, MRES_RECOVERY,
 };
 
 use LockMode::{Ex, Nl, Pr};
 
 const NONE: LkmFlags = LkmFlags::empty();
-
-fn res(name: &str) -> LockResource {
-    LockResource::new(LockName::new(name.as_bytes()).unwrap())
-}
-
-fn id(node: u8) -> LockId {
-    LockId {
-        node,
-        cookie: (u64::from(node) << 56) | 7,
-    }
-}
-
-fn ast(node: u8, mode: LockMode) -> Delivery {
-    Delivery::Ast {
-        lock: id(node),
-        mode,
-        lvb: None,
-    }
-}
-
-fn bast(node: u8, blocked: LockMode) -> Delivery {
-    Delivery::Bast {
-        lock: id(node),
-        blocked,
-    }
-}
-
-fn flush(r: &mut LockResource) -> Vec<Delivery> {
-    let mut out = Vec::new();
-    r.flush(&mut out);
-    out
-}
-
-fn settle(r: &mut LockResource) -> Vec<Delivery> {
-    r.shuffle();
-    flush(r)
-}
 
 fn lvb(text: &str) -> Lvb {
     let mut l = [0u8; 64];
@@ -444,7 +410,7 @@ fn rec(
     convert_type: Option<LockMode>,
 ) -> MigratableLock {
     MigratableLock {
-        cookie: (u64::from(node) << 56) | 7,
+        cookie: id(node).cookie,
         list,
         flags: 0,
         type_: Some(type_),

@@ -2,8 +2,11 @@
 //! and every conversion outcome, checked against the compatibility matrix written out from
 //! spec o2dlm.md §2 (not computed by the code under test).
 
-use o2dlm::lockres::{Delivery, LockId, LockResource, Requested};
-use o2dlm::wire::{DlmStatus, LkmFlags, LockMode, LockName, QueueKind};
+mod engine;
+
+use engine::{ast, bast, id, res, settle};
+use o2dlm::lockres::Requested;
+use o2dlm::wire::{DlmStatus, LkmFlags, LockMode, QueueKind};
 
 use LockMode::{Ex, Nl, Pr};
 
@@ -21,17 +24,6 @@ fn spec_compatible(existing: LockMode, request: LockMode) -> bool {
         Ex => 2,
     };
     TABLE[i(existing)][i(request)]
-}
-
-fn res() -> LockResource {
-    LockResource::new(LockName::new(b"table").unwrap())
-}
-
-fn id(node: u8) -> LockId {
-    LockId {
-        node,
-        cookie: (u64::from(node) << 56) | 1,
-    }
 }
 
 fn noqueue(nq: bool) -> LkmFlags {
@@ -52,30 +44,6 @@ fn outcome(immediate: bool, nq: bool) -> Result<Requested, DlmStatus> {
     } else {
         Ok(Requested::Queued)
     }
-}
-
-/// The AST granting node `node`'s lock in `mode` (no value block asked for).
-fn ast(node: u8, mode: LockMode) -> Delivery {
-    Delivery::Ast {
-        lock: id(node),
-        mode,
-        lvb: None,
-    }
-}
-
-/// The BAST telling node `node`'s lock that it blocks a request for `blocked`.
-fn bast(node: u8, blocked: LockMode) -> Delivery {
-    Delivery::Bast {
-        lock: id(node),
-        blocked,
-    }
-}
-
-fn settle(r: &mut LockResource) -> Vec<Delivery> {
-    let mut out = Vec::new();
-    r.shuffle();
-    r.flush(&mut out);
-    out
 }
 
 #[test]
@@ -107,7 +75,7 @@ fn new_lock_against_each_granted_mode() {
         for want in LockMode::ALL {
             for nq in [false, true] {
                 let ctx = format!("held {held}, request {want}, noqueue {nq}");
-                let mut r = res();
+                let mut r = res("table");
                 r.request(id(1), held, LkmFlags::empty()).unwrap();
                 settle(&mut r);
                 let got = r.request(id(2), want, noqueue(nq));
@@ -150,7 +118,7 @@ fn new_lock_against_a_pending_conversion() {
                 }
                 for want in LockMode::ALL {
                     let ctx = format!("held {a}, converting {b}->{c}, request {want}");
-                    let mut r = res();
+                    let mut r = res("table");
                     r.request(id(1), a, LkmFlags::empty()).unwrap();
                     r.request(id(2), b, LkmFlags::empty()).unwrap();
                     settle(&mut r);
@@ -191,7 +159,7 @@ fn every_conversion_outcome() {
             for to in LockMode::ALL {
                 for nq in [false, true] {
                     let ctx = format!("other {other:?}, {from}->{to}, noqueue {nq}");
-                    let mut r = res();
+                    let mut r = res("table");
                     if let Some(o) = other {
                         r.request(id(1), o, LkmFlags::empty()).unwrap();
                     }
@@ -242,7 +210,7 @@ fn every_conversion_outcome() {
 
 #[test]
 fn conversion_preconditions() {
-    let mut r = res();
+    let mut r = res("table");
     r.request(id(1), Ex, LkmFlags::empty()).unwrap();
     r.request(id(2), Pr, LkmFlags::empty()).unwrap();
     settle(&mut r);
@@ -270,7 +238,7 @@ fn conversion_preconditions() {
         Err(DlmStatus::Badargs)
     );
     // A lock waiting to convert cannot convert again.
-    let mut r = res();
+    let mut r = res("table");
     r.request(id(1), Pr, LkmFlags::empty()).unwrap();
     r.request(id(2), Pr, LkmFlags::empty()).unwrap();
     settle(&mut r);
