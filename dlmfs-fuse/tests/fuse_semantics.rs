@@ -3,13 +3,15 @@
 //! resource engine), contend as two cluster nodes do. Needs root and /dev/fuse; fails (never
 //! skips) without them. Every mount is unmounted when its test ends, pass or fail.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+#[path = "common/syscalls.rs"]
+mod syscalls;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dlmfs_fuse::{mount, LocalDlm, MountHandle, MountOptions};
+use syscalls::{c, close, errno, eventually, open, pread, pwrite, Fd};
 
 /// Two nodes' mounts; unmounted on drop (before the temporary directory goes).
 struct Pair {
@@ -63,64 +65,12 @@ impl Drop for Pair {
     }
 }
 
-fn c(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// An open lock file; closed on drop, so a failing test still lets its mounts go.
-#[derive(Debug, PartialEq, Eq)]
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.0) };
-    }
-}
-
-/// open(2): the fd, or the errno.
-fn open(p: &Path, flags: i32) -> Result<Fd, i32> {
-    let fd = unsafe { libc::open(c(p).as_ptr(), flags | libc::O_CLOEXEC, 0o664) };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(Fd(fd))
-    }
-}
-
-/// close(2), checked.
-fn close(fd: Fd) {
-    let n = fd.0;
-    std::mem::forget(fd);
-    assert_eq!(unsafe { libc::close(n) }, 0, "close");
-}
-
 fn mkdir(p: &Path) -> Result<(), i32> {
     if unsafe { libc::mkdir(c(p).as_ptr(), 0o755) } < 0 {
         Err(errno())
     } else {
         Ok(())
     }
-}
-
-fn pwrite(fd: &Fd, data: &[u8], off: i64) -> Result<usize, i32> {
-    let n = unsafe { libc::pwrite(fd.0, data.as_ptr().cast(), data.len(), off) };
-    if n < 0 {
-        Err(errno())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-fn pread(fd: &Fd, len: usize, off: i64) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    let n = unsafe { libc::pread(fd.0, buf.as_mut_ptr().cast(), len, off) };
-    assert!(n >= 0, "pread failed: errno {}", errno());
-    buf.truncate(n as usize);
-    buf
 }
 
 fn poll_in(fd: &Fd, timeout_ms: i32) -> bool {
@@ -392,15 +342,6 @@ fn unmount_unlocks_cached_locks_and_leaves_the_domains() {
     .expect("granted at once: node 1 let go at unmount");
     assert_eq!(&pread(&rb, 3, 0), b"bye");
     close(rb);
-}
-
-/// Waits up to 5 s for `cond` (the kernel forgets a removed inode shortly after rmdir).
-fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

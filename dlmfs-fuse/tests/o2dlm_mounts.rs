@@ -4,31 +4,14 @@
 //! network), and the value block written on node 1 is read on node 2. Needs root and
 //! /dev/fuse; unmounts and stops the nodes even on failure.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::time::Duration;
 
 #[path = "common/o2dlm_cluster.rs"]
 mod cluster;
+#[path = "common/syscalls.rs"]
+mod syscalls;
 
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn open(p: &Path, flags: i32) -> Result<Fd, i32> {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o664) };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    } else {
-        Ok(Fd(fd))
-    }
-}
+use syscalls::{eventually, open, pread, pwrite};
 
 #[test]
 fn locks_and_value_blocks_cross_the_cluster_through_two_mounts() {
@@ -40,10 +23,7 @@ fn locks_and_value_blocks_cross_the_cluster_through_two_mounts() {
 
     let w1 = open(&d1.join("L"), libc::O_CREAT | libc::O_RDWR).expect("EX on node 1");
     let msg = b"over o2net";
-    assert_eq!(
-        unsafe { libc::pwrite(w1.0, msg.as_ptr().cast(), msg.len(), 0) },
-        msg.len() as isize
-    );
+    assert_eq!(pwrite(&w1, msg, 0), Ok(msg.len()));
     assert_eq!(
         open(
             &d2.join("L"),
@@ -68,23 +48,11 @@ fn locks_and_value_blocks_cross_the_cluster_through_two_mounts() {
     rx.recv_timeout(Duration::from_secs(10))
         .expect("granted once node 1 closes");
     let r2 = waiter.join().unwrap().expect("PR on node 2");
-    let mut buf = [0u8; 64];
-    assert_eq!(
-        unsafe { libc::pread(r2.0, buf.as_mut_ptr().cast(), 64, 0) },
-        64
-    );
+    let buf = pread(&r2, 64, 0);
+    assert_eq!(buf.len(), 64);
     assert_eq!(&buf[..msg.len()], msg, "node 2 reads node 1's value block");
     drop(r2);
     drop(nodes);
-}
-
-/// Waits until `f` holds, for up to 5 s.
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
