@@ -15,7 +15,7 @@ use o2dlm::wire::LockMode;
 
 #[path = "common/loopback.rs"]
 mod common;
-use common::{take_all, with_cluster};
+use common::{print_table, take_all, with_cluster};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
     with_cluster(port, |nets, _dlms, domains| async move {
@@ -48,16 +48,13 @@ fn run(n: usize, port: u16) -> (Duration, Duration) {
 }
 
 fn main() {
-    let base = 26000 + (std::process::id() % 100) as u16 * 10;
-    println!("| resources mastered by the leaving node | leave (migration included) | baseline: the others acquire their 2N PR locks | ratio |");
-    println!("|---|---|---|---|");
-    for (k, n) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
-        let (leave, acq) = run(n, base + k as u16);
-        println!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.2}x |",
-            leave.as_secs_f64() * 1e3,
-            acq.as_secs_f64() * 1e3,
-            leave.as_secs_f64() / acq.as_secs_f64()
-        );
-    }
+    print_table(
+        [
+            "resources mastered by the leaving node",
+            "leave (migration included)",
+            "baseline: the others acquire their 2N PR locks",
+        ],
+        26000,
+        run,
+    );
 }

@@ -15,7 +15,7 @@ use o2dlm::wire::LockMode;
 
 #[path = "common/loopback.rs"]
 mod common;
-use common::{take_all, with_cluster};
+use common::{print_table, take_all, with_cluster};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
     with_cluster(port, |nets, dlms, domains| async move {
@@ -61,16 +61,13 @@ fn run(n: usize, port: u16) -> (Duration, Duration) {
 }
 
 fn main() {
-    let base = 25000 + (std::process::id() % 100) as u16 * 10;
-    println!("| resources mastered by the dead node | node-down to recovery complete | baseline: survivors acquire their 2N PR locks | ratio |");
-    println!("|---|---|---|---|");
-    for (k, n) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
-        let (reco, acq) = run(n, base + k as u16);
-        println!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.2}x |",
-            reco.as_secs_f64() * 1e3,
-            acq.as_secs_f64() * 1e3,
-            reco.as_secs_f64() / acq.as_secs_f64()
-        );
-    }
+    print_table(
+        [
+            "resources mastered by the dead node",
+            "node-down to recovery complete",
+            "baseline: survivors acquire their 2N PR locks",
+        ],
+        25000,
+        run,
+    );
 }

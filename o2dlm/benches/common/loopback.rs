@@ -1,4 +1,7 @@
-//! The three-node loopback cluster and bulk locking the loopback benchmarks share.
+//! The three-node loopback cluster, bulk locking and result table the loopback benchmarks
+//! share.
+
+use std::time::Duration;
 
 use o2dlm::wire::{LkmFlags, LockMode};
 use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
@@ -33,6 +36,29 @@ pub async fn take_all(d: &Domain, n: usize, mode: LockMode) -> Vec<LockHandle> {
     out
 }
 
+/// Runs `run(n, port)` for 1,000, 10,000 and 100,000 resources, each on its own port from
+/// `port_base` (and the pid), and prints the measured time against the baseline as a Markdown
+/// table with the column titles `titles` (resources, measured, baseline).
+pub fn print_table(
+    titles: [&str; 3],
+    port_base: u16,
+    run: impl Fn(usize, u16) -> (Duration, Duration),
+) {
+    let base = port_base + (std::process::id() % 100) as u16 * 10;
+    let [resources, measured, baseline] = titles;
+    println!("| {resources} | {measured} | {baseline} | ratio |");
+    println!("|---|---|---|---|");
+    for (k, n) in [1_000usize, 10_000, 100_000].into_iter().enumerate() {
+        let (took, base_took) = run(n, base + k as u16);
+        println!(
+            "| {n} | {:.1} ms | {:.1} ms | {:.2}x |",
+            took.as_secs_f64() * 1e3,
+            base_took.as_secs_f64() * 1e3,
+            took.as_secs_f64() / base_took.as_secs_f64()
+        );
+    }
+}
+
 /// Runs `f` on a two-thread runtime with the three nodes started and joined to "bench".
 pub fn with_cluster<T, F>(port: u16, f: impl FnOnce(Vec<Net>, Vec<Dlm>, Vec<Domain>) -> F) -> T
 where
@@ -43,11 +69,9 @@ where
             purge_interval_ms: 600_000,
             ..DlmConfig::default()
         };
-        let cluster::Cluster { nets, dlms } = cluster::start_on(port, 3, cfg);
-        let mut domains = Vec::new();
-        for d in &dlms {
-            domains.push(d.join("bench").await.expect("join"));
-        }
+        let cluster = cluster::start_on(port, 3, cfg);
+        let domains = cluster.join_all("bench").await;
+        let cluster::Cluster { nets, dlms } = cluster;
         f(nets, dlms, domains).await
     })
 }
