@@ -15,13 +15,7 @@ const UP: Duration = Duration::from_secs(30);
 
 #[test]
 fn three_daemons_see_each_other_and_status_reads_as_the_init_script() {
-    let mut c = TestCluster::new(101, 3, false, 200, 7);
-    for i in 0..3 {
-        c.start(i);
-    }
-    for i in 0..3 {
-        c.wait_all_up(i, &[0, 1, 2]);
-    }
+    let c = TestCluster::three_up(101);
     let nodes = c.ok(1, &["nodes"]);
     assert_eq!(
         nodes

@@ -9,17 +9,6 @@ use daemon_common::{wait_file, TestCluster, BIN};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn up(net: u8) -> TestCluster {
-    let mut c = TestCluster::new(net, 3, false, 200, 7);
-    for i in 0..3 {
-        c.start(i);
-    }
-    for i in 0..3 {
-        c.wait_all_up(i, &[0, 1, 2]);
-    }
-    c
-}
-
 /// `o2cb lock DOMAIN NAME [extra] --node n<i> ... -- command...`
 fn lock_cmd(c: &TestCluster, i: usize, extra: &[&str], command: &[&str]) -> Command {
     let mut cmd = c.cmd();
@@ -47,7 +36,7 @@ impl Drop for Pids {
 
 #[test]
 fn a_shell_script_on_three_nodes_counts_under_an_ex_lock() {
-    let c = up(111);
+    let c = TestCluster::three_up(111);
     let counter = c.dir.path().join("counter");
     std::fs::write(&counter, "0\n").unwrap();
     // Read, pause, write: without the lock, concurrent scripts lose updates.
@@ -87,7 +76,7 @@ fn a_shell_script_on_three_nodes_counts_under_an_ex_lock() {
 
 #[test]
 fn trylock_fails_while_held_elsewhere_and_a_waiter_gets_the_lock_after() {
-    let c = up(112);
+    let c = TestCluster::three_up(112);
     let d = c.dir.path();
     let mut holder = lock_cmd(
         &c,
@@ -178,7 +167,7 @@ fn trylock_fails_while_held_elsewhere_and_a_waiter_gets_the_lock_after() {
 
 #[test]
 fn a_killed_lock_client_releases_its_lock() {
-    let c = up(113);
+    let c = TestCluster::three_up(113);
     let d = c.dir.path();
     let mut client = lock_cmd(&c, 0, &[], &["sh", "-c", "echo $$ > pid; exec sleep 30"])
         .spawn()
@@ -213,7 +202,7 @@ fn a_killed_lock_client_releases_its_lock() {
 
 #[test]
 fn a_lock_held_by_a_killed_node_is_recovered_and_granted_to_a_waiter() {
-    let mut c = up(124);
+    let mut c = TestCluster::three_up(124);
     let mut pids = Pids(Vec::new());
     let d = c.dir.path().to_path_buf();
     // The commands run until the test ends (the file `stop`, made even if it fails).
@@ -272,7 +261,7 @@ fn a_lock_held_by_a_killed_node_is_recovered_and_granted_to_a_waiter() {
 /// gets the lock, and the node that left can use the domain again at once.
 #[test]
 fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
-    let c = up(114);
+    let c = TestCluster::three_up(114);
     let d = c.dir.path();
     let first = lock_cmd(&c, 1, &[], &["sh", "-c", "touch held1; sleep 1"])
         .spawn()

@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn killing_the_master_daemon_hands_its_lock_to_a_waiter() {
-    let mut c = TestCluster::new(131, 3, false, 200, 7);
-    for i in 0..3 {
-        c.start(i);
-    }
-    for i in 0..3 {
-        c.wait_all_up(i, &[0, 1, 2]);
-    }
+    let mut c = TestCluster::three_up(131);
     let d = c.dir.path().to_path_buf();
     // Node 2 takes the lock first (so it masters it) and never lets go.
     let lock = |c: &TestCluster, i: usize, script: &str| {

@@ -108,6 +108,19 @@ impl TestCluster {
         }
     }
 
+    /// Three nodes on 127.0.`net`.1-3 (global heartbeat, period 200 ms, dead threshold 7),
+    /// started, each seeing all three live and connected.
+    pub fn three_up(net: u8) -> TestCluster {
+        let mut c = TestCluster::new(net, 3, false, 200, 7);
+        for i in 0..3 {
+            c.start(i);
+        }
+        for i in 0..3 {
+            c.wait_all_up(i, &[0, 1, 2]);
+        }
+        c
+    }
+
     /// `o2cb --config-file CONF ARGS`, in this cluster's runtime directory.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
