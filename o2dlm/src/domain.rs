@@ -2585,7 +2585,10 @@ impl DomainCore {
             match (pending, queue) {
                 (Some(PendingOp::Unlock), _) | (Some(PendingOp::Cancel), QueueKind::Blocked) => {
                     own.lock_reply(cookie, DlmStatus::Recovering);
-                    self.own.remove(&cookie);
+                    let meta = self.own.remove(&cookie);
+                    let cancel = pending == Some(PendingOp::Cancel);
+                    let lvb = meta.filter(|m| !cancel && m.unlock_puts_lvb).map(|m| m.lvb);
+                    self.committed_at_death(name, cookie, cancel, lvb);
                     if pending == Some(PendingOp::Cancel) {
                         self.out.push(Output::Done {
                             cookie,
@@ -2996,6 +2999,7 @@ impl RecoveryStore for DomainCore {
             }
             touched.push(*name);
         }
+        self.forget_committed(&touched);
         for name in touched {
             self.kick(now, name);
             let ops = self

@@ -47,8 +47,8 @@ use crate::migration::{
 };
 use crate::secondary::{OwnLocks, PendingOp};
 use crate::wire::{
-    errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, MigLockres, NodeMap,
-    QueueKind, LVB_LEN, MRES_ALL_DONE, NODE_UNKNOWN,
+    errno, DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, Lvb, MigLockres,
+    NodeMap, QueueKind, LVB_LEN, MRES_ALL_DONE, NODE_UNKNOWN,
 };
 use crate::Error;
 
@@ -81,6 +81,19 @@ pub(super) struct MigState {
     /// have left before that node heard the claim. Kept until the old master's migrations
     /// are over (it exits), the claimer dies, or recovery of the old master ends.
     claims: FastMap<LockName, Claim>,
+    /// Unlocks and cancels this node took as done when the master of their resource died
+    /// (the kernel's commit): recovery rebuilds without them, but a live master that turns
+    /// out to hold the queues ([`DomainCore::take_live_master`]) is told them again.
+    committed: FastMap<LockName, Vec<Committed>>,
+}
+
+/// An unlock or cancel taken as done when its master died.
+#[derive(Debug, Clone, Copy)]
+struct Committed {
+    cookie: u64,
+    cancel: bool,
+    /// The value block the unlock wrote back.
+    lvb: Option<Lvb>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +114,7 @@ impl MigState {
             handed_over: 0,
             gone_to: FastMap::default(),
             claims: FastMap::default(),
+            committed: FastMap::default(),
         }
     }
 
@@ -218,6 +232,11 @@ impl DomainCore {
                 // The old master keeps the resource and tries again.
                 self.mles.remove(&name);
                 self.end_migrating(now, name);
+                if self.res.get(&name).is_some_and(|r| r.in_progress) {
+                    // A lookup of ours waited for that target's assert: it asks anew (after
+                    // recovery), and finds the old master.
+                    self.start_mastery(now, name);
+                }
             } else if master == Some(node) && died {
                 // The target has every lock: its assert comes, no recovery.
                 if let (Some(t), Some(res)) = (new_master, self.res.get_mut(&name)) {
@@ -237,10 +256,16 @@ impl DomainCore {
     pub(super) fn has_live_master(&self, name: &LockName) -> bool {
         let me = self.cfg.node;
         let live = |n: u8| n == me || self.domain_map.contains(n);
-        match self.res.get(name) {
-            Some(r) => !r.recovering && r.owner.is_some_and(live),
-            None => self.mig.claims.get(name).is_some_and(|c| live(c.by)),
+        if let Some(r) = self.res.get(name) {
+            if r.recovering {
+                return false;
+            }
+            if let Some(o) = r.owner {
+                return live(o);
+            }
         }
+        // No resource, or a lookup in progress.
+        self.mig.claims.get(name).is_some_and(|c| live(c.by))
     }
 
     /// Recovery of `dead` is over: claims that only mattered to it go.
@@ -248,6 +273,32 @@ impl DomainCore {
         self.mig
             .claims
             .retain(|_, c| c.from != dead && c.from != NODE_UNKNOWN);
+    }
+
+    /// An unlock (writing back `lvb`) or, `cancel`, the cancel of a new request, of lock
+    /// `cookie` on `name` was taken as done because the master died.
+    pub(super) fn committed_at_death(
+        &mut self,
+        name: LockName,
+        cookie: u64,
+        cancel: bool,
+        lvb: Option<Lvb>,
+    ) {
+        let c = Committed {
+            cookie,
+            cancel,
+            lvb,
+        };
+        self.mig.committed.entry(name).or_default().push(c);
+    }
+
+    /// Recovery gave these resources their new master, rebuilt without the committed locks.
+    pub(super) fn forget_committed(&mut self, names: &[LockName]) {
+        if !self.mig.committed.is_empty() {
+            for n in names {
+                self.mig.committed.remove(n);
+            }
+        }
     }
 
     /// Whether `name` is RECOVERING here for a master that is gone: its owner is dead, or it
@@ -283,6 +334,23 @@ impl DomainCore {
         res.owner = Some(owner);
         res.refmap = NodeMap::new();
         res.unused_since = None;
+        // Its queues still hold what this node took as unlocked when the old master died.
+        for c in self.mig.committed.remove(name).unwrap_or_default() {
+            let msg = crate::wire::UnlockLock {
+                cookie: c.cookie,
+                flags: if c.cancel {
+                    LkmFlags::CANCEL
+                } else if c.lvb.is_some() {
+                    LkmFlags::VALBLK
+                } else {
+                    LkmFlags::empty()
+                },
+                node_idx: me,
+                name: *name,
+                lvb: c.lvb,
+            };
+            self.send(owner, DlmMessage::UnlockLock(msg), Sent::Notice);
+        }
     }
 
     /// ASSERT_MASTER with REQUERY from `a.node_idx`: an old master whose migration target
@@ -312,7 +380,17 @@ impl DomainCore {
                 tracing::error!(node = me, domain = %self.cfg.name, lock = %a.name, "o2dlm: node {} reclaims {}, which is mastered here", a.node_idx, a.name);
                 errno::EINVAL
             }
-            None => self.handle_assert(now, a),
+            // Mastery is in progress (or waits for recovery): its own questions find the
+            // master, which then counts this node's reference; meanwhile the claim keeps
+            // recovery here from taking the resource.
+            None => {
+                let claim = Claim {
+                    by: a.node_idx,
+                    from: NODE_UNKNOWN,
+                };
+                self.mig.claims.insert(a.name, claim);
+                0
+            }
         }
     }
 

@@ -967,3 +967,35 @@ fn master_requery_is_answered_with_the_owner_and_the_master_asserts_again() {
     c.settle();
     assert_eq!(c.granted(2, 3).and_then(|g| g.lvb), Some([7; 64]));
 }
+
+#[test]
+fn a_request_waiting_on_a_migration_whose_target_dies_goes_to_the_old_master() {
+    let mut c = Cluster::new(3);
+    c.lock(2, 1, "m", LockMode::Nl, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(2, 1).is_some());
+    c.unlock(2, 1, LkmFlags::empty());
+    c.lock(1, 2, "m", LockMode::Pr, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(1, 2).is_some());
+    c.input(2, Input::Leave);
+    // Node 1 (the PR holder, so the target) gets the records and asks node 0, which never
+    // used "m", to wait for it; node 0 asks for EX, which waits for the migration.
+    deliver_through(&mut c, 2, 1, MsgType::MigLockres);
+    deliver_through(&mut c, 1, 0, MsgType::MigrateRequest);
+    c.lock(0, 3, "m", LockMode::Ex, LkmFlags::empty());
+    c.settle();
+    assert!(c.granted(0, 3).is_none());
+    // The target dies before it asserts.
+    c.dead.push(1);
+    c.input(0, Input::NodeDown(1));
+    c.input(2, Input::NodeDown(1));
+    c.settle();
+    c.wait(5000);
+    assert!(
+        c.granted(0, 3).is_some(),
+        "EX granted once the target is gone"
+    );
+    assert!(c.took(2, |o| *o == Output::Left), "node 2 left");
+    assert_eq!(c.cores[0].owner_of(&name("m")), Some(0));
+}
