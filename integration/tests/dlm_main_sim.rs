@@ -362,3 +362,62 @@ fn a_late_answer_from_a_dead_master_does_not_undo_a_grant() {
 fn a_node_paused_past_its_write_timeout_fences_on_resume() {
     replays_clean(3, 8, &NODE_AND_LINK, "zombie master after a pause");
 }
+
+/// Crashes in the middle of migrations (the migcrash fault): a node's users let go and its
+/// DLM starts handing what it masters to the nodes that use it, and milliseconds later the
+/// leaving node (the old master) or another member (perhaps the migration target) crashes
+/// with MIG_LOCKRES, MIGRATE_REQUEST or FINISH_MIGRATION messages of a migration in flight.
+/// Migration and recovery together keep exclusion, value blocks and progress, and the leave
+/// of a node that survives ends (dlm-leave).
+#[test]
+fn lock_seeds_with_crashes_during_migration_break_no_rule() {
+    let seeds = if cfg!(debug_assertions) { 2 } else { 40 };
+    let mut broken = Vec::new();
+    let (mut grants, mut leaves) = (0, 0);
+    for nodes in 3..=7u16 {
+        for seed in 0..seeds {
+            let o = run(config(nodes, seed, &[FaultKind::MigrationCrash]));
+            if let Some(v) = o.violations.first() {
+                broken.push(format!("{nodes} nodes seed {seed}: {v}"));
+            }
+            grants += judged(&o, "dlm-locks");
+            leaves += judged(&o, "dlm-leave");
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "{} runs broke a rule:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+    assert!(grants > 1000, "only {grants} grants judged");
+    assert!(leaves > 200, "only {leaves} leaves ended");
+}
+
+/// n2 leaves; its target n1 for simlock1 dies after n0 took n1's MIGRATE_REQUEST and before
+/// any FINISH_MIGRATION assert. n2 took the resource back and freed it at once (no reference
+/// from n0), while n0 kept n2 as its master: n0's lock requests on simlock1 waited for good
+/// and n2's master requests, after it joined again, were answered ERROR for good.
+#[test]
+fn a_migration_target_dying_before_any_finish_assert_strands_no_request() {
+    replays_clean(
+        3,
+        95,
+        &[FaultKind::MigrationCrash],
+        "target dead before any FINISH_MIGRATION",
+    );
+}
+
+/// n5 leaves; n3's unlock of simlock1, refused by n5 as migrating, went to the target n0,
+/// which died having asserted to the bystanders only. n3 counted the unlock done with its
+/// dead master, but n5 took the resource back with its own queues, where n3's lock was still
+/// granted: n2's EX request waited behind it for good.
+#[test]
+fn an_unlock_lost_with_a_dead_migration_target_is_told_to_the_old_master() {
+    replays_clean(
+        6,
+        67,
+        &[FaultKind::MigrationCrash],
+        "unlock lost with the target",
+    );
+}
