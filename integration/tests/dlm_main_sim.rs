@@ -421,3 +421,49 @@ fn an_unlock_lost_with_a_dead_migration_target_is_told_to_the_old_master() {
         "unlock lost with the target",
     );
 }
+
+/// n6 leaves; its target n0 for simlock0 dies after asserting to the bystanders only. n6
+/// asserts the resource again (REQUERY); n4, looking simlock0 up, took that for nothing and,
+/// as recovery master for n0, remastered simlock0 from the bystanders' data while n6 still
+/// mastered it: two EX holders.
+#[test]
+fn a_reclaim_seen_during_a_lookup_keeps_recovery_from_a_second_master() {
+    replays_clean(
+        7,
+        227,
+        &[FaultKind::MigrationCrash],
+        "second master after a reclaim",
+    );
+}
+
+/// n0 leaves; its target n1 for simlock2 dies after asserting to the bystanders only. n3 had
+/// released its EX (writing the value block) to n1: the unlock counted as done with its dead
+/// master, and the one told again to n0, which kept the queues, must carry the value block.
+#[test]
+fn an_unlock_told_again_to_the_old_master_writes_its_value_block() {
+    replays_clean(
+        6,
+        33,
+        &[FaultKind::MigrationCrash],
+        "value block of a re-sent unlock",
+    );
+}
+
+/// A one-way cut lost n4's answer to n1's assert of simlock2 (its reference), so n1 freed the
+/// resource and n2 mastered it anew; n4 kept n1 as master, refused n2's assert, and asked n1,
+/// which answered DLM_FORWARD, for good. Such an answer now makes n4 look the master up again.
+#[test]
+fn a_stale_master_that_forwards_is_looked_up_again() {
+    replays_clean(5, 111, &NODE_AND_LINK_LEAVES, "stale master forwarding");
+}
+
+const NODE_AND_LINK_LEAVES: [FaultKind; 8] = [
+    FaultKind::Crash,
+    FaultKind::Pause,
+    FaultKind::Partition,
+    FaultKind::OneWay,
+    FaultKind::Drop,
+    FaultKind::Stall,
+    FaultKind::Leave,
+    FaultKind::MigrationCrash,
+];

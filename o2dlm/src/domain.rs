@@ -1444,6 +1444,23 @@ impl DomainCore {
     }
 
     /// Parks `op` and runs it again after the kernel's retry delay.
+    /// Drops our view of `name`'s owner so that it is looked up again, when nothing of ours
+    /// is on its queues there (no lock granted or converting). Returns whether it did.
+    fn forget_owner(&mut self, name: LockName) -> bool {
+        let Some(res) = self.res.get_mut(&name) else {
+            return false;
+        };
+        let idle = matches!(&res.role, Role::Remote(own) if own.is_empty());
+        if !idle || res.recovering || res.migrating || res.dropping_ref || res.in_progress {
+            return false;
+        }
+        tracing::warn!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, "o2dlm: node {:?} is not the master of {name} after all; looking it up again", res.owner);
+        res.owner = None;
+        res.role = Role::Unknown;
+        res.in_progress = true;
+        true
+    }
+
     fn retry_later(&mut self, now: u64, name: LockName, op: Op) {
         let delay = if matches!(op, Op::Unlock { .. }) {
             UNLOCK_RETRY_MS
@@ -1955,6 +1972,14 @@ impl DomainCore {
                         removed: true,
                         cancel: true,
                     });
+                } else if status == DlmStatus::Forward && self.forget_owner(name) {
+                    // The node we took for master says it is not (our view went stale, e.g.
+                    // its assert reached us but our reference never reached it): look the
+                    // master up again rather than asking it forever.
+                    if let Some(res) = self.res.get_mut(&name) {
+                        res.waiting.push(op);
+                    }
+                    self.start_mastery(now, name);
                 } else {
                     self.retry_later(now, name, op);
                 }
