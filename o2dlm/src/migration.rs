@@ -40,6 +40,9 @@ use crate::Error;
 pub const MIGRATE_RETRY_MS: u64 = 500;
 /// A member that had not seen the target die yet is asked again this much later.
 pub const RECLAIM_RETRY_MS: u64 = 100;
+/// How long a member may answer EAGAIN before the re-assert gives it up (a recovery master's
+/// BEGIN_RECO makes every member see the death long before).
+pub const RECLAIM_GIVE_UP_MS: u64 = 30_000;
 
 /// `dlm_is_lockres_migratable` for a resource this node (`me`) masters that is neither
 /// MIGRATING nor RECOVERING: no lock of `me`, and some other node holds a lock or a reference.
@@ -214,6 +217,8 @@ struct Reclaim {
     /// Members that had not seen the death yet (EAGAIN), asked again at `retry_at`.
     again: NodeMap,
     retry_at: u64,
+    /// When the first answer came.
+    since: Option<u64>,
 }
 
 /// The target's progress with one incoming resource.
@@ -468,6 +473,7 @@ impl Migration {
                 waiting,
                 again: NodeMap::new(),
                 retry_at: 0,
+                since: None,
             },
         );
         for to in waiting.iter() {
@@ -650,13 +656,16 @@ impl Migration {
                 let Some(r) = self.reclaims.get_mut(&name) else {
                     return;
                 };
-                if status == errno::EAGAIN {
+                let since = *r.since.get_or_insert(now);
+                if status == errno::EAGAIN && now.saturating_sub(since) < RECLAIM_GIVE_UP_MS {
                     r.again.insert(n);
                     r.retry_at = now.saturating_add(RECLAIM_RETRY_MS);
                     return;
                 }
                 if status < 0 && !is_host_down(status) {
-                    // A kernel node refuses an assert on a RECOVERING resource.
+                    // A kernel node refuses an assert on a RECOVERING resource; a member that
+                    // never sees the target die (its view of the owner is another live node)
+                    // must not hold recovery back for good.
                     tracing::error!(node = self.me, domain = %self.domain, lock = %name, "o2dlm: node {n} refused the re-assert of {name}: {status}");
                 }
                 if status >= 0 && status & ASSERT_RESPONSE_MASTERY_REF != 0 {
