@@ -37,10 +37,12 @@ pub struct SimArgs {
     #[arg(long)]
     pub seeds: Option<String>,
     /// Fault kinds to draw from: all, none, or a list of
-    /// partition,oneway,drop,stall,slow,corrupt,crash,pause,leave,migcrash (leave: a node's DLM
-    /// leaves its lock domain cleanly and joins again, with --workload locks; migcrash: a leave
-    /// and, milliseconds into it while resources may be migrating, a crash of the leaving node
-    /// or of another member).
+    /// partition,oneway,drop,stall,slow,corrupt,crash,pause,leave,migcrash,migcut (leave: a
+    /// node's DLM leaves its lock domain cleanly and joins again, with --workload locks;
+    /// migcrash: a leave and, milliseconds into it while resources may be migrating, a crash
+    /// of the leaving node or of another member; migcut: a leave with a likely migration
+    /// target's traffic to the others cut one way, and a crash of the leaving node, the cut
+    /// healing after the others declared it dead).
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Let fault episodes overlap (compound failures); overlapped episodes are judged less strictly.

@@ -42,10 +42,18 @@ pub enum FaultKind {
     /// or another member (a possible migration target). The crashed node reboots later as
     /// after `Crash`; the leaving node, if it is not the one, joins again as after `Leave`.
     MigrationCrash,
+    /// A `Leave` with traffic from one other member (the likely migration target) to one or
+    /// every other member cut one way from its start, and a crash of the leaving node a
+    /// little later. A target that has all of a resource's records sends its
+    /// MIGRATE_REQUESTs into the cut and waits for their answers, so the old master dies
+    /// with its migration in flight; the cut heals after the others' heartbeat has declared
+    /// it dead (they start recovering what it mastered), and only then does the request
+    /// arrive. The leaving node reboots at the repair.
+    MigrationCut,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Drop,
@@ -56,6 +64,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::Leave,
         FaultKind::MigrationCrash,
+        FaultKind::MigrationCut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +79,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Leave => "leave",
             FaultKind::MigrationCrash => "migcrash",
+            FaultKind::MigrationCut => "migcut",
         }
     }
 
@@ -77,7 +87,7 @@ impl FaultKind {
     pub fn is_network(self) -> bool {
         matches!(
             self,
-            FaultKind::Partition | FaultKind::OneWay | FaultKind::Drop
+            FaultKind::Partition | FaultKind::OneWay | FaultKind::Drop | FaultKind::MigrationCut
         )
     }
 }
@@ -547,6 +557,51 @@ impl FaultPlan {
                     .heal
                     .max(start + Duration::from_millis(MIGRATION_CRASH_LATEST_MS) + down(rng));
             }
+            FaultKind::MigrationCut => {
+                // A leaving node, a target and at least one bystander.
+                if all.len() < 3 {
+                    return None;
+                }
+                let leaver = all[rng.index(all.len())];
+                let others: Vec<NodeId> = all.iter().copied().filter(|&n| n != leaver).collect();
+                // Migration hands a resource to its first lock holder or else the lowest
+                // referencing node: the lowest other member is the likeliest target.
+                let target = if rng.chance(0.75) {
+                    others[0]
+                } else {
+                    others[rng.index(others.len())]
+                };
+                let mut bystanders: Vec<NodeId> =
+                    others.into_iter().filter(|&n| n != target).collect();
+                if rng.chance(0.3) {
+                    bystanders = vec![bystanders[rng.index(bystanders.len())]];
+                }
+                ep.node = Some(leaver);
+                ep.cut = bystanders.iter().map(|&b| (target, b)).collect();
+                ep.groups = vec![vec![target], bystanders];
+                // The crash comes within MIGRATION_CUT_CRASH_LATEST_MS (drawn with the
+                // actions); every bystander declares it dead within a period of the dead
+                // time, so the cut heals a little later than that. With short timings the
+                // whole cut stays under o2net's idle timeout (nothing idles out; the quorum
+                // checker holds that nobody fences); with the kernel's it is longer.
+                ep.heal = start
+                    + Duration::from_millis(MIGRATION_CUT_CRASH_LATEST_MS)
+                    + t.dead_time()
+                    + rng.duration(t.hb_period * 5 / 4, t.hb_period * 2);
+                ep.recover = (ep.heal + reboot(rng))
+                    .max(start + Duration::from_millis(MIGRATION_CUT_CRASH_LATEST_MS) + down(rng));
+                if ep.heal - start + t.keepalive_delay * 2 >= t.idle_timeout {
+                    // Connections may idle out in the cut: the quorum decisions that follow
+                    // fall inside the episode.
+                    ep.recover = ep.recover.max(
+                        start
+                            + t.idle_timeout
+                            + t.keepalive_delay * 2
+                            + t.quorum_delay()
+                            + Duration::from_secs(1),
+                    );
+                }
+            }
         }
         Some(ep)
     }
@@ -698,6 +753,25 @@ impl FaultPlan {
                     );
                 }
             }
+            FaultKind::MigrationCut => {
+                if let (Some(node), [from, to]) = (ep.node, &ep.groups[..]) {
+                    add(
+                        ep.start,
+                        Action::Cut {
+                            from: from.clone(),
+                            to: to.clone(),
+                            both: false,
+                        },
+                    );
+                    add(ep.start, leave(node));
+                    let latest = Duration::from_millis(MIGRATION_CUT_CRASH_LATEST_MS);
+                    add(
+                        ep.start + rng.duration(Duration::ZERO, latest),
+                        Action::Crash { node },
+                    );
+                    add(ep.heal, Action::HealNetwork);
+                }
+            }
         }
         add(ep.recover, Action::Recover);
     }
@@ -705,6 +779,12 @@ impl FaultPlan {
 
 /// The latest a `MigrationCrash` crash strikes after its leave starts, in milliseconds.
 const MIGRATION_CRASH_LATEST_MS: u64 = 300;
+
+/// The latest a `MigrationCut` crash strikes after its leave (and its cut) start, in
+/// milliseconds. Half of all leaves start migrating at once, the others mostly within
+/// 10-400 ms (their users let go first); a resource whose target is cut off stays in
+/// flight until the cut heals, so any crash after its records left keeps the race open.
+const MIGRATION_CUT_CRASH_LATEST_MS: u64 = 150;
 
 /// How long after its leave starts a `MigrationCrash` crash strikes. A leave whose users hold
 /// nothing hands its resources over at once, one after the other, each in about 2 ms of
@@ -886,6 +966,64 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_cut_cuts_a_likely_target_off_crashes_the_leaver_and_heals_after_its_death() {
+        let (mut lowest, mut cuts) = (0, 0);
+        for seed in 0..40 {
+            let mut cfg = SimConfig::new(5, seed);
+            cfg.faults = FaultSet::only(&[FaultKind::MigrationCut]);
+            cfg.duration = Duration::from_secs(300);
+            cfg.timing = Timing {
+                hb_period: Duration::from_millis(200),
+                dead_threshold: 7,
+                idle_timeout: Duration::from_millis(3000),
+                keepalive_delay: Duration::from_millis(500),
+                reconnect_delay: Duration::from_millis(500),
+            };
+            let t = cfg.timing;
+            let plan = FaultPlan::draw(&cfg);
+            assert!(!plan.episodes.is_empty());
+            for (i, ep) in plan.episodes.iter().enumerate() {
+                let actions: Vec<&Action> = plan
+                    .actions
+                    .iter()
+                    .filter(|p| p.episode == i)
+                    .map(|p| &p.action)
+                    .collect();
+                let leaver = ep.node.expect("a leaving node");
+                let [Action::Cut {
+                    from,
+                    to,
+                    both: false,
+                }, Action::Leave { node, .. }, Action::Crash { node: victim }, Action::HealNetwork, Action::Recover] =
+                    actions[..]
+                else {
+                    panic!("seed {seed} episode {i}: {actions:?}");
+                };
+                assert_eq!((*node, *victim), (leaver, leaver));
+                assert!(from.len() == 1 && !from.contains(&leaver) && !to.contains(&leaver));
+                assert!(!to.is_empty() && !to.contains(&from[0]));
+                let crash = plan
+                    .actions
+                    .iter()
+                    .find(|p| p.episode == i && p.action == Action::Crash { node: leaver })
+                    .map(|p| p.at)
+                    .expect("a crash");
+                // The others declare the leaver dead before the cut heals, and nothing idles
+                // out in it.
+                assert!(ep.heal >= crash + t.dead_time() + t.hb_period);
+                assert!(ep.heal - ep.start + t.keepalive_delay * 2 < t.idle_timeout);
+                assert!(ep.recover > ep.heal);
+                cuts += 1;
+                lowest += usize::from(from[0] == if leaver == 0 { 1 } else { 0 });
+            }
+        }
+        assert!(
+            lowest * 3 > cuts * 2,
+            "{lowest} of {cuts} cuts from the lowest other member"
+        );
+    }
+
+    #[test]
     fn fault_sets_parse_names_and_refuse_unknown_ones() {
         assert_eq!(FaultSet::parse("all"), Ok(FaultSet::all()));
         assert_eq!(FaultSet::parse("none"), Ok(FaultSet::none()));
@@ -895,6 +1033,10 @@ mod tests {
         assert_eq!(
             FaultSet::parse("leave,migcrash").unwrap().kinds(),
             &[FaultKind::Leave, FaultKind::MigrationCrash]
+        );
+        assert_eq!(
+            FaultSet::parse("migcut").unwrap().kinds(),
+            &[FaultKind::MigrationCut]
         );
         assert!(matches!(
             FaultSet::parse("meteor"),

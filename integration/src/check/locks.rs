@@ -12,8 +12,8 @@
 //!   error, within a bound (the heartbeat dead time, quorum delay and o2net idle timeout,
 //!   plus a warm-up) after the fault episodes that could hold it up have healed. Requests
 //!   of a node that went down are forgotten with it.
-//! - `dlm-leave`: a leave asked of a node in the domain (the `Leave` and `MigrationCrash`
-//!   faults) ends, within the same bound, unless the node goes down first: an unmount that
+//! - `dlm-leave`: a leave asked of a node in the domain (the `Leave`, `MigrationCrash` and
+//!   `MigrationCut` faults) ends, within the same bound, unless the node goes down first: an unmount that
 //!   hangs (a migration or a reference that never lets go) is a failure a user sees, even
 //!   when no lock request of the others is left waiting to show it.
 //!

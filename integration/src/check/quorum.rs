@@ -19,6 +19,8 @@
 //! corrupted or stalled): they drop their connections to it and refuse its
 //! reconnects (o2net accepts only heartbeating nodes), so it may lose quorum
 //! within an idle timeout and a quorum delay of that; such a fence is left open.
+//! A migration cut (a one-way cut with a crash inside it) is judged when it heals before
+//! any idle timeout can fire (nobody may fence) and left open otherwise.
 
 use super::{before, Checker, Life, Tally, Violation, World};
 use crate::config::{SimConfig, Timing};
@@ -99,7 +101,10 @@ impl QuorumFences {
         // A one-way cut lets the side that still hears its peer time out up to a
         // keepalive delay later than the other (the peer re-sends its keepalive
         // only when its own idle timer fires), hence the two keepalive delays.
-        let decided_len = ep.kind != FaultKind::Drop
+        // A migration cut crashes a node inside the cut, which changes who heartbeats in
+        // the middle of the episode: only its short form (nothing idles out, nobody may
+        // fence) is judged.
+        let decided_len = !matches!(ep.kind, FaultKind::Drop | FaultKind::MigrationCut)
             && length
                 >= t.idle_timeout
                     + t.keepalive_delay * 2
