@@ -467,3 +467,38 @@ const NODE_AND_LINK_LEAVES: [FaultKind; 8] = [
     FaultKind::Leave,
     FaultKind::MigrationCrash,
 ];
+
+/// Migrations whose target's messages are held up by a one-way cut while the leaving node
+/// dies: bystanders start recovering what it mastered before the target's MIGRATE_REQUEST
+/// arrives (migration race (a)), and still end with one master per resource.
+#[test]
+fn lock_seeds_with_cut_migrations_break_no_rule() {
+    let seeds = if cfg!(debug_assertions) { 2 } else { 25 };
+    let mut broken = Vec::new();
+    let mut grants = 0;
+    for nodes in 3..=7u16 {
+        for seed in 0..seeds {
+            let o = run(config(nodes, seed, &[FaultKind::MigrationCut]));
+            if let Some(v) = o.violations.first() {
+                broken.push(format!("{nodes} nodes seed {seed}: {v}"));
+            }
+            grants += judged(&o, "dlm-locks");
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "{} runs broke a rule:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+    assert!(grants > 1000, "only {grants} grants judged");
+}
+
+/// A bystander's unlock, counted done when the old master died, was told to the target that
+/// had its queues while the target was still MIGRATING: answered DLM_MIGRATING and never sent
+/// again, it left a granted ghost lock that an EX request waited behind for good.
+#[test]
+fn an_unlock_told_to_a_target_still_migrating_is_sent_again() {
+    replays_clean(5, 51, &[FaultKind::MigrationCut], "re-sent unlock refused");
+    replays_clean(6, 142, &[FaultKind::MigrationCut], "re-sent unlock refused");
+}

@@ -189,6 +189,8 @@ pub enum Output {
 /// What a reply to one of our sends means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
+    /// An unlock committed at its master's death, told to a live master that kept the queues.
+    Committed(LockName, migration::Committed),
     QueryJoin(u8),
     QueryNodeinfo(u8),
     QueryRegion(u8),
@@ -234,6 +236,7 @@ enum Deferred {
     AssertJoinedRetry(u8),
     LeaveLoop,
     ExitRetry(u8),
+    ResendCommitted(LockName),
 }
 
 /// An API operation waiting for mastery or a retry.
@@ -711,6 +714,7 @@ impl DomainCore {
                     }
                 }
                 Deferred::LeaveLoop => self.leave_loop(now),
+                Deferred::ResendCommitted(name) => self.resend_committed(&name),
                 Deferred::ExitRetry(n) => {
                     if self.exits_waiting.contains(n) {
                         self.send_exit(n);
@@ -1876,6 +1880,7 @@ impl DomainCore {
                 }
             }
             Sent::Notice => {}
+            Sent::Committed(name, c) => self.committed_reply(now, name, c, result),
             Sent::Reco(t) => {
                 self.reco_handle(now, RecoInput::SendDone { token: t, result });
             }

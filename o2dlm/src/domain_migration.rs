@@ -88,8 +88,8 @@ pub(super) struct MigState {
 }
 
 /// An unlock or cancel taken as done when its master died.
-#[derive(Debug, Clone, Copy)]
-struct Committed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Committed {
     cookie: u64,
     cancel: bool,
     /// The value block the unlock wrote back.
@@ -301,6 +301,65 @@ impl DomainCore {
         }
     }
 
+    /// A live master took over `name` from recovery here: its queues still hold what this
+    /// node took as unlocked when the old master died. Told once the migration has ended there
+    /// (a master still MIGRATING would answer DLM_MIGRATING).
+    pub(super) fn resend_committed(&mut self, name: &LockName) {
+        let me = self.cfg.node;
+        let Some(owner) = self
+            .res
+            .get(name)
+            .and_then(|r| (!r.recovering && !r.migrating).then_some(r.owner).flatten())
+        else {
+            return;
+        };
+        if owner == me || !self.domain_map.contains(owner) {
+            return;
+        }
+        for c in self.mig.committed.remove(name).unwrap_or_default() {
+            let msg = crate::wire::UnlockLock {
+                cookie: c.cookie,
+                flags: if c.cancel {
+                    LkmFlags::CANCEL
+                } else if c.lvb.is_some() {
+                    LkmFlags::VALBLK
+                } else {
+                    LkmFlags::empty()
+                },
+                node_idx: me,
+                name: *name,
+                lvb: c.lvb,
+            };
+            self.send(
+                owner,
+                DlmMessage::UnlockLock(msg),
+                Sent::Committed(*name, c),
+            );
+        }
+    }
+
+    /// The master answered a re-sent unlock: one it cannot take yet (its own migration or
+    /// recovery of the resource not over) is sent again a little later.
+    pub(super) fn committed_reply(
+        &mut self,
+        now: u64,
+        name: LockName,
+        c: Committed,
+        result: Result<i32, i32>,
+    ) {
+        let busy = matches!(
+            result.ok().and_then(DlmStatus::from_wire),
+            Some(DlmStatus::Migrating | DlmStatus::Recovering | DlmStatus::Forward)
+        );
+        if busy {
+            self.mig.committed.entry(name).or_default().push(c);
+            self.defer(
+                now + super::LOCK_RETRY_MS,
+                super::Deferred::ResendCommitted(name),
+            );
+        }
+    }
+
     /// Whether `name` is RECOVERING here for a master that is gone: its owner is dead, or it
     /// is this node's because recovery rebuilt it here and has not finished.
     fn recovering_for_the_dead(&self, name: &LockName) -> bool {
@@ -334,23 +393,6 @@ impl DomainCore {
         res.owner = Some(owner);
         res.refmap = NodeMap::new();
         res.unused_since = None;
-        // Its queues still hold what this node took as unlocked when the old master died.
-        for c in self.mig.committed.remove(name).unwrap_or_default() {
-            let msg = crate::wire::UnlockLock {
-                cookie: c.cookie,
-                flags: if c.cancel {
-                    LkmFlags::CANCEL
-                } else if c.lvb.is_some() {
-                    LkmFlags::VALBLK
-                } else {
-                    LkmFlags::empty()
-                },
-                node_idx: me,
-                name: *name,
-                lvb: c.lvb,
-            };
-            self.send(owner, DlmMessage::UnlockLock(msg), Sent::Notice);
-        }
     }
 
     /// ASSERT_MASTER with REQUERY from `a.node_idx`: an old master whose migration target
@@ -426,6 +468,12 @@ impl DomainCore {
             return;
         };
         res.migrating = false;
+        if self.mig.committed.contains_key(&name) {
+            self.resend_committed(&name);
+        }
+        let Some(res) = self.res.get_mut(&name) else {
+            return;
+        };
         let ops = std::mem::take(&mut res.waiting);
         self.kick(now, name);
         for op in ops {
