@@ -372,11 +372,19 @@ fn a_node_paused_past_its_write_timeout_fences_on_resume() {
 #[test]
 fn lock_seeds_with_crashes_during_migration_break_no_rule() {
     let seeds = if cfg!(debug_assertions) { 2 } else { 40 };
+    let (grants, leaves) = sweep_3_to_7_nodes(seeds, FaultKind::MigrationCrash);
+    assert!(grants > 1000, "only {grants} grants judged");
+    assert!(leaves > 200, "only {leaves} leaves ended");
+}
+
+/// Runs `kind` over 3..=7 nodes and `seeds` seeds, asserts that no run broke a rule, and
+/// returns how many grants (dlm-locks) and leaves (dlm-leave) were judged.
+fn sweep_3_to_7_nodes(seeds: u64, kind: FaultKind) -> (u64, u64) {
     let mut broken = Vec::new();
     let (mut grants, mut leaves) = (0, 0);
     for nodes in 3..=7u16 {
         for seed in 0..seeds {
-            let o = run(config(nodes, seed, &[FaultKind::MigrationCrash]));
+            let o = run(config(nodes, seed, &[kind]));
             if let Some(v) = o.violations.first() {
                 broken.push(format!("{nodes} nodes seed {seed}: {v}"));
             }
@@ -390,8 +398,7 @@ fn lock_seeds_with_crashes_during_migration_break_no_rule() {
         broken.len(),
         broken.join("\n")
     );
-    assert!(grants > 1000, "only {grants} grants judged");
-    assert!(leaves > 200, "only {leaves} leaves ended");
+    (grants, leaves)
 }
 
 /// n2 leaves; its target n1 for simlock1 dies after n0 took n1's MIGRATE_REQUEST and before
@@ -474,23 +481,7 @@ const NODE_AND_LINK_LEAVES: [FaultKind; 8] = [
 #[test]
 fn lock_seeds_with_cut_migrations_break_no_rule() {
     let seeds = if cfg!(debug_assertions) { 2 } else { 25 };
-    let mut broken = Vec::new();
-    let mut grants = 0;
-    for nodes in 3..=7u16 {
-        for seed in 0..seeds {
-            let o = run(config(nodes, seed, &[FaultKind::MigrationCut]));
-            if let Some(v) = o.violations.first() {
-                broken.push(format!("{nodes} nodes seed {seed}: {v}"));
-            }
-            grants += judged(&o, "dlm-locks");
-        }
-    }
-    assert!(
-        broken.is_empty(),
-        "{} runs broke a rule:\n{}",
-        broken.len(),
-        broken.join("\n")
-    );
+    let (grants, _) = sweep_3_to_7_nodes(seeds, FaultKind::MigrationCut);
     assert!(grants > 1000, "only {grants} grants judged");
 }
 
