@@ -1,11 +1,11 @@
-//! The o2dlm layer of a simulated node and its lock workload.
+//! The lock workload of a simulated node: the applications that use its DLM.
 //!
-//! [`DlmLayer`] holds the node's real [`DomainCore`] for the simulated cluster's one domain
-//! and the node's lock clients. [`crate::o2stack::O2Stack`] carries its messages over the
-//! node's o2net core (so o2net's faults, reconnects and node-down failures of sends reach
-//! the DLM as they do in the kernel) and feeds it heartbeat NODE_UP/NODE_DOWN after o2net,
-//! as the kernel's callback priorities order them. A crash or fence drops the layer with the
-//! rest of the stack: nothing of a node's locks survives its machine.
+//! [`DlmLayer`] is the node's lock clients. They enter the node's [`NodeStack`] through the
+//! same requests the daemon's users make (`join`, `lock`, `convert`, `unlock`, `leave`) and
+//! hear back through its events, so everything between them and the wire (the node's
+//! rules, o2net's faults, reconnects and node-down failures of sends) is the daemon's. The
+//! users mount once the node is online. A crash or fence drops the clients with the rest of
+//! the machine: nothing of a node's locks survives it.
 //!
 //! The clients lock a few contended names in random modes (NOQUEUE, VALBLK, cancels,
 //! down-conversions, NOQUEUE up-conversions), hold them a while or until a BAST, write a
@@ -14,11 +14,9 @@
 
 use std::fmt;
 
-use o2dlm::domain::{DomainConfig, DomainCore, Grant, Input, Output};
-use o2dlm::secondary::CookieSource;
-use o2dlm::wire::{
-    DlmMessage, DlmStatus, DomainName, LkmFlags, LockMode, LockName, Lvb, NodeMap, LVB_LEN,
-};
+use o2dlm::domain::Grant;
+use o2dlm::wire::{DlmStatus, DomainName, LkmFlags, LockMode, LockName, Lvb, LVB_LEN};
+use o2node::{Event, NodeStack};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -158,15 +156,10 @@ pub fn value_of(lvb: &Lvb) -> String {
     }
 }
 
-/// What the layer asks its stack to do.
+/// What the workload asks its simulated machine to do.
 #[derive(Clone, Debug)]
 pub enum DlmAct {
-    Send {
-        token: u64,
-        to: NodeId,
-        msg: DlmMessage,
-    },
-    /// Arm (or move) the layer timer `index` (see [`DlmTimer`]).
+    /// Arm (or move) a workload timer.
     Timer {
         timer: DlmTimer,
         at_ms: u64,
@@ -174,11 +167,9 @@ pub enum DlmAct {
     Note(DlmNote),
 }
 
-/// The layer's timers.
+/// The workload's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DlmTimer {
-    /// The domain core's next deadline.
-    Core,
     /// Time to (re)try joining.
     Join,
     /// Client `n`'s next step.
@@ -232,17 +223,15 @@ pub struct LockWork {
     pub names: u8,
     /// Mean pause between a client's steps, in ms.
     pub think_ms: u64,
-    /// How long after boot to first try joining, in ms: a node mounts once its heartbeat
-    /// has seen the live nodes (a join before that would make a domain of its own).
-    pub join_after_ms: u64,
 }
 
-/// The DLM of one node and its lock clients. See the module documentation.
+/// Cookies of locks the bypass sabotage takes without the DLM: apart from the node's own.
+const BYPASS_COOKIE_BASE: u64 = 1 << 55;
+
+/// The lock clients of one node. See the module documentation.
 pub struct DlmLayer {
     node: NodeId,
-    core: DomainCore,
     domain: DomainName,
-    cookies: CookieSource,
     clients: Vec<Client>,
     names: Vec<LockName>,
     /// Per name, whether this node mastered it at the last look (to see purges).
@@ -250,22 +239,18 @@ pub struct DlmLayer {
     work: LockWork,
     rng: ChaCha8Rng,
     joined: bool,
-    core_timer: Option<u64>,
     next_value: u64,
+    next_bypass: u64,
     /// Values written carry the boot, so two boots' values differ.
     incarnation: u32,
     sabotage: Option<Sabotage>,
-    /// How the core was set up: a rejoin after a leave starts a fresh one.
-    cfg: DomainConfig,
-    /// The nodes heartbeat says are live, for a fresh core.
-    live: NodeMap,
-    /// A leave asked for: when to join again, and whether the core was told to leave (once
+    /// A leave asked for: when to join again, and whether the node was told to leave (once
     /// every client has let go).
     leave: Option<(u64, bool)>,
 }
 
 impl DlmLayer {
-    /// A layer for `node` (its boot `incarnation`), drawing its choices from `seed`.
+    /// A workload for `node` (its boot `incarnation`), drawing its choices from `seed`.
     pub fn new(
         node: NodeId,
         incarnation: u32,
@@ -274,22 +259,14 @@ impl DlmLayer {
         sabotage: Option<Sabotage>,
     ) -> Option<DlmLayer> {
         let domain = DomainName::new(DOMAIN).ok()?;
-        let mut dc = DomainConfig::new(node, domain);
-        // Short enough that purges and mastery retries happen within a run.
-        dc.purge_interval_ms = 500;
-        dc.mastery_timeout_ms = 1000;
         let names: Vec<LockName> = (0..work.names.max(1))
             .filter_map(|i| LockName::new(format!("simlock{i}").as_bytes()).ok())
             .collect();
         let first = *names.first()?;
         Some(DlmLayer {
             node,
-            core: DomainCore::new(dc.clone()),
-            cfg: dc,
-            live: NodeMap::new(),
             leave: None,
             domain,
-            cookies: CookieSource::new(node),
             clients: (0..work.clients)
                 .map(|_| Client {
                     state: ClientState::Idle,
@@ -302,8 +279,8 @@ impl DlmLayer {
             work,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd1a0_5eed),
             joined: false,
-            core_timer: None,
             next_value: 1,
+            next_bypass: 1,
             incarnation,
             sabotage,
         })
@@ -313,57 +290,134 @@ impl DlmLayer {
         &self.domain
     }
 
-    /// The machine booted: this node is live, and it joins once the cluster is up.
-    pub fn boot(&mut self, now: u64, out: &mut Vec<DlmAct>) {
-        self.live.insert(self.node);
-        self.input(now, Input::NodeUp(self.node), out);
-        // Nodes mount at different moments: joins that collide back off, but a tie of
-        // perfectly simultaneous machines would repeat forever.
-        let at =
-            now + self.work.join_after_ms + u64::from(self.node) * 40 + self.rng.gen_range(0..20);
-        out.push(DlmAct::Timer {
-            timer: DlmTimer::Join,
-            at_ms: at,
-        });
+    /// Something the node reported: its coming online (the users mount, a little later
+    /// on each node), and what the DLM did with the clients' requests.
+    pub fn on_event(&mut self, now: u64, ev: &Event, out: &mut Vec<DlmAct>) {
+        match ev {
+            // Nodes mount at different moments: joins that collide back off, but a tie of
+            // perfectly simultaneous machines would repeat forever.
+            Event::Online => {
+                let at = now + u64::from(self.node) * 40 + self.rng.gen_range(0..20);
+                out.push(DlmAct::Timer {
+                    timer: DlmTimer::Join,
+                    at_ms: at,
+                });
+            }
+            Event::Joined { domain } if *domain == self.domain => self.joined_now(now, out),
+            Event::JoinFailed { domain, errno } if *domain == self.domain => {
+                out.push(DlmAct::Note(DlmNote::JoinFailed(*errno)));
+                out.push(DlmAct::Timer {
+                    timer: DlmTimer::Join,
+                    at_ms: now + 1000,
+                });
+            }
+            Event::Left { domain, .. } if *domain == self.domain => {
+                self.joined = false;
+                out.push(DlmAct::Note(DlmNote::Left));
+                let at = self.leave.map_or(now, |(at, _)| at.max(now));
+                out.push(DlmAct::Timer {
+                    timer: DlmTimer::Join,
+                    at_ms: at,
+                });
+            }
+            Event::LockDone {
+                domain,
+                cookie,
+                result,
+            } if *domain == self.domain => self.done(now, *cookie, *result, out),
+            Event::Bast {
+                domain,
+                cookie,
+                blocked,
+            } if *domain == self.domain => self.bast(now, *cookie, *blocked, out),
+            Event::Unlocked {
+                domain,
+                cookie,
+                status,
+                removed,
+                cancel,
+                // A cancel that came too late leaves the lock to its grant.
+            } if *domain == self.domain && (!*cancel || *removed) => {
+                self.unlocked(now, *cookie, *status, out)
+            }
+            _ => {}
+        }
     }
 
-    /// Heartbeat saw `node` come up (after o2net was told).
-    pub fn node_up(&mut self, now: u64, node: NodeId, out: &mut Vec<DlmAct>) {
-        self.live.insert(node);
-        self.input(now, Input::NodeUp(node), out);
+    fn joined_now(&mut self, now: u64, out: &mut Vec<DlmAct>) {
+        self.joined = true;
+        self.leave = None;
+        out.push(DlmAct::Note(DlmNote::Joined));
+        for c in 0..self.clients.len() {
+            let at = now + self.think();
+            out.push(DlmAct::Timer {
+                timer: DlmTimer::Client(c),
+                at_ms: at,
+            });
+        }
     }
 
-    /// Heartbeat saw `node` die (after o2net was told).
-    pub fn node_down(&mut self, now: u64, node: NodeId, out: &mut Vec<DlmAct>) {
-        self.live.remove(node);
-        self.input(now, Input::NodeDown(node), out);
+    fn bast(&mut self, now: u64, cookie: u64, blocked: LockMode, out: &mut Vec<DlmAct>) {
+        let Some(c) = self.client_of(cookie) else {
+            return;
+        };
+        let Some(cl) = self.clients.get(c) else {
+            return;
+        };
+        out.push(DlmAct::Note(DlmNote::Bast {
+            cookie,
+            name: cl.name,
+            blocked,
+        }));
+        if let ClientState::Holding { mode, .. } = cl.state {
+            if !LockMode::compatible(mode, blocked) || mode == LockMode::Ex {
+                let at = now + self.rng.gen_range(0..3);
+                out.push(DlmAct::Timer {
+                    timer: DlmTimer::Client(c),
+                    at_ms: at,
+                });
+            }
+        }
     }
 
-    /// A DLM request from `from`; returns the status the handler replies with.
-    pub fn message(
-        &mut self,
-        now: u64,
-        from: NodeId,
-        msg: DlmMessage,
-        out: &mut Vec<DlmAct>,
-    ) -> i32 {
-        self.input(now, Input::Message { from, msg }, out)
+    fn unlocked(&mut self, now: u64, cookie: u64, status: DlmStatus, out: &mut Vec<DlmAct>) {
+        let Some(c) = self.client_of(cookie) else {
+            return;
+        };
+        let Some(cl) = self.clients.get_mut(c) else {
+            return;
+        };
+        if let ClientState::Unlocking { .. } = cl.state {
+            cl.state = ClientState::Idle;
+            out.push(DlmAct::Note(DlmNote::Unlocked {
+                cookie,
+                name: cl.name,
+                status,
+            }));
+            let at = now + self.think();
+            out.push(DlmAct::Timer {
+                timer: DlmTimer::Client(c),
+                at_ms: at,
+            });
+        }
     }
 
-    /// One of our sends finished.
-    pub fn send_done(
-        &mut self,
-        now: u64,
-        token: u64,
-        result: Result<i32, i32>,
-        out: &mut Vec<DlmAct>,
-    ) {
-        self.input(now, Input::SendDone { token, result }, out);
+    /// Notes the idle resources this node mastered and freed since the last look.
+    pub fn see_purges(&mut self, stack: &NodeStack, out: &mut Vec<DlmAct>) {
+        let core = stack.domain(&self.domain);
+        for (name, was) in self.names.iter().zip(self.mastered.iter_mut()) {
+            let owner = core.and_then(|c| c.owner_of(name));
+            // A resource that moved to another master (migration) was not freed.
+            if *was && owner.is_none() {
+                out.push(DlmAct::Note(DlmNote::Purged { name: *name }));
+            }
+            *was = owner == Some(self.node);
+        }
     }
 
     /// The lock users unmount: every client lets go (cancels its request, unlocks what it
-    /// holds), then the core leaves the domain (`dlm_unregister_domain`, which migrates
-    /// what others use), and `rejoin_ms` later the node joins again with a fresh core.
+    /// holds), then the node leaves the domain (`dlm_unregister_domain`, which migrates
+    /// what others use), and `rejoin_ms` later joins again.
     pub fn leave(&mut self, now: u64, rejoin_ms: u64, out: &mut Vec<DlmAct>) {
         if !self.joined || self.leave.is_some() {
             return;
@@ -377,155 +431,36 @@ impl DlmLayer {
         }
     }
 
-    /// Tells the core to leave once no client holds or waits for anything.
-    fn leave_when_idle(&mut self, now: u64, out: &mut Vec<DlmAct>) {
+    /// Tells the node to leave once no client holds or waits for anything.
+    fn leave_when_idle(&mut self, now: u64, stack: &mut NodeStack) {
         let idle = self.clients.iter().all(|c| c.state == ClientState::Idle);
-        match self.leave {
-            Some((at, false)) if idle => {
+        if let Some((at, false)) = self.leave {
+            if idle {
                 self.leave = Some((at, true));
-                self.input(now, Input::Leave, out);
+                // Refused only if the node is going away, which ends the leave too.
+                let _ = stack.leave(now, self.domain);
             }
-            _ => {}
         }
     }
 
-    pub fn timer(&mut self, now: u64, timer: DlmTimer, out: &mut Vec<DlmAct>) {
+    pub fn timer(
+        &mut self,
+        now: u64,
+        timer: DlmTimer,
+        stack: &mut NodeStack,
+        out: &mut Vec<DlmAct>,
+    ) {
         match timer {
-            DlmTimer::Core => {
-                self.core_timer = None;
-                self.input(now, Input::Tick, out);
-            }
             DlmTimer::Join => {
                 if !self.joined {
-                    self.input(now, Input::Join, out);
-                }
-            }
-            DlmTimer::Client(c) => self.client_step(now, c, out),
-        }
-    }
-
-    fn input(&mut self, now: u64, input: Input, out: &mut Vec<DlmAct>) -> i32 {
-        let status = self.core.handle(now, input);
-        let outputs: Vec<Output> = self.core.drain_outputs().collect();
-        if let Some(d) = self.core.next_deadline() {
-            if self.core_timer.is_none_or(|t| d < t) {
-                self.core_timer = Some(d);
-                out.push(DlmAct::Timer {
-                    timer: DlmTimer::Core,
-                    at_ms: d.max(now),
-                });
-            }
-        }
-        self.see_purges(out);
-        for o in outputs {
-            self.output(now, o, out);
-        }
-        status
-    }
-
-    fn see_purges(&mut self, out: &mut Vec<DlmAct>) {
-        for (name, was) in self.names.iter().zip(self.mastered.iter_mut()) {
-            let owner = self.core.owner_of(name);
-            let now_master = owner == Some(self.node);
-            // A resource that moved to another master (migration) was not freed.
-            if *was && owner.is_none() {
-                out.push(DlmAct::Note(DlmNote::Purged { name: *name }));
-            }
-            *was = now_master;
-        }
-    }
-
-    fn output(&mut self, now: u64, o: Output, out: &mut Vec<DlmAct>) {
-        match o {
-            Output::Send { token, to, msg } => out.push(DlmAct::Send { token, to, msg }),
-            Output::Joined => {
-                self.joined = true;
-                self.leave = None;
-                out.push(DlmAct::Note(DlmNote::Joined));
-                for c in 0..self.clients.len() {
-                    let at = now + self.think();
-                    out.push(DlmAct::Timer {
-                        timer: DlmTimer::Client(c),
-                        at_ms: at,
-                    });
-                }
-            }
-            Output::JoinFailed(e) => {
-                out.push(DlmAct::Note(DlmNote::JoinFailed(e)));
-                out.push(DlmAct::Timer {
-                    timer: DlmTimer::Join,
-                    at_ms: now + 1000,
-                });
-            }
-            Output::Left => {
-                self.joined = false;
-                out.push(DlmAct::Note(DlmNote::Left));
-                // `dlm_register_domain` later makes a new domain: a fresh core, told who is
-                // live.
-                self.core = DomainCore::new(self.cfg.clone());
-                self.core_timer = None;
-                for n in self.live.iter() {
-                    self.core.handle(now, Input::NodeUp(n));
-                }
-                let at = self.leave.map_or(now, |(at, _)| at.max(now));
-                out.push(DlmAct::Timer {
-                    timer: DlmTimer::Join,
-                    at_ms: at,
-                });
-            }
-            Output::Done { cookie, result } => self.done(now, cookie, result, out),
-            Output::Bast { cookie, blocked } => {
-                let Some(c) = self.client_of(cookie) else {
-                    return;
-                };
-                let Some(cl) = self.clients.get(c) else {
-                    return;
-                };
-                out.push(DlmAct::Note(DlmNote::Bast {
-                    cookie,
-                    name: cl.name,
-                    blocked,
-                }));
-                if let ClientState::Holding { mode, .. } = cl.state {
-                    if !LockMode::compatible(mode, blocked) || mode == LockMode::Ex {
-                        let at = now + self.rng.gen_range(0..3);
-                        out.push(DlmAct::Timer {
-                            timer: DlmTimer::Client(c),
-                            at_ms: at,
-                        });
+                    if let Err(e) = stack.join(now, self.domain, true) {
+                        if !matches!(e, o2node::NodeError::AlreadyJoined { .. }) {
+                            out.push(DlmAct::Note(DlmNote::JoinFailed(e.errno())));
+                        }
                     }
                 }
             }
-            Output::Unlocked {
-                cookie,
-                status,
-                removed,
-                cancel,
-            } => {
-                // A cancel that came too late leaves the lock to its grant.
-                if cancel && !removed {
-                    return;
-                }
-                let Some(c) = self.client_of(cookie) else {
-                    return;
-                };
-                let Some(cl) = self.clients.get_mut(c) else {
-                    return;
-                };
-                if let ClientState::Unlocking { .. } = cl.state {
-                    cl.state = ClientState::Idle;
-                    out.push(DlmAct::Note(DlmNote::Unlocked {
-                        cookie,
-                        name: cl.name,
-                        status,
-                    }));
-                    let at = now + self.think();
-                    out.push(DlmAct::Timer {
-                        timer: DlmTimer::Client(c),
-                        at_ms: at,
-                    });
-                }
-            }
+            DlmTimer::Client(c) => self.client_step(now, c, stack, out),
         }
     }
 
@@ -537,6 +472,12 @@ impl DlmLayer {
         self.clients
             .iter()
             .position(|c| c.state.cookie() == Some(cookie))
+    }
+
+    fn set_state(&mut self, c: usize, state: ClientState) {
+        if let Some(cl) = self.clients.get_mut(c) {
+            cl.state = state;
+        }
     }
 
     fn done(
@@ -592,9 +533,7 @@ impl DlmLayer {
             }
             _ => return,
         };
-        if let Some(cl) = self.clients.get_mut(c) {
-            cl.state = next;
-        }
+        self.set_state(c, next);
         let at = now + self.think() / 4;
         out.push(DlmAct::Timer {
             timer: DlmTimer::Client(c),
@@ -606,28 +545,21 @@ impl DlmLayer {
         self.node == 0 && self.sabotage == Some(s)
     }
 
-    fn client_step(&mut self, now: u64, c: usize, out: &mut Vec<DlmAct>) {
+    fn client_step(&mut self, now: u64, c: usize, stack: &mut NodeStack, out: &mut Vec<DlmAct>) {
         let Some(cl) = self.clients.get(c) else {
             return;
         };
-        let (state, name, cancel_sent) = (cl.state, cl.name, cl.cancel_sent);
+        let (state, cancel_sent) = (cl.state, cl.cancel_sent);
         match state {
-            ClientState::Idle if self.leave.is_some() => self.leave_when_idle(now, out),
-            ClientState::Idle => self.start_request(now, c, out),
+            ClientState::Idle if self.leave.is_some() => self.leave_when_idle(now, stack),
+            ClientState::Idle if self.joined => self.start_request(now, c, stack, out),
+            ClientState::Idle => {}
             ClientState::Requesting { cookie } => {
                 if !cancel_sent {
                     if let Some(cl) = self.clients.get_mut(c) {
                         cl.cancel_sent = true;
                     }
-                    self.input(
-                        now,
-                        Input::Unlock {
-                            cookie,
-                            flags: LkmFlags::CANCEL,
-                            lvb: [0; LVB_LEN],
-                        },
-                        out,
-                    );
+                    let _ = stack.unlock(now, self.domain, cookie, LkmFlags::CANCEL, [0; LVB_LEN]);
                 }
             }
             ClientState::Holding {
@@ -635,119 +567,138 @@ impl DlmLayer {
                 mode,
                 valblk,
                 bypass,
-            } => {
-                if self.sabotaged(Sabotage::DlmHoldForever) {
-                    return;
-                }
-                if bypass {
-                    out.push(DlmAct::Note(DlmNote::Released {
-                        cookie,
-                        name,
-                        now_mode: None,
-                        wrote: None,
-                    }));
-                    out.push(DlmAct::Note(DlmNote::Unlocked {
-                        cookie,
-                        name,
-                        status: DlmStatus::Normal,
-                    }));
-                    if let Some(cl) = self.clients.get_mut(c) {
-                        cl.state = ClientState::Idle;
-                    }
-                    let at = now + self.think();
-                    out.push(DlmAct::Timer {
-                        timer: DlmTimer::Client(c),
-                        at_ms: at,
-                    });
-                    return;
-                }
-                // Unmounting: let go.
-                let roll = if self.leave.is_some() {
-                    100
-                } else {
-                    self.rng.gen_range(0..100)
-                };
-                if roll < 25 && mode != LockMode::Nl {
-                    // Down-convert, writing the value block back from EX.
-                    let to = if mode == LockMode::Ex {
-                        LockMode::Pr
-                    } else {
-                        LockMode::Nl
-                    };
-                    let lvb = self.write_value(cookie, name, mode, valblk);
-                    out.push(DlmAct::Note(DlmNote::Released {
-                        cookie,
-                        name,
-                        now_mode: Some(to),
-                        wrote: lvb,
-                    }));
-                    out.push(DlmAct::Note(DlmNote::Requested {
-                        cookie,
-                        name,
-                        mode: to,
-                        convert: true,
-                    }));
-                    if let Some(cl) = self.clients.get_mut(c) {
-                        cl.state = ClientState::Converting { cookie, from: to };
-                    }
-                    let flags = if lvb.is_some() || mode != LockMode::Ex {
-                        LkmFlags::VALBLK
-                    } else {
-                        LkmFlags::empty()
-                    };
-                    let lvb = lvb.unwrap_or([0; LVB_LEN]);
-                    self.input(
-                        now,
-                        Input::Convert {
-                            cookie,
-                            mode: to,
-                            flags,
-                            lvb,
-                        },
-                        out,
-                    );
-                } else if roll < 35 && mode != LockMode::Ex {
-                    out.push(DlmAct::Note(DlmNote::Requested {
-                        cookie,
-                        name,
-                        mode: LockMode::Ex,
-                        convert: true,
-                    }));
-                    if let Some(cl) = self.clients.get_mut(c) {
-                        cl.state = ClientState::Converting { cookie, from: mode };
-                    }
-                    let input = Input::Convert {
-                        cookie,
-                        mode: LockMode::Ex,
-                        flags: LkmFlags::VALBLK | LkmFlags::NOQUEUE,
-                        lvb: [0; LVB_LEN],
-                    };
-                    self.input(now, input, out);
-                } else {
-                    let lvb = self.write_value(cookie, name, mode, valblk);
-                    out.push(DlmAct::Note(DlmNote::Released {
-                        cookie,
-                        name,
-                        now_mode: None,
-                        wrote: lvb,
-                    }));
-                    if let Some(cl) = self.clients.get_mut(c) {
-                        cl.state = ClientState::Unlocking { cookie };
-                    }
-                    let flags = if lvb.is_some() && !self.sabotaged(Sabotage::DlmLoseLvb) {
-                        LkmFlags::VALBLK
-                    } else {
-                        LkmFlags::empty()
-                    };
-                    let lvb = lvb.unwrap_or([0; LVB_LEN]);
-                    self.input(now, Input::Unlock { cookie, flags, lvb }, out);
-                }
-            }
+            } => self.holder_step(now, c, cookie, mode, valblk, bypass, stack, out),
             ClientState::Converting { .. } | ClientState::Unlocking { .. } => {}
         }
     }
 
-    fn start_request(&mut self, now: u64, c: usize, out: &mut Vec<DlmAct>) {
+    /// A holder lets go: down-converts, tries an up-conversion, or unlocks (always when its
+    /// users unmount), writing a fresh value block back from EX most of the time.
+    #[allow(clippy::too_many_arguments)]
+    fn holder_step(
+        &mut self,
+        now: u64,
+        c: usize,
+        cookie: u64,
+        mode: LockMode,
+        valblk: bool,
+        bypass: bool,
+        stack: &mut NodeStack,
+        out: &mut Vec<DlmAct>,
+    ) {
+        let Some(name) = self.clients.get(c).map(|cl| cl.name) else {
+            return;
+        };
+        if self.sabotaged(Sabotage::DlmHoldForever) {
+            return;
+        }
+        if bypass {
+            out.push(DlmAct::Note(DlmNote::Released {
+                cookie,
+                name,
+                now_mode: None,
+                wrote: None,
+            }));
+            out.push(DlmAct::Note(DlmNote::Unlocked {
+                cookie,
+                name,
+                status: DlmStatus::Normal,
+            }));
+            self.set_state(c, ClientState::Idle);
+            let at = now + self.think();
+            out.push(DlmAct::Timer {
+                timer: DlmTimer::Client(c),
+                at_ms: at,
+            });
+            return;
+        }
+        let roll = if self.leave.is_some() {
+            100
+        } else {
+            self.rng.gen_range(0..100)
+        };
+        let domain = self.domain;
+        if roll < 25 && mode != LockMode::Nl {
+            let to = if mode == LockMode::Ex {
+                LockMode::Pr
+            } else {
+                LockMode::Nl
+            };
+            let lvb = self.write_value(cookie, name, mode, valblk);
+            out.push(DlmAct::Note(DlmNote::Released {
+                cookie,
+                name,
+                now_mode: Some(to),
+                wrote: lvb,
+            }));
+            out.push(DlmAct::Note(DlmNote::Requested {
+                cookie,
+                name,
+                mode: to,
+                convert: true,
+            }));
+            self.set_state(c, ClientState::Converting { cookie, from: to });
+            let flags = if lvb.is_some() || mode != LockMode::Ex {
+                LkmFlags::VALBLK
+            } else {
+                LkmFlags::empty()
+            };
+            let lvb = lvb.unwrap_or([0; LVB_LEN]);
+            if let Err(e) = stack.convert(now, domain, cookie, to, flags, lvb) {
+                self.refused(c, cookie, name, &e, out);
+            }
+        } else if roll < 35 && mode != LockMode::Ex {
+            out.push(DlmAct::Note(DlmNote::Requested {
+                cookie,
+                name,
+                mode: LockMode::Ex,
+                convert: true,
+            }));
+            self.set_state(c, ClientState::Converting { cookie, from: mode });
+            let flags = LkmFlags::VALBLK | LkmFlags::NOQUEUE;
+            if let Err(e) = stack.convert(now, domain, cookie, LockMode::Ex, flags, [0; LVB_LEN]) {
+                self.refused(c, cookie, name, &e, out);
+            }
+        } else {
+            let lvb = self.write_value(cookie, name, mode, valblk);
+            out.push(DlmAct::Note(DlmNote::Released {
+                cookie,
+                name,
+                now_mode: None,
+                wrote: lvb,
+            }));
+            self.set_state(c, ClientState::Unlocking { cookie });
+            let flags = if lvb.is_some() && !self.sabotaged(Sabotage::DlmLoseLvb) {
+                LkmFlags::VALBLK
+            } else {
+                LkmFlags::empty()
+            };
+            let lvb = lvb.unwrap_or([0; LVB_LEN]);
+            if let Err(e) = stack.unlock(now, domain, cookie, flags, lvb) {
+                self.refused(c, cookie, name, &e, out);
+            }
+        }
+    }
+
+    /// The node refused a request at once (it is going away): the client stops there.
+    fn refused(
+        &mut self,
+        c: usize,
+        cookie: u64,
+        name: LockName,
+        e: &o2node::NodeError,
+        out: &mut Vec<DlmAct>,
+    ) {
+        let _ = e;
+        out.push(DlmAct::Note(DlmNote::Failed {
+            cookie,
+            name,
+            status: DlmStatus::Rejected,
+        }));
+        self.set_state(c, ClientState::Idle);
+    }
+
+    fn start_request(&mut self, now: u64, c: usize, stack: &mut NodeStack, out: &mut Vec<DlmAct>) {
         let i = self.rng.gen_range(0..self.names.len());
         let Some(&name) = self.names.get(i) else {
             return;
@@ -764,29 +715,34 @@ impl DlmLayer {
         if self.rng.gen_range(0..100) < 15 {
             flags |= LkmFlags::NOQUEUE;
         }
-        let cookie = self.cookies.next_cookie();
-        out.push(DlmAct::Note(DlmNote::Requested {
-            cookie,
-            name,
-            mode,
-            convert: false,
-        }));
+        if let Some(cl) = self.clients.get_mut(c) {
+            cl.name = name;
+            cl.cancel_sent = false;
+        }
         if self.sabotaged(Sabotage::DlmBypass) {
+            let cookie = (u64::from(self.node) << 56) | BYPASS_COOKIE_BASE | self.next_bypass;
+            self.next_bypass += 1;
+            out.push(DlmAct::Note(DlmNote::Requested {
+                cookie,
+                name,
+                mode,
+                convert: false,
+            }));
             out.push(DlmAct::Note(DlmNote::Granted {
                 cookie,
                 name,
                 mode,
                 lvb: None,
             }));
-            if let Some(cl) = self.clients.get_mut(c) {
-                cl.name = name;
-                cl.state = ClientState::Holding {
+            self.set_state(
+                c,
+                ClientState::Holding {
                     cookie,
                     mode,
                     valblk: false,
                     bypass: true,
-                };
-            }
+                },
+            );
             let at = now + self.think();
             out.push(DlmAct::Timer {
                 timer: DlmTimer::Client(c),
@@ -794,29 +750,26 @@ impl DlmLayer {
             });
             return;
         }
-        if let Some(cl) = self.clients.get_mut(c) {
-            cl.name = name;
-            cl.cancel_sent = false;
-            cl.state = ClientState::Requesting { cookie };
-        }
         // Some requests are given up on (cancelled) if they wait.
-        if self.rng.gen_range(0..100) < 10 {
-            let at = now + self.rng.gen_range(1..20);
-            out.push(DlmAct::Timer {
-                timer: DlmTimer::Client(c),
-                at_ms: at,
-            });
+        let cancel_at = (self.rng.gen_range(0..100) < 10).then(|| now + self.rng.gen_range(1..20));
+        match stack.lock(now, self.domain, name, mode, flags) {
+            Ok(cookie) => {
+                out.push(DlmAct::Note(DlmNote::Requested {
+                    cookie,
+                    name,
+                    mode,
+                    convert: false,
+                }));
+                self.set_state(c, ClientState::Requesting { cookie });
+                if let Some(at) = cancel_at {
+                    out.push(DlmAct::Timer {
+                        timer: DlmTimer::Client(c),
+                        at_ms: at,
+                    });
+                }
+            }
+            Err(_) => self.set_state(c, ClientState::Idle),
         }
-        self.input(
-            now,
-            Input::Lock {
-                cookie,
-                name,
-                mode,
-                flags,
-            },
-            out,
-        );
     }
 
     /// An EX holder that read the value block writes a fresh one back (most of the time).

@@ -1,7 +1,8 @@
 //! Multi-node tests and the deterministic cluster simulator.
 //!
-//! The simulator runs a whole O2CB cluster — 1 to 255 nodes, each with the
-//! real o2hb and o2net cores — in one process on virtual time. The network
+//! The simulator runs a whole O2CB cluster — 1 to 255 nodes, each running the
+//! node daemon's own [`o2node::NodeStack`] (the o2hb, o2net and o2dlm cores and
+//! the rules between them) — in one process on virtual time. The network
 //! (latency, spread, resets, symmetric and one-way partitions), the shared
 //! heartbeat disks (1 to 32 regions; latency, slow, stalled and corrupted
 //! I/O per node and region) and the machines (crash, reboot with a new
@@ -14,16 +15,16 @@
 //!          Simulation::run                 sim.rs      the event loop
 //!            ├─ Agenda                     events.rs   (time, seq)-ordered events
 //!            ├─ SimNet / SimDisk           net.rs, disk.rs
-//!            ├─ O2Stack per node           o2stack.rs  o2hb + o2net cores (a Stack)
-//!            │   └─ DlmLayer               dlm_node.rs o2dlm domain core + lock clients
+//!            ├─ O2Stack per node           o2stack.rs  a machine: o2node::NodeStack (a Stack)
+//!            │   └─ DlmLayer               dlm_node.rs its lock clients (the workload)
 //!            ├─ Trace                      trace.rs    readable / compact lines
 //!            └─ Checkers                   check/      the rules, re-derived
 //!          Outcome → cli::run              cli.rs      what `o2cb sim` prints
 //! ```
 //!
-//! With the lock workload (`--workload locks`) every node also runs the real o2dlm
-//! domain core, its messages through o2net, judged by the lock checkers of
-//! [`check::locks`] (whose rules are [`dlm_check`]'s).
+//! With the lock workload (`--workload locks`) every node's lock clients use its DLM
+//! through the stack's requests, as the daemon's users do, judged by the lock checkers
+//! of [`check::locks`] (whose rules are [`dlm_check`]'s).
 
 pub mod check;
 pub mod cli;
