@@ -20,17 +20,16 @@
 //! the raw round trip instead of 1.2x.)
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::net::SocketAddrV4;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
@@ -40,12 +39,9 @@ use crate::core::{
 use crate::error::{errno, NetError};
 use crate::fasthash::FastMap;
 use crate::quorum::NodeSet;
+use crate::sockio::{self, close_io, connect_socket, listen, ConnIo};
 use crate::wire::MsgHeader;
 
-/// `O2NET_TCP_USER_TIMEOUT`: TCP itself never gives up on a peer.
-const TCP_USER_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
-/// `o2net_open_listening_sock`'s backlog.
-const LISTEN_BACKLOG: i32 = 64;
 /// Outstanding sends above which writes are left to the flusher task.
 const DEFER_FLUSH_ABOVE: usize = 8;
 /// How many log lines [`Net::recent_log`] keeps.
@@ -111,22 +107,6 @@ impl Waiter {
 /// Called with the kernel's reason when quorum is lost. The daemon maps it
 /// onto the configured fence method (reset, panic, or a userspace action).
 pub type FenceFn = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// Per-connection write side.
-struct ConnIo {
-    w: Mutex<WriteState>,
-    wake_flusher: Notify,
-    /// Signalled once by `close_io`: ends a connect still in progress.
-    closed: Notify,
-}
-
-struct WriteState {
-    stream: Option<Arc<TcpStream>>,
-    buf: BytesMut,
-    /// Someone (a task in a syscall, or the flusher task) owns writing.
-    flushing: bool,
-    closed: bool,
-}
 
 struct State {
     core: NetCore<Handler>,
@@ -502,11 +482,8 @@ impl Net {
             match out {
                 Output::Transmit { conn, data } => {
                     if let Some(io) = st.conns.get(&conn) {
-                        let mut w = io.w.lock();
-                        if !w.closed {
-                            w.buf.extend_from_slice(&data);
-                            add_conn(&mut b.flush, io.clone());
-                        }
+                        io.append(&data);
+                        add_conn(&mut b.flush, io.clone());
                     }
                 }
                 Output::Close { conn } => {
@@ -664,8 +641,7 @@ impl Net {
             let std::net::SocketAddr::V4(from) = from else {
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+            sockio::accepted(&stream);
             let stream = Arc::new(stream);
             let batch = {
                 let mut st = self.inner.state.lock();
@@ -701,12 +677,8 @@ impl Net {
         match result {
             Ok(stream) => {
                 let stream = Arc::new(stream);
-                {
-                    let mut w = io.w.lock();
-                    if w.closed {
-                        return;
-                    }
-                    w.stream = Some(stream.clone());
+                if !io.connected(stream.clone()) {
+                    return;
                 }
                 self.run(Input::ConnectDone { conn });
                 self.read_loop(conn, stream).await;
@@ -721,61 +693,19 @@ impl Net {
     async fn read_loop(self, conn: ConnId, stream: Arc<TcpStream>) {
         let io = self.inner.state.lock().conns.get(&conn).cloned();
         if let Some(io) = io {
-            let n = self.clone();
-            let s = stream.clone();
-            self.spawn(async move { n.flusher(io, s).await });
+            self.spawn(sockio::flusher(io, stream.clone()));
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if stream.readable().await.is_err() {
-                break;
-            }
-            // A read that does not fill the buffer has drained the socket: readiness is
-            // cleared then (by answering WouldBlock to `try_io`) instead of by one more read
-            // that fails, a syscall per wake-up saved. Tokio clears it only if no readiness
-            // came since this read began, so data that arrives meanwhile still wakes us.
-            let mut short = 0;
-            let r = stream.try_io(tokio::io::Interest::READABLE, || {
-                match stream.try_read(&mut buf) {
-                    Ok(n) if n > 0 && n < buf.len() => {
-                        short = n;
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    r => r,
-                }
-            });
-            let n = match r {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => short,
-                Err(_) => break,
-            };
-            if n > 0 {
-                self.run(Input::Received {
+            match sockio::read_some(&stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.run(Input::Received {
                     conn,
                     data: buf.get(..n).unwrap_or_default(),
-                });
+                }),
             }
         }
         self.run(Input::Closed { conn });
-    }
-
-    /// Writes what a full socket left in the buffer once it drains.
-    async fn flusher(self, io: Arc<ConnIo>, stream: Arc<TcpStream>) {
-        loop {
-            io.wake_flusher.notified().await;
-            if io.w.lock().closed {
-                return;
-            }
-            loop {
-                if stream.writable().await.is_err() {
-                    return;
-                }
-                if write_out(&io, &stream) {
-                    break;
-                }
-            }
-        }
     }
 
     async fn timer_loop(self) {
@@ -794,21 +724,6 @@ impl Net {
                 _ = tokio::time::sleep_until(at.into()) => {}
             }
             self.run(Input::Timeout);
-        }
-    }
-}
-
-impl ConnIo {
-    fn new(stream: Option<Arc<TcpStream>>) -> ConnIo {
-        ConnIo {
-            w: Mutex::new(WriteState {
-                stream,
-                buf: BytesMut::new(),
-                flushing: false,
-                closed: false,
-            }),
-            wake_flusher: Notify::new(),
-            closed: Notify::new(),
         }
     }
 }
@@ -836,23 +751,8 @@ impl Drop for AbandonOnDrop<'_> {
     }
 }
 
-fn close_io(io: &ConnIo) {
-    let mut w = io.w.lock();
-    w.closed = true;
-    w.buf.clear();
-    if let Some(s) = w.stream.take() {
-        // Wakes the reader (EOF) and tells the peer at once.
-        let _ = SockRef::from(s.as_ref()).shutdown(std::net::Shutdown::Both);
-    }
-    drop(w);
-    // The flusher and a pending connect hold the socket: let them go.
-    io.wake_flusher.notify_one();
-    io.closed.notify_one();
-}
-
-/// Writes the buffer now if nobody else is (or hands it to the flusher
-/// task when `defer`); leaves what the socket refuses to the flusher. Inside
-/// a handler, leaves it to the handler's reply flush.
+/// Writes the buffer now (see [`sockio::flush_now`]); inside a handler, leaves it to the
+/// handler's reply flush.
 fn flush(io: &Arc<ConnIo>, defer: bool) {
     let held = HELD.with(|h| match h.borrow_mut().as_mut() {
         Some(list) => {
@@ -861,74 +761,7 @@ fn flush(io: &Arc<ConnIo>, defer: bool) {
         }
         None => false,
     });
-    if held {
-        return;
+    if !held {
+        sockio::flush_now(io, defer);
     }
-    let stream = {
-        let mut w = io.w.lock();
-        if w.flushing || w.buf.is_empty() {
-            return;
-        }
-        let Some(s) = w.stream.clone() else { return };
-        w.flushing = true;
-        s
-    };
-    if defer || !write_out(io, &stream) {
-        io.wake_flusher.notify_one();
-    }
-}
-
-/// Writes buffered bytes until the buffer is empty (true: flushing released)
-/// or the socket is full (false: the caller keeps `flushing` and waits).
-/// The syscall runs without the lock so that senders keep appending.
-fn write_out(io: &ConnIo, stream: &TcpStream) -> bool {
-    loop {
-        let chunk = {
-            let mut w = io.w.lock();
-            if w.buf.is_empty() || w.closed {
-                w.flushing = false;
-                return true;
-            }
-            w.buf.split().freeze()
-        };
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            match stream.try_write(&rest) {
-                Ok(n) => rest.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut w = io.w.lock();
-                    let mut back = BytesMut::with_capacity(rest.len() + w.buf.len());
-                    back.extend_from_slice(&rest);
-                    back.extend_from_slice(&w.buf);
-                    w.buf = back;
-                    return false;
-                }
-                Err(_) => {
-                    // The reader sees the same error and reports the close.
-                    let mut w = io.w.lock();
-                    w.buf.clear();
-                    w.flushing = false;
-                    return true;
-                }
-            }
-        }
-    }
-}
-
-fn listen(addr: SocketAddrV4) -> io::Result<TcpListener> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.bind(&std::net::SocketAddr::V4(addr).into())?;
-    s.listen(LISTEN_BACKLOG)?;
-    s.set_nonblocking(true)?;
-    TcpListener::from_std(s.into())
-}
-
-async fn connect_socket(from: SocketAddrV4, remote: SocketAddrV4) -> io::Result<TcpStream> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(std::net::SocketAddr::V4(from))?;
-    let stream = sock.connect(std::net::SocketAddr::V4(remote)).await?;
-    stream.set_nodelay(true)?;
-    SockRef::from(&stream).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
-    Ok(stream)
 }

@@ -7,6 +7,8 @@
 //!   request/reply, handler dispatch) driven by `handle(now, input)`.
 //! * [`quorum`]: o2quo, which decides who fences after a partition.
 //! * [`report`]: the connection table `o2cb` prints.
+//! * [`sockio`]: the socket plumbing of tokio drivers of a core (listener,
+//!   connects, reads, write buffers), shared with the node driver of `o2node`.
 //! * [`driver`]: the tokio driver with the API for the layers above
 //!   ([`Net`]: register handlers, send and wait for the peer's status,
 //!   heartbeat events, connection statistics).
@@ -41,6 +43,7 @@ pub mod error;
 mod fasthash;
 pub mod quorum;
 pub mod report;
+pub mod sockio;
 mod timers;
 pub mod wire;
 
