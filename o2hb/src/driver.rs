@@ -18,6 +18,7 @@ use crate::core::{
     RegionId, SetConfig, TimerKind, Timing,
 };
 use crate::disk::{BlockIo, DirectFile};
+use crate::iothread::{IoDone, IoRequest, IoThread};
 use crate::source::RegionSource;
 use crate::{Error, NodeMap, MAX_NODES};
 use std::collections::HashMap;
@@ -146,11 +147,6 @@ pub enum HbEvent {
     },
     /// This node fenced itself; no more events follow.
     Fenced,
-}
-
-enum IoReq {
-    Read { offset: u64, len: usize },
-    Write { offset: u64, data: Vec<u8> },
 }
 
 enum Msg {
@@ -369,7 +365,7 @@ struct EventLoop {
     nego_sender: Option<NegoSender>,
     tx: mpsc::Sender<Msg>,
     timers: HashMap<(RegionId, TimerKind), u64>,
-    workers: HashMap<RegionId, mpsc::Sender<IoReq>>,
+    workers: HashMap<RegionId, IoThread>,
     starting: HashMap<RegionId, mpsc::Sender<Result<RegionId, Error>>>,
     stopping: HashMap<RegionId, Vec<mpsc::Sender<Result<(), Error>>>>,
     subs: Vec<UnboundedSender<HbEvent>>,
@@ -635,7 +631,7 @@ impl EventLoop {
                     (self.core.region_config(region), self.workers.get(&region))
                 {
                     let g = cfg.geometry;
-                    let _ = w.send(IoReq::Read {
+                    w.submit(IoRequest::Read {
                         offset: g.slot_offset(first_slot),
                         len: usize::from(slots) * g.block_bytes(),
                     });
@@ -649,7 +645,7 @@ impl EventLoop {
                 if let (Some(cfg), Some(w)) =
                     (self.core.region_config(region), self.workers.get(&region))
                 {
-                    let _ = w.send(IoReq::Write {
+                    w.submit(IoRequest::Write {
                         offset: cfg.geometry.slot_offset(slot),
                         data: block,
                     });
@@ -793,38 +789,20 @@ impl EventLoop {
 fn spawn_worker(
     id: RegionId,
     node: u8,
-    mut io: Box<dyn BlockIo>,
+    io: Box<dyn BlockIo>,
     tx: mpsc::Sender<Msg>,
-) -> Result<mpsc::Sender<IoReq>, Error> {
-    let (wtx, wrx) = mpsc::channel::<IoReq>();
-    std::thread::Builder::new()
-        .name(format!("o2hb-io-{id}"))
-        .spawn(move || {
-            while let Ok(req) = wrx.recv() {
-                let msg = match req {
-                    IoReq::Read { offset, len } => {
-                        let mut buf = vec![0u8; len];
-                        let result = io.read_at(offset, &mut buf).map(|_| buf);
-                        if let Err(e) = &result {
-                            tracing::error!(
-                                node,
-                                region = id,
-                                offset,
-                                "heartbeat read failed: {e}"
-                            );
-                        }
-                        Msg::ReadDone { id, result }
-                    }
-                    IoReq::Write { offset, data } => Msg::WriteDone {
-                        id,
-                        result: io.write_at(offset, &data),
-                    },
-                };
-                if tx.send(msg).is_err() {
-                    return;
+) -> Result<IoThread, Error> {
+    IoThread::spawn(format!("o2hb-io-{id}"), io, move |done| {
+        let msg = match done {
+            IoDone::Read(result) => {
+                if let Err(e) = &result {
+                    tracing::error!(node, region = id, "heartbeat read failed: {e}");
                 }
+                Msg::ReadDone { id, result }
             }
-        })
-        .map_err(|e| Error::io("o2hb I/O thread", e))?;
-    Ok(wtx)
+            IoDone::Write(result) => Msg::WriteDone { id, result },
+        };
+        tx.send(msg).is_ok()
+    })
+    .map_err(|e| Error::io("o2hb I/O thread", e))
 }

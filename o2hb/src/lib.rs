@@ -30,6 +30,7 @@ pub mod core;
 pub mod disk;
 pub mod driver;
 mod error;
+pub mod iothread;
 pub mod nodemap;
 pub mod ocfs2;
 pub mod regionfile;
