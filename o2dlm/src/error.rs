@@ -67,6 +67,14 @@ pub enum DlmError {
     /// o2net refused something (handler registration, a stopped node).
     #[error("node {node}: o2net: {message}")]
     Net { node: u8, message: String },
+    /// The node refused the call in its present state (starting, going offline, fenced):
+    /// `errno` is the kernel's for the same refusal.
+    #[error("{message}")]
+    Node {
+        node: u8,
+        errno: i32,
+        message: String,
+    },
     /// The node's DLM was stopped while the call waited.
     #[error("node {node}: the DLM stopped")]
     Stopped { node: u8 },

@@ -43,9 +43,16 @@
 //!   o2hb's callbacks.
 //!
 //! After every call, in test and simulator builds, the stack asserts its invariants.
+//!
+//! # The driver
+//!
+//! [`driver`] runs the stack on tokio with real sockets and O_DIRECT disks and is the node's
+//! Rust API ([`Node`], [`Domain`], [`LockHandle`]); the node daemon, dlmfs and `o2cb lock`
+//! use it, and so can programs and tests in process.
 
 mod config;
 mod dlm;
+pub mod driver;
 mod error;
 mod hb;
 mod net;
@@ -53,6 +60,7 @@ mod stack;
 mod types;
 
 pub use config::{DlmSettings, NodeConfig, DEFAULT_STOP_TIMEOUT_MS};
+pub use driver::{Domain, LockHandle, Node};
 pub use error::NodeError;
 pub use stack::NodeStack;
 pub use types::{
