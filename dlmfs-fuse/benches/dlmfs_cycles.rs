@@ -8,7 +8,7 @@
 //! - `API`: `DlmDomain::lock` EX + `unlock` on the in-process DLM (o2dlm's lock-resource
 //!   engine): the DLM work without FUSE.
 //!
-//! The same over a two-node o2dlm cluster on loopback TCP (`O2dlmNode`, what the daemon
+//! The same over a two-node cluster on loopback TCP (`O2dlmNode`, what the daemon
 //! mounts), against o2dlm's async API: `lock(EX)` + `unlock` on node 1, and EX handed
 //! between the two nodes.
 

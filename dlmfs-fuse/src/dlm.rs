@@ -1,7 +1,7 @@
 //! The small DLM interface dlmfs needs (the part of stackglue `userdlm.c` calls): join and
 //! leave a domain, lock or convert with VALBLK and an optional NOQUEUE, cancel, unlock, and a
 //! BAST callback per lock. [`crate::local::LocalDlm`] implements it in process over o2dlm's
-//! lock-resource engine; the node daemon implements it over the o2dlm driver.
+//! lock-resource engine; the node daemon implements it over its node (`o2node`).
 //!
 //! Calls block the calling thread until the DLM answers (a grant, a refusal, a cancellation);
 //! dlmfs makes them from its own threads, never while holding a lock file's state.

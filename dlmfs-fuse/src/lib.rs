@@ -14,14 +14,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A node daemon mounts its o2dlm instead (from a thread of its tokio runtime or with its
-//! handle), through the [`DomainRegistry`] its other DLM users share, so that a domain used
-//! through /dlm and directly is one o2dlm membership:
+//! A node daemon mounts its node's DLM instead (from a thread of its tokio runtime or with
+//! its handle), through the [`DomainRegistry`] its other DLM users share, so that a domain
+//! used through /dlm and directly is one membership:
 //!
 //! ```no_run
-//! # fn daemon(dlm: o2dlm::Dlm) -> Result<dlmfs_fuse::MountHandle, dlmfs_fuse::Error> {
+//! # fn daemon(node: o2node::Node) -> Result<dlmfs_fuse::MountHandle, dlmfs_fuse::Error> {
 //! use std::sync::Arc;
-//! let registry = Arc::new(dlmfs_fuse::DomainRegistry::new(dlm));
+//! let registry = Arc::new(dlmfs_fuse::DomainRegistry::new(node));
 //! let node = dlmfs_fuse::O2dlmNode::with_registry(registry.clone(), tokio::runtime::Handle::current());
 //! dlmfs_fuse::mount("/dlm", Arc::new(node), dlmfs_fuse::MountOptions::default())
 //! # }
@@ -29,7 +29,7 @@
 //!
 //! - [`mount`] mounts a node's dlmfs and returns a [`MountHandle`] that unmounts on drop.
 //! - [`Dlm`] / [`DlmDomain`]: what dlmfs needs of a DLM; [`O2dlmNode`] implements it over
-//!   the o2dlm driver (the daemon's), [`LocalDlm`] in process over o2dlm's lock-resource
+//!   a node's Rust API ([`o2node::Node`], the daemon's), [`LocalDlm`] in process over o2dlm's lock-resource
 //!   engine; [`DomainRegistry`] counts a node's domain memberships for all its users.
 //! - [`userdlm`]: the kernel's lock caching state machine, pure; [`cached`] runs it.
 //!

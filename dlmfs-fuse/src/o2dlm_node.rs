@@ -1,10 +1,10 @@
-//! [`Dlm`] over the o2dlm driver ([`o2dlm::Dlm`]): what a node daemon mounts, so that /dlm
-//! on each node locks across the cluster.
+//! [`Dlm`] over a node's Rust API ([`o2node::Node`]): what a node daemon mounts, so that
+//! /dlm on each node locks across the cluster.
 //!
-//! dlmfs calls block its own threads; o2dlm's API is async. Each call is run on the
+//! dlmfs calls block its own threads; the node's API is async. Each call is run on the
 //! daemon's tokio runtime with [`tokio::runtime::Handle::block_on`] (dlmfs never calls from
 //! a runtime thread). A granted lock lives in a task of its own that owns the
-//! [`o2dlm::LockHandle`], delivers its BASTs, and runs its conversions and unlock in order,
+//! [`o2node::LockHandle`], delivers its BASTs, and runs its conversions and unlock in order,
 //! so a grant's AST always reaches dlmfs before the BASTs that follow it.
 //!
 //! Registrations of a domain go through the node's [`DomainRegistry`], shared with the
@@ -42,10 +42,10 @@ struct NodeInner {
 }
 
 impl O2dlmNode {
-    /// Wraps `dlm`, whose driver runs on `rt`, with a registry of its own (nothing else on
-    /// the node may join domains of `dlm`).
-    pub fn new(dlm: o2dlm::Dlm, rt: Handle) -> O2dlmNode {
-        O2dlmNode::with_registry(Arc::new(DomainRegistry::new(dlm)), rt)
+    /// Wraps `node`, whose driver runs on `rt`, with a registry of its own (nothing else on
+    /// the node may join domains).
+    pub fn new(node: o2node::Node, rt: Handle) -> O2dlmNode {
+        O2dlmNode::with_registry(Arc::new(DomainRegistry::new(node)), rt)
     }
 
     /// dlmfs over the DLM of `registry`, sharing its domain memberships with the registry's
@@ -64,7 +64,7 @@ impl O2dlmNode {
 
 fn join_errno(e: &DlmError) -> i32 {
     match e {
-        DlmError::JoinFailed { errno, .. } => errno.abs(),
+        DlmError::JoinFailed { errno, .. } | DlmError::Node { errno, .. } => errno.abs(),
         DlmError::BadName { .. } => libc::EINVAL,
         _ => libc::ENOTCONN,
     }
@@ -72,14 +72,10 @@ fn join_errno(e: &DlmError) -> i32 {
 
 impl Dlm for O2dlmNode {
     fn join(&self, domain: &[u8]) -> Result<Arc<dyn DlmDomain>, JoinError> {
-        let name = std::str::from_utf8(domain).map_err(|_| JoinError {
-            errno: libc::EINVAL,
-            message: "o2dlm domain names must be UTF-8 here".to_owned(),
-        })?;
         let dom = self
             .inner
             .rt
-            .block_on(self.inner.registry.register(name))
+            .block_on(self.inner.registry.register(domain, false))
             .map_err(|e| JoinError {
                 errno: join_errno(&e),
                 message: e.to_string(),
@@ -94,7 +90,7 @@ impl Dlm for O2dlmNode {
     }
 
     fn node(&self) -> u8 {
-        self.inner.registry.dlm().node()
+        self.inner.registry.node().node()
     }
 }
 
@@ -120,7 +116,7 @@ enum Slot {
 
 struct O2dlmDomain {
     node: Arc<NodeInner>,
-    domain: o2dlm::Domain,
+    domain: o2node::Domain,
     name: Vec<u8>,
     /// Cleared by the one [`DlmDomain::leave`] that gives the registration back.
     registered: std::sync::atomic::AtomicBool,
@@ -148,7 +144,7 @@ fn flags(noqueue: bool) -> LkmFlags {
 
 /// The task of one granted lock.
 async fn lock_task(
-    mut handle: o2dlm::LockHandle,
+    mut handle: o2node::LockHandle,
     events: Arc<dyn LockEvents>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
@@ -275,7 +271,7 @@ impl DlmDomain for O2dlmDomain {
             return;
         }
         let registry = self.node.registry.clone();
-        let name = self.domain.name();
+        let name = self.name.clone();
         // Not waited for: o2dlm's leave of the last registration can take seconds, and an
         // unmount or rmdir must not.
         self.node

@@ -1,22 +1,23 @@
-//! The node's one table of joined o2dlm domains, shared by dlmfs ([`crate::O2dlmNode`]) and
-//! the node daemon's own users (`o2cb lock`, `o2cb lockdump`).
+//! The node's one table of joined domains, shared by dlmfs ([`crate::O2dlmNode`]) and the
+//! node daemon's own users (`o2cb lock`, `o2cb lockdump`).
 //!
-//! o2dlm allows one membership of a domain per node, while the kernel counts registrations
+//! A node has one membership of a domain, while the kernel counts registrations
 //! (`dlm_register_domain` of a joined domain takes a reference). The registry does the
 //! counting: every user registers and unregisters, the first registration joins, the last
 //! one leaves, so a domain used both through /dlm and by `o2cb lock` is one membership.
+//! Names are bytes, as the kernel takes them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use o2dlm::{Dlm, DlmError, Domain};
+use o2dlm::DlmError;
+use o2node::{Domain, Node};
 use parking_lot::Mutex;
 
 /// How often a leave still under way is logged. While the node runs on, a leave is never
 /// abandoned, as the kernel's `dlm_unregister_domain` never gives up: a domain dropped
-/// half-left would stay joined in o2dlm, refusing every later join of it on this node. A node
-/// stopping ([`DomainRegistry::leave_all`]) gives up after one such period, as a lock file
-/// kept open holds its domain for good and the node is going away anyway.
+/// half-left would stay joined, refusing every later join of it on this node. A stopping
+/// node leaves its domains itself, within its stop bound ([`DomainRegistry::forget_all`]).
 const LEAVE_NOTICE: Duration = Duration::from_secs(5);
 
 struct Entry {
@@ -26,39 +27,40 @@ struct Entry {
 
 /// A node's DLM and its ref-counted domain memberships.
 pub struct DomainRegistry {
-    dlm: Dlm,
-    table: Mutex<BTreeMap<String, Entry>>,
+    node: Node,
+    table: Mutex<BTreeMap<Vec<u8>, Entry>>,
     /// Serializes joins and leaves, so that a domain is never joined twice, nor joined
     /// while its last user's leave is still under way.
     joining: tokio::sync::Mutex<()>,
 }
 
 impl DomainRegistry {
-    /// An empty registry over `dlm`.
-    pub fn new(dlm: Dlm) -> DomainRegistry {
+    /// An empty registry over `node`.
+    pub fn new(node: Node) -> DomainRegistry {
         DomainRegistry {
-            dlm,
+            node,
             table: Mutex::new(BTreeMap::new()),
             joining: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The node's DLM.
-    pub fn dlm(&self) -> &Dlm {
-        &self.dlm
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
-    /// Registers `name`: joins it unless joined. Every successful call needs one
+    /// Registers `name`: joins it unless joined (once the node is online, or refused while
+    /// it starts unless `wait`). Every successful call needs one
     /// [`DomainRegistry::unregister`].
-    pub async fn register(&self, name: &str) -> Result<Domain, DlmError> {
+    pub async fn register(&self, name: &[u8], wait: bool) -> Result<Domain, DlmError> {
         let _serial = self.joining.lock().await;
         if let Some(e) = self.table.lock().get_mut(name) {
             e.refs += 1;
             return Ok(e.domain.clone());
         }
-        let domain = self.dlm.join(name).await?;
+        let domain = self.node.join(name, wait).await?;
         self.table.lock().insert(
-            name.to_string(),
+            name.to_vec(),
             Entry {
                 domain: domain.clone(),
                 refs: 1,
@@ -69,7 +71,7 @@ impl DomainRegistry {
 
     /// Drops one registration of `name`; the last one leaves the domain (migrating what it
     /// masters and others use) and waits for the leave to finish.
-    pub async fn unregister(&self, name: &str) {
+    pub async fn unregister(&self, name: &[u8]) {
         let _serial = self.joining.lock().await;
         let last = {
             let mut t = self.table.lock();
@@ -83,40 +85,37 @@ impl DomainRegistry {
             }
         };
         if let Some(d) = last {
-            leave(self.dlm.node(), d, false).await;
+            leave(self.node.node(), d).await;
         }
     }
 
     /// A joined domain (for dumps), whoever joined it.
-    pub fn get(&self, name: &str) -> Option<Domain> {
-        self.table.lock().get(name).map(|e| e.domain.clone())
+    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<Domain> {
+        self.table
+            .lock()
+            .get(name.as_ref())
+            .map(|e| e.domain.clone())
     }
 
     /// The joined domains, by name.
-    pub fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<Vec<u8>> {
         self.table.lock().keys().cloned().collect()
     }
 
     /// How many registrations `name` has (0: not joined).
-    pub fn refs(&self, name: &str) -> usize {
-        self.table.lock().get(name).map_or(0, |e| e.refs)
+    pub fn refs(&self, name: impl AsRef<[u8]>) -> usize {
+        self.table.lock().get(name.as_ref()).map_or(0, |e| e.refs)
     }
 
-    /// Leaves every domain whatever its registrations: a clean stop of the node, after which
-    /// nothing registers again (the users' later unregisters find nothing to do).
-    pub async fn leave_all(&self) {
-        let _serial = self.joining.lock().await;
-        let all: Vec<Domain> = std::mem::take(&mut *self.table.lock())
-            .into_values()
-            .map(|e| e.domain)
-            .collect();
-        for d in all {
-            leave(self.dlm.node(), d, true).await;
-        }
+    /// Forgets every registration: the node is stopping and leaves its domains itself
+    /// (within its stop bound); nothing registers again, and the users' later unregisters
+    /// find nothing to do.
+    pub fn forget_all(&self) {
+        self.table.lock().clear();
     }
 }
 
-async fn leave(node: u8, d: Domain, stopping: bool) {
+async fn leave(node: u8, d: Domain) {
     let name = d.name();
     let leaving = d.leave();
     tokio::pin!(leaving);
@@ -125,14 +124,6 @@ async fn leave(node: u8, d: Domain, stopping: bool) {
         match tokio::time::timeout(LEAVE_NOTICE, &mut leaving).await {
             Ok(Ok(())) => return tracing::info!(node, domain = %name, "left domain {name}"),
             Ok(Err(e)) => return tracing::warn!(node, domain = %name, "leaving domain {name}: {e}"),
-            Err(_) if stopping => {
-                return tracing::warn!(
-                    node,
-                    domain = %name,
-                    "domain {name} not left within {} s; stopping without it (a lock held here?)",
-                    LEAVE_NOTICE.as_secs()
-                )
-            }
             Err(_) => {
                 waited += LEAVE_NOTICE;
                 tracing::warn!(

@@ -1,4 +1,4 @@
-//! Two dlmfs mounts backed by two nodes of an in-process o2dlm cluster (o2net over loopback
+//! Two dlmfs mounts backed by two nodes of an in-process cluster (whole nodes over loopback
 //! TCP on 127.0.0.1 and 127.0.0.2): a lock held through one mount blocks the other, a
 //! blocking open on node 2 is granted when node 1 closes (BAST, downconvert, grant over the
 //! network), and the value block written on node 1 is read on node 2. Needs root and
@@ -64,13 +64,13 @@ fn the_mount_and_direct_users_share_one_membership_of_a_domain() {
     std::fs::create_dir(dir.path().join("n1/shared")).expect("mkdir on node 1");
     std::fs::create_dir(dir.path().join("n2/shared")).expect("mkdir on node 2");
     assert_eq!(reg1.refs("shared"), 1);
-    // A second user of the joined domain on node 1 (o2dlm would refuse a second join with
+    // A second user of the joined domain on node 1 (the node would refuse a second join with
     // EEXIST) gets the same membership, and its locks are the mount's peers.
     let dom = rt
-        .block_on(reg1.register("shared"))
+        .block_on(reg1.register(b"shared", true))
         .expect("registers the domain the mount joined");
     assert_eq!(reg1.refs("shared"), 2);
-    assert_eq!(reg1.names(), vec!["shared".to_string()]);
+    assert_eq!(reg1.names(), vec![b"shared".to_vec()]);
     let held = rt
         .block_on(dom.lock(
             b"direct",
@@ -99,7 +99,7 @@ fn the_mount_and_direct_users_share_one_membership_of_a_domain() {
     drop(f);
     rt.block_on(held.unlock()).expect("unlock");
     // The direct user leaves: the mount's registration keeps the domain.
-    rt.block_on(reg1.unregister("shared"));
+    rt.block_on(reg1.unregister(b"shared"));
     assert_eq!(reg1.refs("shared"), 1);
     assert!(reg1.get("shared").is_some());
     // Unmounting gives the mount's registration back: the domain is left.

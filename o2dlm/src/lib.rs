@@ -16,9 +16,8 @@
 //!   mastery both sides, local and remote locking, refmaps and deref, node up/down,
 //!   recovery), driven by
 //!   `handle(now, input)` like the o2hb and o2net cores, so the simulator runs it too.
-//! - [`driver`]: the tokio driver on [`o2net::Net`] and the Rust API: [`Dlm::join`] gives a
-//!   [`Domain`], [`Domain::lock`] a [`LockHandle`] (convert, value block, BASTs, unlock),
-//!   failures are [`DlmError`]s; [`Domain::locking_state`] and friends give the dumps.
+//! - [`DlmError`]: why a lock operation failed, as the Rust API of a node (`o2node`, which
+//!   runs the domain cores of a node with its heartbeat and o2net) reports it.
 //!
 //! How the domain core puts them together: a resource this node masters is a [`lockres::LockResource`];
 //! local calls and the create/convert/unlock handlers call `request`/`convert`/`unlock` on
@@ -34,7 +33,6 @@
 
 pub mod debug;
 pub mod domain;
-pub mod driver;
 mod error;
 mod fasthash;
 pub mod join;
@@ -47,5 +45,4 @@ pub mod recovery_store;
 pub mod secondary;
 pub mod wire;
 
-pub use driver::{Dlm, DlmConfig, Domain, LockHandle};
 pub use error::{DlmError, Error};

@@ -39,7 +39,8 @@ impl NodeError {
     pub fn errno(&self) -> i32 {
         match self {
             NodeError::Config(_) | NodeError::KeyCollision { .. } => -22,
-            NodeError::Starting { .. } => -11,
+            // dlm_register_domain of a node that is not heartbeating: EPROTO.
+            NodeError::Starting { .. } => -71,
             NodeError::Stopping { .. } | NodeError::Stopped { .. } => -108,
             NodeError::Fenced { .. } => -5,
             NodeError::NotJoined { .. } => -2,

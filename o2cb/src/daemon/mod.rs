@@ -1,39 +1,39 @@
-//! The node daemon: one process per node hosting o2hb, o2net (and the DLM), serving the
-//! control socket that the `o2cb` commands talk to.
+//! The node daemon: one process per node running the node's [`o2node::Node`] (o2hb, o2net
+//! and o2dlm composed once, as the simulator runs them), its dlmfs mount and the control
+//! socket that the `o2cb` commands talk to.
 //!
 //! Start-up follows `service o2cb online`: read cluster.conf and the sysconfig file, find the
-//! local node, "register the cluster" (start o2net with the cluster's timeouts), then start
-//! global heartbeat on the configured regions (local mode: wait for `o2cb heartbeat start`).
-//! Heartbeat events reach o2net in the kernel's order (every up and down, our own node's
-//! included). A clean stop (`o2cb offline`, SIGTERM, SIGINT) stops every region with the
-//! generation-0 block, so peers see the node down at their next read instead of after the
-//! dead threshold, then shuts o2net down.
+//! local node, "register the cluster" (start the node: o2net listens with the cluster's
+//! timeouts), then start global heartbeat on the configured regions (local mode: wait for
+//! `o2cb heartbeat start`). The control socket answers from the start (`status`, `offline`),
+//! but the node serves locks only once it is online, heartbeat steady on every region: a
+//! lock asked earlier waits for that (a trylock is refused). A clean stop (`o2cb offline`,
+//! SIGTERM, SIGINT) lets the lock users go, unmounts dlmfs, then stops the node: every
+//! domain is left, then every region stops with the generation-0 block, so peers see the
+//! node down at their next read instead of after the dead threshold.
 //!
 //! - [`proto`]: socket path rule and the line protocol; [`wire`]: its encoding.
 //! - [`client`]: how the commands find and call a daemon.
-//! - [`dlm`]: the node's DLM; [`session`]: `o2cb lock`.
+//! - [`dlm`]: the node's configuration; [`session`]: `o2cb lock`.
 //! - [`report`]: the text of `status` and `nodes`.
 
 pub mod client;
-pub(crate) mod dlm;
 pub mod proto;
 pub mod report;
 mod session;
 pub mod wire;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use o2hb::core::{nego_key, NegoKind, RegionId};
-use o2hb::driver::{DriverConfig, FenceAction, HbEvent, Heartbeat, NegoSend, FENCE_EXIT_STATUS};
-use o2hb::{Mode, NodeMap, Timing};
+use o2hb::FenceAction;
 use o2nm::HeartbeatMode;
+use o2node::{Node, RegionId, Stage};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -115,34 +115,26 @@ pub(crate) struct ActiveRegion {
     pub name: String,
     pub path: PathBuf,
     pub id: RegionId,
-    pub nego_key: u32,
 }
 
-/// What heartbeat last said about a node.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerHb {
-    pub live: bool,
-    pub generation: u64,
-}
-
-/// The running node, shared by the control connections and the event task.
+/// The running node, shared by the control connections.
 pub(crate) struct Daemon {
     pub cluster: o2nm::Cluster,
     pub local: u8,
-    pub net: o2net::Net,
+    /// The node: heartbeat, o2net and the DLM.
+    pub node: Node,
     /// The node's domain memberships, shared with the dlmfs mount.
     pub domains: Arc<dlmfs_fuse::DomainRegistry>,
-    pub hb: Heartbeat,
     pub regions: Mutex<Vec<ActiveRegion>>,
     /// The dlmfs mount, while mounted.
     pub dlmfs: Mutex<Option<dlmfs_fuse::MountHandle>>,
-    pub peers: Mutex<BTreeMap<u8, PeerHb>>,
     pub socket: PathBuf,
     pub pid: u32,
     pub started: Instant,
     /// Set once the node starts going offline; later requests to do it are no-ops.
     offline: AtomicBool,
-    /// Start-up is over (global heartbeat steady): what `o2cb online` waits for.
+    /// Start-up is over (global heartbeat steady, dlmfs mounted): what `o2cb online` waits
+    /// for.
     pub online: AtomicBool,
     /// Becomes true when the node starts going offline: lock sessions release their locks.
     pub leaving: tokio::sync::watch::Sender<bool>,
@@ -186,23 +178,6 @@ fn say(line: &str) {
     let _ = std::io::stdout().flush();
 }
 
-/// Fencing after o2net lost quorum: the configured command, or exit at once (no clean stop,
-/// so peers see this node die).
-fn net_fence(local: u8, command: Option<String>) -> o2net::FenceFn {
-    Arc::new(move |reason: &str| {
-        tracing::error!(node = local, "o2net fences this node: {reason}");
-        match &command {
-            Some(cmd) => {
-                let _ = std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .status();
-            }
-            None => std::process::exit(FENCE_EXIT_STATUS),
-        }
-    })
-}
-
 async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode> {
     let local_node = cluster.local_node().context("no local node")?.clone();
     let local = local_node.num;
@@ -223,57 +198,21 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
     // Nobody answers: a socket left by a daemon that died.
     let _ = std::fs::remove_file(&socket);
 
-    let net = o2net::Net::start(
-        o2net::NetConfig::from_cluster(&cluster)?,
-        net_fence(local, opts.fence_command.clone()),
-    )?;
-    // The DLM registers its handlers before any heartbeat event reaches o2net.
-    let dlm = o2dlm::Dlm::start(net.clone(), dlm::config(&cluster))?;
+    let fence = match &opts.fence_command {
+        Some(cmd) => FenceAction::Command(cmd.clone()),
+        None => FenceAction::Exit,
+    };
+    let node = Node::start(o2node::NodeConfig::from_cluster(&cluster)?, fence)?;
     say(&format!("Registering O2CB cluster \"{name}\": OK"));
     say("Setting O2CB cluster timeouts : OK");
-
-    let t = cluster.timeouts();
-    let mut cfg = DriverConfig::new(local);
-    cfg.mode = match cluster.heartbeat_mode() {
-        HeartbeatMode::Global => Mode::Global,
-        HeartbeatMode::Local => Mode::Local,
-    };
-    cfg.timing = Timing::new(u64::from(t.heartbeat_period_ms), t.dead_threshold)?;
-    let mut configured = NodeMap::new();
-    for n in cluster.nodes() {
-        configured.insert(n.num);
-    }
-    cfg.configured = configured;
-    if let Some(cmd) = &opts.fence_command {
-        cfg.fence = FenceAction::Command(cmd.clone());
-    }
-    let rt = tokio::runtime::Handle::current();
-    let nego_net = net.clone();
-    cfg.nego_sender = Some(Arc::new(move |m: NegoSend| {
-        let net = nego_net.clone();
-        rt.spawn(async move {
-            if let Err(e) = net.send(m.to, m.kind as u16, m.key, vec![m.node_num]).await {
-                tracing::warn!(
-                    node = net.local_node(),
-                    to = m.to,
-                    "o2hb negotiation message not delivered: {e}"
-                );
-            }
-        });
-    }));
-    let hb = Heartbeat::start(cfg)?;
-    // Subscribed before any region starts: no event is missed.
-    let events = hb.subscribe();
 
     let daemon = Arc::new(Daemon {
         cluster,
         local,
-        net,
-        domains: Arc::new(dlmfs_fuse::DomainRegistry::new(dlm)),
-        hb,
+        domains: Arc::new(dlmfs_fuse::DomainRegistry::new(node.clone())),
+        node,
         regions: Mutex::new(Vec::new()),
         dlmfs: Mutex::new(None),
-        peers: Mutex::new(BTreeMap::new()),
         socket: socket.clone(),
         pid: std::process::id(),
         started: Instant::now(),
@@ -283,7 +222,6 @@ async fn serve(cluster: o2nm::Cluster, opts: Options) -> anyhow::Result<ExitCode
         offline_lines: Mutex::new(None),
         exit: Notify::new(),
     });
-    tokio::spawn(forward_events(daemon.clone(), events));
 
     use tokio::signal::unix::{signal, SignalKind};
     // Hooked before the (possibly long) start of the regions, so that an early SIGTERM
@@ -398,44 +336,6 @@ async fn mount_dlmfs(d: &Arc<Daemon>, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Feeds heartbeat events to o2net (and records them for `status` and `nodes`).
-async fn forward_events(d: Arc<Daemon>, mut events: tokio::sync::mpsc::UnboundedReceiver<HbEvent>) {
-    while let Some(ev) = events.recv().await {
-        match ev {
-            HbEvent::NodeUp {
-                node, generation, ..
-            } => {
-                d.peers.guard().insert(
-                    node,
-                    PeerHb {
-                        live: true,
-                        generation,
-                    },
-                );
-                // The kernel's order: o2net first, then the DLM.
-                d.net.heartbeat_up(node);
-                d.domains.dlm().node_up(node);
-            }
-            HbEvent::NodeDown {
-                node, generation, ..
-            } => {
-                d.peers.guard().insert(
-                    node,
-                    PeerHb {
-                        live: false,
-                        generation,
-                    },
-                );
-                d.net.heartbeat_down(node);
-                d.domains.dlm().node_down(node);
-            }
-            HbEvent::Fenced => {
-                tracing::error!(node = d.local, "o2hb fenced this node: heartbeat stopped");
-            }
-        }
-    }
-}
-
 /// Where the block devices are listed, partitions included.
 const SYS_BLOCK: &str = "/sys/class/block";
 
@@ -488,8 +388,7 @@ async fn start_global_regions(d: &Arc<Daemon>, paths: &[PathBuf]) -> anyhow::Res
 }
 
 impl Daemon {
-    /// Starts heartbeat on a region (returns once it is steady) and registers its
-    /// negotiation handlers with o2net.
+    /// Starts heartbeat on a region; returns once it is steady.
     pub(crate) async fn start_region(
         self: &Arc<Self>,
         src: o2hb::source::RegionSource,
@@ -501,49 +400,28 @@ impl Daemon {
                 crate::path_text(&r.path)
             );
         }
-        let d = self.clone();
-        let s = src.clone();
-        let id = tokio::task::spawn_blocking(move || d.hb.start_region(&s))
-            .await?
+        let id = self
+            .node
+            .start_region(&src)
+            .await
             .with_context(|| format!("{}: region {}", crate::path_text(&src.path), src.name))?;
-        let num = if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
-            id
-        } else {
-            0
-        };
-        let key = nego_key(num, &src.name);
-        for kind in [NegoKind::Timeout, NegoKind::Approve] {
-            // Weak: the handler lives in o2net, which the daemon owns.
-            let d: Weak<Daemon> = Arc::downgrade(self);
-            self.net.register_handler(kind as u16, key, 1, move |req| {
-                if let (Some(&n), Some(d)) = (req.payload.first(), d.upgrade()) {
-                    d.hb.deliver_nego(id, kind, n);
-                }
-                0
-            })?;
-        }
         let region = ActiveRegion {
             name: src.name.clone(),
             path: src.path.clone(),
             id,
-            nego_key: key,
         };
         self.regions.guard().push(region.clone());
         tracing::info!(node = self.local, region = %src.name, "heartbeat started on {}", src.path.display());
         Ok(region)
     }
 
-    /// Stops a region cleanly (generation-0 block) and drops its negotiation handlers.
+    /// Stops a region cleanly (generation-0 block).
     pub(crate) async fn stop_region(self: &Arc<Self>, region: ActiveRegion) -> anyhow::Result<()> {
-        let d = self.clone();
-        let id = region.id;
-        tokio::task::spawn_blocking(move || d.hb.stop_region(id))
-            .await?
+        self.node
+            .stop_region(region.id)
+            .await
             .with_context(|| format!("stopping region {}", region.name))?;
-        for kind in [NegoKind::Timeout, NegoKind::Approve] {
-            self.net.unregister_handler(kind as u16, region.nego_key);
-        }
-        self.regions.guard().retain(|r| r.id != id);
+        self.regions.guard().retain(|r| r.id != region.id);
         tracing::info!(node = self.local, region = %region.name, "heartbeat stopped");
         Ok(())
     }
@@ -596,31 +474,19 @@ impl Daemon {
                 }
             }
         }
-        self.domains.leave_all().await;
-        let regions: Vec<ActiveRegion> = self.regions.guard().clone();
-        let mut failed = Vec::new();
-        for r in regions {
-            if let Err(e) = self.stop_region(r).await {
-                failed.push(format!("{e:#}"));
-            }
+        // Users that still hold a registration (a lock file kept open) are forgotten: the
+        // node leaves every domain itself, within its stop bound.
+        self.domains.forget_all();
+        let had_regions = !self.regions.guard().is_empty();
+        self.node.stop().await;
+        let clean = self.node.stage() == Stage::Stopped;
+        self.regions.guard().clear();
+        if self.cluster.heartbeat_mode() == HeartbeatMode::Global && had_regions {
+            let word = if clean { "OK" } else { "Failed" };
+            out.push_str(&format!(
+                "Stopping global heartbeat on cluster \"{name}\": {word}\n"
+            ));
         }
-        if self.cluster.heartbeat_mode() == HeartbeatMode::Global {
-            if failed.is_empty() {
-                out.push_str(&format!(
-                    "Stopping global heartbeat on cluster \"{name}\": OK\n"
-                ));
-            } else {
-                out.push_str(&format!(
-                    "Stopping global heartbeat on cluster \"{name}\": Failed\n"
-                ));
-                for f in &failed {
-                    out.push_str(&format!("{f}\n"));
-                }
-            }
-        }
-        // Regions still starting (a stop during start-up) stop too, and fail their start.
-        tokio::task::block_in_place(|| self.hb.stop());
-        self.net.shutdown();
         let _ = std::fs::remove_file(&self.socket);
         out.push_str(&format!(
             "Stopping O2CB cluster {name}: Unregistering O2CB cluster \"{name}\": OK\n"
@@ -649,8 +515,8 @@ impl Daemon {
             ("status", []) => Reply::ok(report::status(self)),
             ("nodes", []) => Reply::ok(report::nodes(self)),
             ("connections", []) => Reply::ok(o2net::report::connections_table(
-                &self.net.peer_stats(),
-                self.net.now_ms(),
+                &self.node.inspect(|s| s.peer_stats()),
+                self.node.now_ms(),
             )),
             ("hb-start", [path]) => self.hb_start(path).await,
             ("hb-stop", [region]) => self.hb_stop(region).await,
@@ -666,7 +532,7 @@ impl Daemon {
 
     /// One of the kernel's debugfs dumps of a domain the node is in.
     fn lockdump(&self, domain: &str, what: &str) -> Reply {
-        let Some(d) = self.domains.get(domain) else {
+        let Some(d) = self.domains.get(o2nm::text::encode(domain)) else {
             return Reply::err(format!(
                 "domain {domain} is not joined on node {} (nothing holds a lock in it here)",
                 self.local

@@ -81,7 +81,7 @@ pub(crate) fn status(d: &Daemon) -> String {
         for r in &regions {
             let _ = writeln!(s, "  {} {}", r.name, crate::path_text(&r.path));
         }
-        let live = d.hb.live_nodes();
+        let live = d.node.inspect(|s| s.heartbeat().live_nodes());
         let _ = writeln!(
             s,
             "{}",
@@ -90,7 +90,12 @@ pub(crate) fn status(d: &Daemon) -> String {
     }
     // The node's domain memberships (dlmfs' and `o2cb lock`'s), and the mount's directories
     // (the init script's `ls /dlm`), which include a domain whose join is still under way.
-    let mut domains = d.domains.names();
+    let mut domains: Vec<String> = d
+        .domains
+        .names()
+        .iter()
+        .map(|n| o2nm::text::decode(n))
+        .collect();
     let mounted = d.dlmfs.guard().as_ref().map(|m| m.path().to_path_buf());
     if let Some(Ok(dir)) = mounted.map(std::fs::read_dir) {
         domains.extend(
@@ -104,7 +109,7 @@ pub(crate) fn status(d: &Daemon) -> String {
         if let Some(line) = d
             .domains
             .get(&name)
-            .and_then(|dom| recovery_line(&name, &dom))
+            .and_then(|dom| recovery_line(&o2nm::text::decode(&name), &dom))
         {
             s.push_str(&line);
         }
@@ -118,8 +123,7 @@ pub(crate) fn status(d: &Daemon) -> String {
 
 /// One row per configured node: heartbeat and connection state, generation.
 pub(crate) fn nodes(d: &Daemon) -> String {
-    let peers = d.peers.guard().clone();
-    let connected = d.net.connected_nodes();
+    let (peers, connected) = d.node.inspect(|s| (s.peers().clone(), s.connected_nodes()));
     let mut s = String::from(
         "node  name              address                heartbeat  connected  generation\n",
     );
@@ -159,7 +163,7 @@ pub(crate) fn nodes(d: &Daemon) -> String {
 pub(crate) fn ping(d: &Daemon) -> String {
     let local = d.cluster.local_node();
     format!(
-        "pid {}\ncluster {}\nnode {} {}\nmode {}\nstate {}\nuptime_ms {}\n",
+        "pid {}\ncluster {}\nnode {} {}\nmode {}\nstate {}\nuptime_ms {}\nstage {}\n",
         d.pid,
         d.cluster.name(),
         d.local,
@@ -170,13 +174,25 @@ pub(crate) fn ping(d: &Daemon) -> String {
         } else {
             "starting"
         },
-        d.started.elapsed().as_millis()
+        d.started.elapsed().as_millis(),
+        stage_name(d.node.stage()),
     )
+}
+
+/// The node's stage, as `ping` and `status` print it.
+pub fn stage_name(stage: o2node::Stage) -> &'static str {
+    match stage {
+        o2node::Stage::Starting => "starting (heartbeat not steady: no lock served yet)",
+        o2node::Stage::Online => "online (locks served)",
+        o2node::Stage::Stopping => "stopping",
+        o2node::Stage::Stopped => "stopped",
+        o2node::Stage::Fenced => "fenced",
+    }
 }
 
 /// A domain's recovery, once there has been one: active or idle, the dead node, the
 /// recovery master, the nodes still to recover and the recoveries completed here.
-fn recovery_line(name: &str, dom: &o2dlm::Domain) -> Option<String> {
+fn recovery_line(name: &str, dom: &o2node::Domain) -> Option<String> {
     let r = dom.recovery_state()?;
     let to_recover: Vec<String> = r.recovery_map.iter().map(|n| n.to_string()).collect();
     if !r.active && to_recover.is_empty() && r.completed == 0 {

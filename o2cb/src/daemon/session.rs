@@ -70,7 +70,9 @@ pub(crate) async fn lock(
             .await;
         return;
     }
-    let dom = match d.domains.register(domain).await {
+    let domain_bytes = o2nm::text::encode(domain);
+    // A trylock does not wait for a starting node either: it is refused with the reason.
+    let dom = match d.domains.register(&domain_bytes, !trylock).await {
         Ok(dom) => dom,
         Err(e) => {
             let _ = w.write_all(&Reply::err(e.to_string()).encode()).await;
@@ -129,5 +131,5 @@ pub(crate) async fn lock(
     if let Some(reply) = reply {
         let _ = w.write_all(&reply.encode()).await;
     }
-    d.domains.unregister(domain).await;
+    d.domains.unregister(&domain_bytes).await;
 }

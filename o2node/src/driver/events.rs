@@ -61,7 +61,12 @@ impl Node {
                 tracing::info!(node, "node {node} online: heartbeat steady, locks served")
             }
             Event::Stopped => tracing::info!(node, "node {node} offline"),
-            Event::NetUp { .. } | Event::NetDown { .. } | Event::AppDone { .. } => {}
+            Event::AppDone { id, result } => {
+                if let Some(tx) = st.apps.remove(id) {
+                    let _ = tx.send(*result);
+                }
+            }
+            Event::NetUp { .. } | Event::NetDown { .. } => {}
             Event::Joined { .. }
             | Event::JoinFailed { .. }
             | Event::Left { .. }

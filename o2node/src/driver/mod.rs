@@ -68,6 +68,9 @@ struct State {
     starting: BTreeMap<RegionId, oneshot::Sender<Result<(), String>>>,
     stopping: BTreeMap<RegionId, Vec<oneshot::Sender<bool>>>,
     dlm: api::Waiters,
+    /// Application sends waiting for their status, by id.
+    apps: FxHashMap<u64, oneshot::Sender<Result<i32, i32>>>,
+    next_app: u64,
     subscribers: Vec<mpsc::UnboundedSender<Event>>,
     log: VecDeque<String>,
 }
@@ -116,6 +119,8 @@ impl Node {
                     starting: BTreeMap::new(),
                     stopping: BTreeMap::new(),
                     dlm: api::Waiters::default(),
+                    apps: FxHashMap::default(),
+                    next_app: 1,
                     subscribers: Vec::new(),
                     log: VecDeque::new(),
                 }),
@@ -188,6 +193,40 @@ impl Node {
     /// The last log lines of the node (kernel wording), oldest first.
     pub fn recent_log(&self) -> Vec<String> {
         self.inner.state.lock().log.iter().cloned().collect()
+    }
+
+    /// Answers application messages of (`msg_type`, `key`) with status 0 (test programs;
+    /// the round-trip baseline of the benchmarks).
+    pub fn register_app_handler(
+        &self,
+        msg_type: u16,
+        key: u32,
+        max_len: u32,
+    ) -> Result<(), NodeError> {
+        self.with_state(|st, _| st.stack.register_app_handler(msg_type, key, max_len))
+    }
+
+    /// Sends an application message to `to` over o2net and waits for the handler's status
+    /// (`Err`: the send's negative errno).
+    pub async fn send_app(
+        &self,
+        to: u8,
+        msg_type: u16,
+        key: u32,
+        payload: bytes::Bytes,
+    ) -> Result<i32, i32> {
+        let (tx, rx) = oneshot::channel();
+        self.with_state(|st, now| {
+            let id = st.next_app;
+            st.next_app += 1;
+            st.apps.insert(id, tx);
+            if let Err(e) = st.stack.send_app(now, id, to, msg_type, key, payload) {
+                st.apps.remove(&id);
+                return Err(e.errno());
+            }
+            Ok(())
+        })?;
+        rx.await.unwrap_or(Err(-108))
     }
 
     /// Opens the region's device with O_DIRECT and starts heartbeating; returns once the
@@ -304,6 +343,7 @@ impl Node {
             st.starting.clear();
             st.stopping.clear();
             st.dlm.fail_all();
+            st.apps.clear();
             st.conns.drain().map(|(_, c)| c).collect()
         };
         for c in conns {
@@ -447,6 +487,7 @@ impl Node {
         st.starting.clear();
         st.stopping.clear();
         st.dlm.fail_all();
+        st.apps.clear();
         for (_, io) in st.conns.drain() {
             close_io(&io);
         }

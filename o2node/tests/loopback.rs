@@ -1,4 +1,4 @@
-//! The driver and API on real loopback TCP: 1, 2, 3 and 8 nodes in one process.
+//! The node driver and its API on real loopback TCP: 1, 2, 3 and 8 nodes in one process.
 
 mod cluster;
 
@@ -13,7 +13,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A counter kept in the value block, incremented under EX by many tasks on every node, ends
 /// exact; so does a plain counter in memory that only EX holders touch.
 async fn hammer(nodes: u8, tasks_per_node: usize, rounds: usize, locks: usize) {
-    let cluster = cluster::start(nodes, cluster::config(300));
+    let cluster = cluster::Cluster::start_all(nodes, 300).await;
     let domains = cluster.join_all("hammer").await;
     // One counter in memory per lock, touched only under its EX.
     let counters: Arc<Vec<cluster::ExCounter>> =
@@ -91,7 +91,7 @@ fn eight_nodes_counter_is_exact() {
 #[test]
 fn pr_is_shared_and_noqueue_refuses_ex() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(3, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(3, 300).await;
         let d = cluster.join_all("share").await;
         let a = d[0]
             .lock("file", LockMode::Pr, LkmFlags::empty())
@@ -129,7 +129,7 @@ fn pr_is_shared_and_noqueue_refuses_ex() {
 #[test]
 fn bast_hands_ex_over_and_lvb_follows() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(2, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(2, 300).await;
         let d = cluster.join_all("handoff").await;
         let mut holder = d[0]
             .lock("h", LockMode::Ex, LkmFlags::VALBLK)
@@ -177,7 +177,7 @@ fn bast_hands_ex_over_and_lvb_follows() {
 #[test]
 fn everyone_takes_a_new_lock_at_once() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(8, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(8, 300).await;
         let d = cluster.join_all("race").await;
         for round in 0..5 {
             let name = format!("new{round}");
@@ -219,7 +219,7 @@ fn everyone_takes_a_new_lock_at_once() {
 #[test]
 fn dropping_a_pending_request_cancels_it() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(2, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(2, 300).await;
         let d = cluster.join_all("cancel").await;
         let ex = d[0]
             .lock("c", LockMode::Ex, LkmFlags::empty())
@@ -246,7 +246,7 @@ fn dropping_a_pending_request_cancels_it() {
 #[test]
 fn dumps_show_owner_and_locks() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(2, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(2, 300).await;
         let d = cluster.join_all("dump").await;
         let l = d[1]
             .lock("seen", LockMode::Ex, LkmFlags::empty())
@@ -269,11 +269,11 @@ fn dumps_show_owner_and_locks() {
 #[test]
 fn nodes_joining_at_once_all_get_in() {
     cluster::runtime().block_on(async {
-        let cluster = cluster::start(8, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(8, 300).await;
         let mut joins = Vec::new();
-        for d in &cluster.dlms {
+        for d in &cluster.nodes {
             let d = d.clone();
-            joins.push(tokio::spawn(async move { d.join("crowd").await }));
+            joins.push(tokio::spawn(async move { d.join(b"crowd", true).await }));
         }
         let mut domains = Vec::new();
         for j in joins {

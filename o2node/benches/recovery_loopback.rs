@@ -1,11 +1,12 @@
 //! Node-down to recovery complete with real o2net on loopback TCP:
-//! `cargo bench -p o2dlm --bench recovery_loopback`.
+//! `cargo bench -p o2node --bench recovery_loopback`.
 //!
-//! Three nodes (127.0.0.1-3) in one process, each with its own o2net and o2dlm driver. Node 3
+//! Three whole nodes (127.0.0.1-3) in one process, heartbeating on a shared region. Node 3
 //! masters N resources (it takes NL on each first), nodes 1 and 2 each hold PR on every one.
-//! Node 3's o2net is shut down (its locks are never released, as after kill -9), then both
-//! survivors are told it is dead; the clock runs from those node-down calls until both report
-//! recovery complete (`Domain::recovery_state`), through the whole protocol over TCP.
+//! Node 3 is shut down at once (its locks are never released and its heartbeat stops, as
+//! after kill -9); the clock runs from the first survivor's heartbeat declaring it dead until
+//! both report recovery complete (`Domain::recovery_state`), through the whole protocol over
+//! TCP.
 //! Baseline in the same run: the time the survivors took to acquire their 2N PR locks on
 //! node 3's resources (CREATE_LOCK, reply and proxy AST over the same sockets).
 
@@ -18,7 +19,7 @@ mod common;
 use common::{print_table, take_all, with_cluster};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
-    with_cluster(port, |nets, dlms, domains| async move {
+    with_cluster(port, |cluster, domains| async move {
         let held3 = take_all(&domains[2], n, LockMode::Nl).await;
         let t = Instant::now();
         let (h1, h2) = tokio::join!(
@@ -28,13 +29,13 @@ fn run(n: usize, port: u16) -> (Duration, Duration) {
         let acquire = t.elapsed();
         assert_eq!(domains[0].owner_of("res0"), Some(3));
         std::mem::forget(held3);
-        nets[2].shutdown();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut events = cluster.nodes[0].subscribe();
+        cluster.nodes[2].shutdown();
+        while !matches!(
+            events.recv().await,
+            Some(o2node::Event::NodeDown { node: 3, .. }) | None
+        ) {}
         let t = Instant::now();
-        for i in 0..2 {
-            nets[i].heartbeat_down(3);
-            dlms[i].node_down(3);
-        }
         loop {
             let done = domains.iter().take(2).all(|d| {
                 d.recovery_state()
@@ -53,9 +54,7 @@ fn run(n: usize, port: u16) -> (Duration, Duration) {
         let owner = domains[0].owner_of(format!("res{}", n - 1));
         assert!(matches!(owner, Some(1 | 2)), "remastered: {owner:?}");
         drop((h1, h2));
-        for net in &nets {
-            net.shutdown();
-        }
+        cluster.shutdown();
         (recovery, acquire)
     })
 }

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use o2dlm::wire::{LkmFlags, LockMode};
-use o2dlm::{Dlm, DlmConfig, Domain, LockHandle};
-use o2net::Net;
+use o2node::{Domain, LockHandle};
 
 #[path = "../../tests/cluster/mod.rs"]
 mod cluster;
@@ -59,19 +58,15 @@ pub fn print_table(
     }
 }
 
-/// Runs `f` on a two-thread runtime with the three nodes started and joined to "bench".
-pub fn with_cluster<T, F>(port: u16, f: impl FnOnce(Vec<Net>, Vec<Dlm>, Vec<Domain>) -> F) -> T
+/// Runs `f` on a two-thread runtime with the three nodes started (heartbeat steady) and
+/// joined to "bench", resources kept for good once unused.
+pub fn with_cluster<T, F>(port: u16, f: impl FnOnce(cluster::Cluster, Vec<Domain>) -> F) -> T
 where
     F: std::future::Future<Output = T>,
 {
     cluster::runtime().block_on(async {
-        let cfg = DlmConfig {
-            purge_interval_ms: 600_000,
-            ..DlmConfig::default()
-        };
-        let cluster = cluster::start_on(port, 3, cfg);
+        let cluster = cluster::Cluster::start_on(port, 3, 600_000).await;
         let domains = cluster.join_all("bench").await;
-        let cluster::Cluster { nets, dlms } = cluster;
-        f(nets, dlms, domains).await
+        f(cluster, domains).await
     })
 }

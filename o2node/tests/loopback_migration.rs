@@ -1,5 +1,5 @@
-//! Migration on real loopback TCP: three nodes in one process, heartbeat events fed
-//! directly. Node 1 masters two locks the others use: a counter they take in EX over and
+//! Migration on real loopback TCP: three nodes in one process, heartbeating on a shared
+//! region. Node 1 masters two locks the others use: a counter they take in EX over and
 //! over (converting to PR and back on the way), and a lock node 2 holds while node 3 waits.
 //! Node 1 leaves cleanly in the middle of it: nobody's lock is lost or doubly granted, the
 //! counter kept under the lock and the one kept in its value block end exact, the waiter
@@ -16,7 +16,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 fn a_master_leaving_cleanly_hands_its_locks_over_while_they_are_used() {
     let rt = cluster::runtime();
     rt.block_on(async {
-        let cluster = cluster::start(3, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(3, 300).await;
         let domains = cluster.join_all("mig").await;
         // Node 1 masters both (first to ask), then lets go of its own locks.
         for name in ["counter", "held"] {

@@ -13,7 +13,7 @@ use o2dlm::wire::{LkmFlags, LockMode};
 fn a_dropped_conversion_is_cancelled_and_breaks_the_pr_to_ex_standoff() {
     let rt = cluster::runtime();
     rt.block_on(async {
-        let cluster = cluster::start(2, cluster::config(300));
+        let cluster = cluster::Cluster::start_all(2, 300).await;
         let domains = cluster.join_all("cancel").await;
         let mut a = domains[0]
             .lock("cached", LockMode::Pr, LkmFlags::empty())

@@ -1,60 +1,39 @@
-//! End-to-end benchmarks of the Rust API over the o2net driver on loopback TCP, each with a
-//! baseline measured in the same run: `cargo bench -p o2dlm --bench api`.
+//! End-to-end benchmarks of the node's Rust API on loopback TCP (whole nodes, heartbeating on a
+//! shared region in memory), each with a baseline measured in the same run:
+//! `cargo bench -p o2node --bench api`.
 //!
 //! 1. Uncontended lock + unlock through `Domain::lock` / `LockHandle::unlock` on a resource
 //!    this node masters, on a one-thread runtime (target: >= 1M pairs/s on one core);
 //!    baseline: the same pairs driven straight into the domain core (no API, no runtime).
 //! 2. Remote-master acquire latency: node 1 takes PR on a resource node 2 masters
 //!    (CREATE_LOCK, reply, PROXY_AST); baseline: an o2net request round trip between the
-//!    same nodes to a handler that answers at once (target: p50 <= 2x).
+//!    same nodes, through the same driver, to a handler that answers at once.
 //! 3. EX hand-off between two nodes: one task per node locks EX, holds it until the other's
 //!    request arrives as a BAST, unlocks, and asks again; hand-offs/s, against the o2net
 //!    round trips per second of the same pair.
 //! 4. Memory per idle resource: one million resources created (LKM_LOCAL lock + unlock) and
 //!    left idle in a domain core, resident set size before and after (target: <= 512 MiB).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use o2dlm::domain::{DomainConfig, DomainCore, Input, Output};
 use o2dlm::wire::{DomainName, LkmFlags, LockMode, LockName};
-use o2dlm::{Dlm, DlmConfig};
-use o2net::{Net, NetConfig, NodeInfo};
+use o2node::Node;
 
-fn nodes(n: u8, port: u16) -> Vec<NodeInfo> {
-    (1..=n)
-        .map(|i| NodeInfo {
-            num: i,
-            name: format!("n{i}"),
-            addr: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, i), port),
-        })
-        .collect()
+#[path = "../tests/cluster/mod.rs"]
+mod cluster;
+
+/// Nodes 1..=n on `port`, online.
+async fn start(n: u8, port: u16) -> Vec<Node> {
+    cluster::Cluster::start_on(port, n, 8000).await.nodes
 }
 
-fn start(n: u8, port: u16) -> (Vec<Net>, Vec<Dlm>) {
-    let infos = nodes(n, port);
-    let mut nets = Vec::new();
-    let mut dlms = Vec::new();
-    for i in 1..=n {
-        let net = Net::start(NetConfig::new(i, infos.clone()), Arc::new(|_: &str| {}))
-            .expect("o2net starts");
-        let dlm = Dlm::start(net.clone(), DlmConfig::default()).expect("dlm starts");
-        nets.push(net);
-        dlms.push(dlm);
-    }
-    for net in &nets {
-        for i in 1..=n {
-            net.heartbeat_up(i);
-        }
-    }
-    for d in &dlms {
-        for i in 1..=n {
-            d.node_up(i);
-        }
-    }
-    (nets, dlms)
-}
+/// The round-trip baseline's message: an application type and key clear of o2hb's and
+/// the DLM's.
+const PING_TYPE: u16 = 0x7f00;
+const PING_KEY: u32 = 0x1234;
 
 /// A domain core of node 1 alone, joined, driven straight (no API, no runtime).
 struct CoreAlone {
@@ -106,8 +85,8 @@ fn local_pairs() {
         .build()
         .expect("runtime");
     let api_rate = rt.block_on(async {
-        let (nets, dlms) = start(1, 27001);
-        let d = dlms[0].join("bench").await.expect("join");
+        let nodes = start(1, 27001).await;
+        let d = nodes[0].join(b"bench", true).await.expect("join");
         let name = LockName::new(b"local").expect("name");
         // Warm up (mastery, allocations).
         for _ in 0..10_000 {
@@ -126,7 +105,7 @@ fn local_pairs() {
             l.unlock().await.expect("unlock");
         }
         let rate = PAIRS as f64 / t.elapsed().as_secs_f64();
-        nets[0].shutdown();
+        nodes[0].shutdown();
         rate
     });
     // Baseline: the domain core alone.
@@ -163,13 +142,13 @@ fn remote_and_handoff(threads: usize, port: u16) {
             .expect("runtime")
     };
     rt.block_on(async {
-        let (nets, dlms) = start(2, port);
+        let nodes = start(2, port).await;
         // Baseline handler: answers at once.
-        nets[1]
-            .register_handler(0x7f00, 0x1234, 64, |_| 0)
+        nodes[1]
+            .register_app_handler(PING_TYPE, PING_KEY, 64)
             .expect("handler");
-        let d1 = dlms[0].join("bench").await.expect("join 1");
-        let d2 = dlms[1].join("bench").await.expect("join 2");
+        let d1 = nodes[0].join(b"bench", true).await.expect("join 1");
+        let d2 = nodes[1].join(b"bench", true).await.expect("join 2");
         // Node 2 masters "remote": it asks first.
         let l = d2
             .lock("remote", LockMode::Pr, LkmFlags::empty())
@@ -180,13 +159,17 @@ fn remote_and_handoff(threads: usize, port: u16) {
         const N: usize = 20_000;
         let mut rtt = Vec::with_capacity(N);
         let mut acq = Vec::with_capacity(N);
+        let ping = Bytes::from(vec![0u8; 16]);
         for _ in 0..500 {
-            nets[0].send(2, 0x7f00, 0x1234, vec![0u8; 16]).await.expect("send");
+            nodes[0]
+                .send_app(2, PING_TYPE, PING_KEY, ping.clone())
+                .await
+                .expect("send");
         }
         for _ in 0..N {
             let t = Instant::now();
-            nets[0]
-                .send(2, 0x7f00, 0x1234, vec![0u8; 16])
+            nodes[0]
+                .send_app(2, PING_TYPE, PING_KEY, ping.clone())
                 .await
                 .expect("send");
             rtt.push(t.elapsed());
@@ -238,7 +221,7 @@ fn remote_and_handoff(threads: usize, port: u16) {
             1.0 / r50.as_secs_f64(),
             (1.0 / r50.as_secs_f64()) / locks
         );
-        for n in &nets {
+        for n in &nodes {
             n.shutdown();
         }
     });
@@ -276,7 +259,7 @@ fn memory() {
 }
 
 fn main() {
-    // `cargo bench -p o2dlm --bench api -- remote` runs only the parts whose name contains
+    // `cargo bench -p o2node --bench api -- remote` runs only the parts whose name contains
     // "remote" (local, remote, memory); no filter runs them all.
     let filter: Vec<String> = std::env::args()
         .skip(1)

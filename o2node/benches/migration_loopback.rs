@@ -1,7 +1,7 @@
 //! Leave with migration, real o2net on loopback TCP:
-//! `cargo bench -p o2dlm --bench migration_loopback`.
+//! `cargo bench -p o2node --bench migration_loopback`.
 //!
-//! Three nodes (127.0.0.1-3) in one process, each with its own o2net and o2dlm driver. Node 1
+//! Three whole nodes (127.0.0.1-3) in one process, heartbeating on a shared region. Node 1
 //! masters N resources (it takes NL on each first, then lets go), nodes 2 and 3 each hold PR
 //! on every one. The clock runs from node 1's `Domain::leave` until it returns: every resource
 //! is migrated (MIG_LOCKRES to the target, MIGRATE_REQUEST to the other node, two
@@ -18,7 +18,7 @@ mod common;
 use common::{print_table, take_all, with_cluster};
 
 fn run(n: usize, port: u16) -> (Duration, Duration) {
-    with_cluster(port, |nets, _dlms, domains| async move {
+    with_cluster(port, |cluster, domains| async move {
         let held1 = take_all(&domains[0], n, LockMode::Nl).await;
         let t = Instant::now();
         let (h2, h3) = tokio::join!(
@@ -40,9 +40,7 @@ fn run(n: usize, port: u16) -> (Duration, Duration) {
         assert!(matches!(owner, Some(2 | 3)), "migrated: {owner:?}");
         assert_eq!(domains[2].owner_of(format!("res{}", n - 1)), owner);
         drop((h2, h3));
-        for net in &nets {
-            net.shutdown();
-        }
+        cluster.shutdown();
         (leave, acquire)
     })
 }
