@@ -1,7 +1,11 @@
 //! `o2cb lock DOMAIN NAME [--mode ex|pr] [--trylock] -- COMMAND [ARGS...]`: runs COMMAND
 //! while this node holds the DLM lock NAME of DOMAIN, for shell scripts (as flock(1) does
 //! with a file). The exit status is COMMAND's (128 + N when killed by signal N); a trylock
-//! that is not granted at once prints why and exits with `--conflict-exit-code` (1).
+//! that is not granted at once prints why and exits with `--conflict-exit-code` (1). A lock
+//! asked of a node that is still starting waits until it is online (a trylock is refused).
+//! If the lock is lost under the command (the node daemon dies, is paused past its lease,
+//! goes offline or fences, or the unlock fails), the command is killed at once ([`crate::lease`])
+//! and `o2cb lock` says why and exits with [`LOST_EXIT`].
 //!
 //! `o2cb lockdump DOMAIN [--dump locking_state|dlm_state|mle_state]`: one of the kernel's
 //! debugfs dumps of a domain the node is in (through /dlm or `o2cb lock`), in the kernel's
@@ -17,6 +21,7 @@ use clap::{Args, Parser};
 use crate::cmd_node::parse;
 use crate::daemon::client::{self, Target};
 use crate::daemon::proto::Status;
+use crate::lease::{self, Outcome};
 use crate::Global;
 
 #[derive(Parser, Debug)]
@@ -69,6 +74,9 @@ impl From<NodeOptions> for Target {
     }
 }
 
+/// Exit status when the lock was lost under the command (EX_TEMPFAIL).
+pub const LOST_EXIT: u8 = 75;
+
 pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
     let cli = match parse::<LockCli>("o2cb lock", args) {
         Ok(c) => c,
@@ -97,17 +105,37 @@ pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         }
         Status::Err => bail!("{}", r.word),
     }
+    let lease = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("lease_ms "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+        .context("the node daemon gave no lease with the lock")?;
     let (program, rest) = cli.command.split_first().context("no command to run")?;
-    let status = std::process::Command::new(crate::path_of(program))
-        .args(rest.iter().map(|a| crate::path_of(a)))
-        .status();
-    // Release whatever happened to the command.
-    let released = c.call(&["unlock"]);
-    let status = status.with_context(|| format!("running {program}"))?;
+    let mut cmd = std::process::Command::new(crate::path_of(program));
+    cmd.args(rest.iter().map(|a| crate::path_of(a)));
+    let (outcome, mut session) = lease::run(&mut cmd, c.into_session()?, lease)
+        .with_context(|| format!("running {program}"))?;
+    let lost = |why: &str| {
+        crate::eprint_text(&format!(
+            "{}: lock {} of domain {} lost while {program} ran: {why}; {program} was killed\n",
+            global.progname, cli.name, cli.domain
+        ));
+        Ok(ExitCode::from(LOST_EXIT))
+    };
+    let status = match outcome {
+        Outcome::Lost(why) => return lost(&why),
+        Outcome::Ended(status) => status,
+    };
+    // Release the lock whatever happened to the command.
+    let released = session
+        .send(&["unlock"])
+        .and_then(|_| session.reply_within(lease.max(std::time::Duration::from_secs(10))));
     match released {
         Ok(r) if r.status == Status::Ok => {}
-        Ok(r) => crate::eprint_text(&format!("{}: {}\n", global.progname, r.word)),
-        Err(e) => crate::eprint_text(&format!("{}: {e:#}\n", global.progname)),
+        Ok(r) => return unlock_failed(global, &cli.name, &cli.domain, &r.word),
+        Err(e) => return unlock_failed(global, &cli.name, &cli.domain, &e.to_string()),
     }
     let code = match (
         status.code(),
@@ -118,6 +146,16 @@ pub fn lock(global: &Global, args: &[String]) -> anyhow::Result<ExitCode> {
         (None, None) => 1,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// The command ended but its unlock did not go through: the lock may have been lost before
+/// it ended, so the command's work is not to be trusted.
+fn unlock_failed(global: &Global, name: &str, domain: &str, why: &str) -> anyhow::Result<ExitCode> {
+    crate::eprint_text(&format!(
+        "{}: lock {name} of domain {domain}: the unlock after the command failed: {why}\n",
+        global.progname
+    ));
+    Ok(ExitCode::from(LOST_EXIT))
 }
 
 #[derive(Parser, Debug)]

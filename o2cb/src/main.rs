@@ -37,6 +37,7 @@ mod cmd_sim;
 mod cmd_status;
 mod compat;
 mod daemon;
+mod lease;
 
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

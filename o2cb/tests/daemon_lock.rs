@@ -252,8 +252,14 @@ fn a_lock_held_by_a_killed_node_is_recovered_and_granted_to_a_waiter() {
     assert!(status.contains("to recover: none"), "{status}");
     std::fs::write(d.join("stop"), "").unwrap();
     assert!(waiter.wait().unwrap().success());
-    // Node 2's client lost its daemon: its command's end is all it can report.
-    let _ = holder.wait();
+    // Node 2's client lost its daemon: its command was killed before anyone else could get
+    // the lock, and it says so with its own exit status.
+    let lost = holder.try_wait().unwrap();
+    assert_eq!(
+        lost.and_then(|s| s.code()),
+        Some(75),
+        "the holder's client did not end with 'lock lost' before node 0 got the lock"
+    );
 }
 
 /// The node mastering a lock another node waits on leaves the domain once its command ends:

@@ -80,4 +80,74 @@ impl Client {
         read_reply(&mut self.reader)
             .map_err(|e| anyhow::anyhow!("{}: {e}", crate::path_text(&self.path)))
     }
+
+    /// Turns the connection into a [`Session`]: a thread reads the replies as they come, so
+    /// that the caller can wait for one with a timeout.
+    pub fn into_session(self) -> anyhow::Result<Session> {
+        let writer = self
+            .reader
+            .get_ref()
+            .try_clone()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", crate::path_text(&self.path)))?;
+        let (tx, replies) = std::sync::mpsc::channel();
+        let mut reader = self.reader;
+        std::thread::spawn(move || loop {
+            let r = read_reply(&mut reader);
+            let end = r.is_err();
+            if tx.send(r).is_err() || end {
+                return;
+            }
+        });
+        Ok(Session {
+            writer,
+            replies,
+            path: self.path,
+        })
+    }
+}
+
+/// A connection whose replies are read by a thread of their own.
+pub struct Session {
+    writer: UnixStream,
+    replies: std::sync::mpsc::Receiver<Result<Reply, String>>,
+    path: PathBuf,
+}
+
+/// Why no reply came.
+#[derive(Debug)]
+pub enum NoReply {
+    /// Nothing within the time given.
+    Timeout,
+    /// The connection ended or broke.
+    Gone(String),
+}
+
+impl std::fmt::Display for NoReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoReply::Timeout => f.write_str("no answer from the node daemon in time"),
+            NoReply::Gone(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Session {
+    pub fn send<S: AsRef<str>>(&mut self, words: &[S]) -> Result<(), NoReply> {
+        self.writer
+            .write_all(&encode_request(words))
+            .map_err(|e| NoReply::Gone(format!("{}: {e}", crate::path_text(&self.path))))
+    }
+
+    /// The next reply, waiting at most `timeout`.
+    pub fn reply_within(&self, timeout: std::time::Duration) -> Result<Reply, NoReply> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.replies.recv_timeout(timeout) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(NoReply::Gone(e)),
+            Err(RecvTimeoutError::Timeout) => Err(NoReply::Timeout),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(NoReply::Gone("the connection ended".to_string()))
+            }
+        }
+    }
 }
