@@ -300,7 +300,7 @@ fn a_file_written_by_ocfs2_tools_is_read_back_and_rewritten_identically() {
     assert_eq!(kpeer.nodes[1].number, 1);
 }
 
-/// `shared/fixtures/kernel-6.1/cluster.conf`: written by ocfs2-tools 1.8.7
+/// `testdata/kernel-6.1/cluster.conf`: written by ocfs2-tools 1.8.7
 /// for the cluster of the kernel captures.
 const KERNEL_FIXTURE: &str = "cluster:\n\tname = kpeer\n\theartbeat_mode = global\n\tnode_count = 2\n\n\
 heartbeat:\n\tcluster = kpeer\n\tregion = 70CE683A83964E2F8A240638A5209DED\n\n\

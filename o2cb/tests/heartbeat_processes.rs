@@ -125,6 +125,20 @@ impl HbProc {
         }
     }
 
+    /// Takes every line of a process that has exited: its readers may still hold the last
+    /// lines when it is reaped, so wait for both streams to end.
+    fn drain_to_end(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the output streams did not end"),
+            }
+        }
+    }
+
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -289,7 +303,7 @@ fn sigterm_stops_cleanly_and_peers_see_it_before_the_dead_time() {
     let stopped = Instant::now();
     let status = b.sigterm();
     assert!(status.success(), "clean stop exits 0, got {status}");
-    b.drain();
+    b.drain_to_end();
     assert!(b
         .seen
         .iter()

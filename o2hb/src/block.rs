@@ -117,9 +117,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const NODE1: &[u8] = include_bytes!("../../../shared/fixtures/kernel-6.1/hb-region-node1.bin");
+    const NODE1: &[u8] = include_bytes!("../../testdata/kernel-6.1/hb-region-node1.bin");
     const NODE01: &[u8] =
-        include_bytes!("../../../shared/fixtures/kernel-6.1/hb-region-node0-node1.bin");
+        include_bytes!("../../testdata/kernel-6.1/hb-region-node0-node1.bin");
 
     fn kernel_block() -> HbBlock {
         HbBlock {

@@ -1,4 +1,4 @@
-//! Golden bytes from a real Linux 6.1 kernel (shared/fixtures/kernel-6.1):
+//! Golden bytes from a real Linux 6.1 kernel (testdata/kernel-6.1):
 //! our decoder reads every frame the kernel sent, our encoder reproduces
 //! those bytes from the decoded fields, and our core, fed the kernel's
 //! stream, answers as the kernel peer expects.
@@ -14,7 +14,7 @@ use o2net::{Handshake, Input, Magic, MsgHeader, NetConfig, NetCore, NodeInfo, Ou
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/kernel-6.1")
+        .join("../testdata/kernel-6.1")
         .join(name)
 }
 

@@ -24,7 +24,7 @@ pub fn capture_stream(from: u8, to: u8) -> Vec<u8> {
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/kernel-6.1")
+        .join("../testdata/kernel-6.1")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
