@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/sbin:/sbin:$PATH"
+scripts/self-contained.sh
 scripts/install-deps.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 cargo test --workspace --release --no-fail-fast

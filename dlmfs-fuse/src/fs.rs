@@ -123,6 +123,25 @@ fn signal_pending(tid: u32) -> bool {
     (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0
 }
 
+/// The domain directories of a mount, read from its tree rather than through the mount: a
+/// readdir of the mount's root waits behind a mkdir still joining (the kernel holds the
+/// directory locked), so the process serving the mount must never readdir it itself.
+pub struct Listing(Arc<Mutex<Tree>>);
+
+impl Listing {
+    /// The names of the domain directories, sorted.
+    pub fn domains(&self) -> Vec<Vec<u8>> {
+        let tree = self.0.lock();
+        let mut names: Vec<Vec<u8>> = tree
+            .inodes
+            .get(&1)
+            .map(|root| root.children.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
 /// The dlmfs file system of one node.
 pub(crate) struct DlmFs {
     dlm: Arc<dyn Dlm>,
@@ -320,6 +339,11 @@ impl DlmFs {
     }
 
     /// The inode of `name` in `parent`, for lookup.
+    /// What lists the mount's domain directories from inside the process.
+    pub(crate) fn listing(&self) -> Listing {
+        Listing(self.tree.clone())
+    }
+
     fn child(tree: &Tree, parent: u64, name: &[u8]) -> Option<u64> {
         tree.inodes.get(&parent)?.children.get(name).copied()
     }

@@ -1,5 +1,5 @@
 //! dlmfs over FUSE: lock domains as directories, lock resources as files, with the kernel
-//! dlmfs' semantics (`../shared/spec/dlmfs.md`).
+//! dlmfs' semantics (`docs/dlmfs.md`).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), dlmfs_fuse::Error> {
@@ -115,12 +115,19 @@ impl Default for MountOptions {
 pub struct MountHandle {
     path: PathBuf,
     session: Option<fuser::BackgroundSession>,
+    listing: fs::Listing,
 }
 
 impl MountHandle {
     /// The mount point.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The names of the mount's domain directories (what `ls` of the mount shows), without
+    /// going through the mount.
+    pub fn domains(&self) -> Vec<Vec<u8>> {
+        self.listing.domains()
     }
 
     /// Unmounts as umount(8) does: fails with EBUSY while files are open on the mount;
@@ -206,6 +213,7 @@ pub fn mount(
         source,
     };
     let fs = fs::DlmFs::new(dlm, options.uid, options.gid).map_err(merr)?;
+    let listing = fs.listing();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName(FS_NAME.to_owned()),
@@ -221,5 +229,6 @@ pub fn mount(
     Ok(MountHandle {
         path,
         session: Some(session),
+        listing,
     })
 }

@@ -1,4 +1,4 @@
-//! The kernel dlmfs rules of `shared/spec/dlmfs.md`, checked through real system calls on
+//! The kernel dlmfs rules of `docs/dlmfs.md`, checked through real system calls on
 //! real FUSE mounts: two mounts, as nodes 1 and 2 of one in-process DLM (o2dlm's lock
 //! resource engine), contend as two cluster nodes do. Needs root and /dev/fuse; fails (never
 //! skips) without them. Every mount is unmounted when its test ends, pass or fail.

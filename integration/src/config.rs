@@ -5,7 +5,7 @@ use crate::faults::FaultSet;
 use crate::net::NetParams;
 use std::time::Duration;
 
-/// The cluster's timers. Defaults are the kernel's (spec timing.md).
+/// The cluster's timers. Defaults are the kernel's (docs/timing.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// O2HB_REGION_TIMEOUT_MS: one heartbeat iteration.

@@ -47,7 +47,7 @@ fn three_daemons_see_each_other_and_status_reads_as_the_init_script() {
     });
     let socket = c.run.join("test101.n1.sock");
     let expected = format!(
-        "Node daemon for cluster \"test101\": Running (pid {}, control socket {})\n\
+        "Node daemon for cluster \"test101\": Running (pid {}, control socket {}, online)\n\
          Driver for \"ocfs2_dlmfs\": Loaded\n\
          Filesystem \"ocfs2_dlmfs\": Not mounted\n\
          Checking O2CB cluster \"test101\": Online\n\

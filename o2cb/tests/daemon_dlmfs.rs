@@ -6,7 +6,7 @@
 
 mod daemon_common;
 
-use daemon_common::TestCluster;
+use daemon_common::{dlmfs_args, TestCluster, Unmount};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -22,34 +22,6 @@ fn open(path: &Path, flags: i32) -> Result<i32, i32> {
     } else {
         Ok(fd)
     }
-}
-
-/// Detaches the mounts on drop, after the daemons (declared before) are gone: a test that
-/// fails leaves no dead FUSE mount behind.
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-            // SAFETY: c is a valid NUL-terminated path.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-}
-
-/// Node `node`'s daemon arguments with its dlmfs mounted at `mount`.
-fn dlmfs_args(c: &TestCluster, node: usize, mount: &Path) -> Vec<String> {
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: these tests need FUSE (run .ci/run or load the fuse module)"
-    );
-    let mut args = c.daemon_args(node);
-    args.retain(|a| a != "--no-dlmfs");
-    args.extend(["--dlmfs".to_string(), mount.display().to_string()]);
-    args
 }
 
 /// Starts nodes 0..n, each with its dlmfs mounted at `dlmN` of the cluster's directory.
@@ -248,4 +220,55 @@ fn offline_waits_for_a_lock_file_being_closed_and_fails_over_one_kept_open() {
     );
     c.wait_exit(1, Duration::from_secs(15));
     close(kept);
+}
+
+/// A mkdir whose join waits (the other node is paused and not yet declared dead) must not
+/// hold up the node: `status` answers at once and lists the domain once the join is done.
+/// (`status` once listed the mount's directories through the mount, whose root the kernel
+/// keeps locked for the mkdir: the daemon's own request waited on its own join, and with it
+/// the runtime that the join needed.)
+#[test]
+fn status_answers_while_a_mkdir_waits_for_its_join() {
+    // Dead after 20 × 100 ms: the join waits about two seconds for the paused node.
+    let mut c = TestCluster::new(125, 2, false, 100, 20);
+    let (mounts, _unmount) = start_with_mounts(&mut c, 2);
+    c.wait_all_up(0, &[0, 1]);
+    c.wait_all_up(1, &[0, 1]);
+    c.signal_daemon(1, libc::SIGSTOP);
+    let dom = mounts[0].join("dom");
+    let started = std::time::Instant::now();
+    let mkdir = std::thread::spawn(move || std::fs::create_dir(dom));
+    std::thread::sleep(Duration::from_millis(300));
+    // Bounded: a daemon that waits on its own mount never answers at all.
+    let mut status = c
+        .cmd()
+        .arg("status")
+        .args(c.node_args(0))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let answered = loop {
+        if let Some(st) = status.try_wait().unwrap() {
+            break st;
+        }
+        if asked.elapsed() > Duration::from_secs(1) {
+            let _ = status.kill();
+            panic!("status did not answer within 1 s while a mkdir was joining");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(answered.success());
+    assert!(
+        !mkdir.is_finished(),
+        "the join did not wait for the paused node ({:?})",
+        started.elapsed()
+    );
+    mkdir.join().unwrap().unwrap();
+    let status = c.ok(0, &["status"]);
+    assert!(
+        status.contains("Active userdlm domains:  dom\n"),
+        "{status}"
+    );
+    c.signal_daemon(1, libc::SIGCONT);
 }

@@ -314,3 +314,78 @@ fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
     let again = lock_cmd(&c, 1, &[], &["true"]).output().unwrap();
     assert!(again.status.success(), "{again:?}");
 }
+
+/// A node killed and started again grants nothing another node holds, however early it is
+/// asked: a lock asked the moment its daemon runs waits for the node to be online and then
+/// for the holder, and trylocks from start-up until well after it is online are all refused.
+/// (Once a restarted daemon answered lock requests before its heartbeat was steady, joined
+/// the domain alone and granted an EX lock that another node held.)
+#[test]
+fn a_restarted_node_grants_nothing_another_node_holds() {
+    let mut c = TestCluster::three_up(126);
+    let d = c.dir.path().to_path_buf();
+    let mut holder = lock_cmd(
+        &c,
+        0,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "touch held; while [ ! -e release ]; do sleep 0.05; done",
+        ],
+    )
+    .current_dir(&d)
+    .spawn()
+    .unwrap();
+    let mut pids = Pids(vec![holder.id() as i32]);
+    wait_file(&d.join("held"), Duration::from_secs(20));
+    c.kill9(2);
+    c.start(2);
+    // As soon as the restarted daemon answers (the killed one left its socket file behind):
+    // one blocking lock, then trylocks.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.o2cb(2, &["status"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "n2 never answered
+{}",
+            c.log(2)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut waiter = lock_cmd(&c, 2, &[], &["touch", "waiter-got"])
+        .current_dir(&d)
+        .spawn()
+        .unwrap();
+    pids.0.push(waiter.id() as i32);
+    let mut online_at = None;
+    let mut refused = 0;
+    while online_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(3)) {
+        let out = lock_cmd(&c, 2, &["--trylock"], &["touch", "trylock-got"])
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            !d.join("trylock-got").exists() && !d.join("waiter-got").exists(),
+            "the restarted node granted the lock node 0 holds\n{}\n{}",
+            c.log(2),
+            c.log(0)
+        );
+        assert_ne!(out.status.code(), Some(0), "a trylock succeeded");
+        refused += 1;
+        if online_at.is_none()
+            && c.o2cb(2, &["status"])
+                .stdout
+                .windows(7)
+                .any(|w| w == b"online)")
+        {
+            online_at = Some(Instant::now());
+        }
+    }
+    assert!(refused > 3, "only {refused} trylocks were tried");
+    // Released by node 0: the waiter asked at start-up gets it.
+    std::fs::write(d.join("release"), "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    wait_file(&d.join("waiter-got"), Duration::from_secs(20));
+    assert!(waiter.wait().unwrap().success());
+}

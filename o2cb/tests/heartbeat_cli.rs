@@ -175,8 +175,8 @@ fn dump_of_an_ocfs2_volume_names_it_as_ocfs2_tools_does() {
 
 #[test]
 fn dump_raw_decodes_the_kernels_region_capture() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/kernel-6.1/hb-region-node1.bin");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kernel-6.1/hb-region-node1.bin");
     let out = o2cb_then(
         &["heartbeat", "dump", "--raw"],
         &fixture,

@@ -1,6 +1,6 @@
 //! `o2cb heartbeat run` as separate processes on one region file (period 100 ms): up, kill -9,
 //! clean stop, restart with a new generation, a corrupted slot, a second writer in a slot, and
-//! the bytes on disk read back by a decoder written here from the spec alone.
+//! the bytes on disk read back by a decoder written here from the project's docs alone.
 
 mod daemon_common;
 
@@ -175,7 +175,7 @@ fn generation_of(line: &str) -> String {
         .to_string()
 }
 
-/// The heartbeat block as spec/o2hb.md §1–2 describes it, decoded without the o2hb crate.
+/// The heartbeat block as docs/o2hb.md §1–2 describes it, decoded without the o2hb crate.
 mod spec_decoder {
     pub struct Block {
         pub seq: u64,
@@ -249,7 +249,7 @@ fn three_processes_kill_9_and_restart_with_a_new_generation() {
         old = ups[2].clone();
     }
 
-    // What the processes wrote, read back from the file with the spec-only decoder.
+    // What the processes wrote, read back from the file with the docs-only decoder.
     for n in 0..3usize {
         let b = spec_decoder::decode(&slot(&region, n));
         assert!(

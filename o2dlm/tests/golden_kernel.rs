@@ -1,7 +1,7 @@
 //! Golden-byte tests against what Linux 6.1's o2dlm actually sent: every DLM request in the
 //! kernel-to-kernel capture and in the single-kernel byte dump decodes to the values the
 //! capture shows (cross-checked with `tshark -d tcp.port==7777,ocfs2 -V`, whose 4.0 dissector
-//! misreads 509 and 520, so those two were read from the spec's layout) and re-encodes to the
+//! misreads 509 and 520, so those two were read from the layout of docs/o2dlm.md) and re-encodes to the
 //! identical bytes; every reply status decodes to what the protocol defines.
 
 mod common;

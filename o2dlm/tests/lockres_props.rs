@@ -1,7 +1,7 @@
 //! Property tests of the lock-resource engine.
 //!
 //! 1. Against a deliberately simple reference model: one flat list of locks tagged with their
-//!    queue (queue order = list order), and the spec's `dlm_shuffle_lists` pseudocode written
+//!    queue (queue order = list order), and the `dlm_shuffle_lists` rules of docs/o2dlm.md pseudocode written
 //!    out directly. After every operation both shuffle and flush; results, deliveries, queues
 //!    and the value block must agree.
 //! 2. Under arbitrary interleavings of operations, shuffles and flushes: the safety invariants
@@ -32,7 +32,7 @@ struct Model {
 }
 
 fn compat(a: LockMode, b: LockMode) -> bool {
-    // Spelled out from the spec's table rather than calling the code under test.
+    // Spelled out from the table of docs/o2dlm.md rather than calling the code under test.
     !matches!(
         (a, b),
         (LockMode::Pr, LockMode::Ex) | (LockMode::Ex, LockMode::Pr) | (LockMode::Ex, LockMode::Ex)
@@ -190,7 +190,7 @@ impl Model {
         Ok(Shape::Unlocked(l.id, l.mode))
     }
 
-    /// The spec's shuffle, then the flush: ASTs (in grant order) before BASTs (in the order
+    /// The shuffle of docs/o2dlm.md, then the flush: ASTs (in grant order) before BASTs (in the order
     /// their locks were first found blocking).
     fn settle(&mut self, mut asts: Vec<LockId>) -> Vec<Delivery> {
         let mut basts: Vec<(LockId, LockMode)> = Vec::new();

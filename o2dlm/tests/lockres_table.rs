@@ -1,6 +1,6 @@
 //! Exhaustive table tests of the lock-resource engine: mode compatibility, new-lock grants,
 //! and every conversion outcome, checked against the compatibility matrix written out from
-//! spec o2dlm.md §2 (not computed by the code under test).
+//! docs/o2dlm.md §2 (not computed by the code under test).
 
 mod engine;
 
@@ -10,7 +10,7 @@ use o2dlm::wire::{DlmStatus, LkmFlags, LockMode, QueueKind};
 
 use LockMode::{Ex, Nl, Pr};
 
-/// `dlm_lock_compatible(existing, request)` as the spec's table shows it, rows = existing.
+/// `dlm_lock_compatible(existing, request)` as the table of docs/o2dlm.md shows it, rows = existing.
 fn spec_compatible(existing: LockMode, request: LockMode) -> bool {
     const TABLE: [[bool; 3]; 3] = [
         // request: NL    PR     EX

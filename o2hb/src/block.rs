@@ -1,4 +1,4 @@
-//! The on-disk heartbeat block (`struct o2hb_disk_heartbeat_block`, spec §1–2).
+//! The on-disk heartbeat block (`struct o2hb_disk_heartbeat_block`, docs/o2hb.md §1–2).
 //!
 //! One block per node slot, little-endian:
 //! `seq:u64 @0, node:u8 @8, pad[3] @9, cksum:u32 @12, generation:u64 @16, dead_ms:u32 @24`,
@@ -118,8 +118,7 @@ mod tests {
     use proptest::prelude::*;
 
     const NODE1: &[u8] = include_bytes!("../../testdata/kernel-6.1/hb-region-node1.bin");
-    const NODE01: &[u8] =
-        include_bytes!("../../testdata/kernel-6.1/hb-region-node0-node1.bin");
+    const NODE01: &[u8] = include_bytes!("../../testdata/kernel-6.1/hb-region-node0-node1.bin");
 
     fn kernel_block() -> HbBlock {
         HbBlock {

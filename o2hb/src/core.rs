@@ -7,7 +7,7 @@
 //! [`HeartbeatSet::handle`]`(now, input)` and performs the [`Output`]s it gets back:
 //!
 //! ```text
-//! Input::Start{region, generation}  -> Read{all slots}                       (baseline, spec §5)
+//! Input::Start{region, generation}  -> Read{all slots}                       (baseline, docs/o2hb.md §5)
 //! Input::ReadDone{..}               -> Write{own block}, NodeUp/NodeDown, Log (one iteration, §4)
 //! Input::WriteDone{..}              -> ArmTimer{Iteration, at}, ArmTimer{WriteTimeout..}, Steady
 //! Input::Timer{Iteration}           -> Read{lowest..highest configured slot}
@@ -153,7 +153,7 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// Validates as the kernel's configfs stores do (spec §3).
+    /// Validates as the kernel's configfs stores do (docs/o2hb.md §3).
     pub fn new(block_bytes: u64, start_block: u64, blocks: u64) -> Result<Geometry, Error> {
         if !(512..=4096).contains(&block_bytes) || !block_bytes.is_power_of_two() {
             return Err(Error::BadBlockBytes(block_bytes));
@@ -1343,7 +1343,7 @@ fn check_own_slot(reg: &Region, me: u8, bytes: &[u8], out: &mut Vec<Output>, id:
     false
 }
 
-/// `o2hb_check_slot`: one slot's liveness rules (spec §5). Returns true on a membership change
+/// `o2hb_check_slot`: one slot's liveness rules (docs/o2hb.md §5). Returns true on a membership change
 /// (a node UP or DOWN event).
 fn check_slot(
     cfg: &SetConfig,

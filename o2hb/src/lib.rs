@@ -10,7 +10,7 @@
 //! - [`disk`] and [`driver`]: O_DIRECT block I/O and the threaded driver with a real clock,
 //!   random generations, fencing and node up/down subscriptions.
 //!
-//! The facts followed are in the project's `spec/o2hb.md` (Linux 6.1 `fs/ocfs2/cluster/heartbeat.c`).
+//! The facts followed are in `docs/o2hb.md` (Linux 6.1 `fs/ocfs2/cluster/heartbeat.c`).
 //!
 //! # For the other layers
 //!

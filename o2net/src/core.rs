@@ -1,4 +1,4 @@
-//! The sans-I/O o2net core: per-peer connection state (spec o2net.md §5-6),
+//! The sans-I/O o2net core: per-peer connection state (docs/o2net.md §5-6),
 //! handshake checks, framing, keepalive and idle timers, request/reply
 //! matching, handler dispatch decisions and quorum (o2quo), for one node.
 //!

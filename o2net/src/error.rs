@@ -1,5 +1,5 @@
 //! The crate's error type and the Linux errno numbers o2net puts on the wire
-//! or returns to senders (x86 / asm-generic numbering, spec o2net.md §4).
+//! or returns to senders (x86 / asm-generic numbering, docs/o2net.md §4).
 
 /// Errno values as the kernel numbers them on x86 and asm-generic targets.
 /// They are wire values (handler statuses), so they are fixed here rather

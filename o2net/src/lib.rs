@@ -13,7 +13,7 @@
 //!   ([`Net`]: register handlers, send and wait for the peer's status,
 //!   heartbeat events, connection statistics).
 //!
-//! Facts come from `../shared/spec/o2net.md` and the Linux 6.1 sources it
+//! Facts come from `docs/o2net.md` and the Linux 6.1 sources it
 //! cites; no kernel code is copied.
 //!
 //! ```no_run

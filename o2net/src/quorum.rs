@@ -1,5 +1,5 @@
 //! o2quo: the rule that decides which side of a network partition fences
-//! itself (spec o2hb.md §10, quorum.c). Pure bookkeeping: the caller feeds
+//! itself (docs/o2hb.md §10, quorum.c). Pure bookkeeping: the caller feeds
 //! heartbeat and connection events and gets back a [`Decision`] when one is
 //! due; fencing itself is the caller's job.
 

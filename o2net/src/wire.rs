@@ -1,5 +1,5 @@
 //! The kernel's o2net wire format: the 32-byte handshake, the 24-byte message
-//! header and the keepalive frames, all big-endian (spec o2net.md §2-3), plus
+//! header and the keepalive frames, all big-endian (docs/o2net.md §2-3), plus
 //! an incremental stream decoder that turns received TCP bytes into frames.
 //!
 //! Only framing lives here: payloads are opaque bytes owned by the layer that

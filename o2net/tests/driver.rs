@@ -1,5 +1,5 @@
 //! The tokio driver on real loopback sockets: nodes on 127.0.0.N in one
-//! process, a test peer written from the spec alone (std sockets and
+//! process, a test peer written from the project's docs alone (std sockets and
 //! hand-written bytes, not our codec), a partition made with a cuttable TCP
 //! relay, and garbage from raw clients. Timeouts are shortened (heartbeat
 //! period 100 ms, idle 1 s) to keep the tests fast.
@@ -37,7 +37,7 @@ fn short(local: u8, nodes: Vec<NodeInfo>) -> NetConfig {
     c
 }
 
-/// The handshake `short()` nodes send, written out from the spec's table.
+/// The handshake `short()` nodes send, written out from the table of docs/o2net.md.
 const SHORT_HANDSHAKE: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 11, // protocol_version 11
     0, 0, 0, 0, 0, 0, 0, 1, // connector_id 1
@@ -117,7 +117,7 @@ fn read_exact_timeout(s: &mut TcpStream, n: usize) -> Vec<u8> {
     b
 }
 
-/// Node 1 of two, both reported heartbeating: node 2 is the test's spec-only peer.
+/// Node 1 of two, both reported heartbeating: node 2 is the test's docs-only peer.
 fn node_1_of_2(port: u16) -> Net {
     let net = start(short(1, nodes(2, port)), &Fences::default());
     net.heartbeat_up(1);

@@ -1,8 +1,8 @@
 //! Heartbeat liveness: nodes come up and go down after exactly the iterations
 //! the rules say.
 //!
-//! For every node, the checker replays the kernel's per-slot rules (spec
-//! o2hb.md §5: two changed reads make a node live; `dead_threshold` unchanged
+//! For every node, the checker replays the kernel's per-slot rules (docs/o2hb.md
+//! §5: two changed reads make a node live; `dead_threshold` unchanged
 //! reads or a new generation make it dead; any change resets the miss count;
 //! a bad CRC counts as unchanged for a live node and is ignored otherwise)
 //! on the very bytes that node's reads returned, and on the block it writes

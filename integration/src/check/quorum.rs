@@ -3,7 +3,7 @@
 //!
 //! At the start of each network episode the checker takes the ground truth —
 //! which machines run, which directions the fault cuts — and applies the
-//! quorum rule of spec o2hb.md §10 to each node: with H nodes heartbeating,
+//! quorum rule of docs/o2hb.md §10 to each node: with H nodes heartbeating,
 //! an odd H needs (H+1)/2 connected nodes (self included); an even H needs
 //! H/2, and exactly H/2 only if the lowest-numbered heartbeating node is
 //! among them. A node counts a peer connected when traffic flows both ways;

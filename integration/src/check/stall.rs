@@ -11,7 +11,7 @@
 //! periods before the write timeout could fire must not fence. A node that
 //! sees no other node live is its own timeout-negotiation master and every
 //! live node (itself) reports a hung write, so it approves its own timeout
-//! and must not fence either (kernel ≥ 4.6, spec o2hb.md §7). A write-timeout fence with
+//! and must not fence either (kernel ≥ 4.6, docs/o2hb.md §7). A write-timeout fence with
 //! no stall or process pause in force is always a violation: healthy disks
 //! never justify it.
 

@@ -1,7 +1,7 @@
 //! The text the daemon answers `status`, `nodes` and `ping` with.
 //!
-//! `status` prints what `service o2cb status` prints (ocfs2-tools' o2cb init script, spec
-//! o2nm.md §7) from the running node, except where a kernel module has no userspace meaning:
+//! `status` prints what `service o2cb status` prints (ocfs2-tools' o2cb init script, docs/o2nm.md
+//! §7) from the running node, except where a kernel module has no userspace meaning:
 //! the two configfs lines become one line about the node daemon, the debugfs line is left
 //! out (the dumps are `o2cb nodes`, `o2cb list-connections` and `o2cb lockdump`), and a
 //! heartbeat period other than the kernel's 2000 ms gets a line of its own. The userdlm
@@ -42,11 +42,12 @@ pub fn mode_name(mode: HeartbeatMode) -> &'static str {
     }
 }
 
-/// The first line of `status`: who serves this node.
-pub fn daemon_line(cluster: &str, running: Option<(u32, &str)>) -> String {
+/// The first line of `status`: who serves this node, and how far it is in its start-up or
+/// stop (locks are served only `online`).
+pub fn daemon_line(cluster: &str, running: Option<(u32, &str, &str)>) -> String {
     match running {
-        Some((pid, socket)) => {
-            format!("Node daemon for cluster \"{cluster}\": Running (pid {pid}, control socket {socket})\n")
+        Some((pid, socket, stage)) => {
+            format!("Node daemon for cluster \"{cluster}\": Running (pid {pid}, control socket {socket}, {stage})\n")
         }
         None => format!("Node daemon for cluster \"{cluster}\": Not running\n"),
     }
@@ -55,7 +56,8 @@ pub fn daemon_line(cluster: &str, running: Option<(u32, &str)>) -> String {
 pub(crate) fn status(d: &Daemon) -> String {
     let c = &d.cluster;
     let name = c.name();
-    let mut s = daemon_line(name, Some((d.pid, &crate::path_text(&d.socket))));
+    let stage = stage_name(d.node.stage());
+    let mut s = daemon_line(name, Some((d.pid, &crate::path_text(&d.socket), stage)));
     // dlmfs-fuse is built in: always "Loaded".
     s.push_str("Driver for \"ocfs2_dlmfs\": Loaded\n");
     match d.dlmfs.guard().as_ref() {
@@ -89,20 +91,13 @@ pub(crate) fn status(d: &Daemon) -> String {
         );
     }
     // The node's domain memberships (dlmfs' and `o2cb lock`'s), and the mount's directories
-    // (the init script's `ls /dlm`), which include a domain whose join is still under way.
-    let mut domains: Vec<String> = d
-        .domains
-        .names()
-        .iter()
-        .map(|n| o2nm::text::decode(n))
-        .collect();
-    let mounted = d.dlmfs.guard().as_ref().map(|m| m.path().to_path_buf());
-    if let Some(Ok(dir)) = mounted.map(std::fs::read_dir) {
-        domains.extend(
-            dir.flatten()
-                .map(|e| crate::path_text(std::path::Path::new(&e.file_name()))),
-        );
+    // (the init script's `ls /dlm`), read from the mount's own tree: a readdir through the
+    // mount would wait behind a mkdir whose join needs this runtime.
+    let mut names = d.domains.names();
+    if let Some(m) = d.dlmfs.guard().as_ref() {
+        names.extend(m.domains());
     }
+    let mut domains: Vec<String> = names.iter().map(|n| o2nm::text::decode(n)).collect();
     domains.sort();
     domains.dedup();
     for name in d.domains.names() {
@@ -182,8 +177,8 @@ pub(crate) fn ping(d: &Daemon) -> String {
 /// The node's stage, as `ping` and `status` print it.
 pub fn stage_name(stage: o2node::Stage) -> &'static str {
     match stage {
-        o2node::Stage::Starting => "starting (heartbeat not steady: no lock served yet)",
-        o2node::Stage::Online => "online (locks served)",
+        o2node::Stage::Starting => "starting",
+        o2node::Stage::Online => "online",
         o2node::Stage::Stopping => "stopping",
         o2node::Stage::Stopped => "stopped",
         o2node::Stage::Fenced => "fenced",

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +24,9 @@ pub struct TestCluster {
     pub run: PathBuf,
     pub period_ms: u32,
     pub nodes: Vec<Option<Child>>,
+    /// Whether node `i`'s daemon leads a process group of its own (the node's "machine",
+    /// with the processes that use its dlmfs mount): killed and paused as a whole.
+    pub grouped: Vec<bool>,
     /// Daemons started by `o2cb online` (not our children): killed by pid.
     pub detached: Vec<i32>,
 }
@@ -60,6 +66,34 @@ pub fn wait_file(path: &Path, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Detaches the mounts on drop, after the daemons (declared before) are gone: a test that
+/// fails leaves no dead FUSE mount behind.
+pub struct Unmount(pub Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: c is a valid NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Node `node`'s daemon arguments with its dlmfs mounted at `mount`.
+pub fn dlmfs_args(c: &TestCluster, node: usize, mount: &Path) -> Vec<String> {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests need FUSE (run .ci/run or load the fuse module)"
+    );
+    let mut args = c.daemon_args(node);
+    args.retain(|a| a != "--no-dlmfs");
+    args.extend(["--dlmfs".to_string(), mount.display().to_string()]);
+    args
 }
 
 impl TestCluster {
@@ -103,6 +137,7 @@ impl TestCluster {
             run,
             period_ms,
             nodes: (0..n).map(|_| None).collect(),
+            grouped: vec![false; usize::from(n)],
             detached: Vec::new(),
             dir,
         }
@@ -185,18 +220,57 @@ impl TestCluster {
 
     /// Starts `o2cb node run ARGS` as node `i`.
     pub fn start_args(&mut self, i: usize, args: Vec<String>) {
-        let out = std::fs::File::create(self.dir.path().join(format!("n{i}.out"))).unwrap();
-        let err = std::fs::File::create(self.dir.path().join(format!("n{i}.err"))).unwrap();
-        let child = self
-            .cmd()
-            .args(["node", "run"])
+        self.spawn_daemon(i, args, false);
+    }
+
+    /// Starts `o2cb node run ARGS` as node `i`, leading a new process group that stands for
+    /// the node's machine: [`TestCluster::signal_node`] reaches every process in it.
+    pub fn start_grouped(&mut self, i: usize, args: Vec<String>) {
+        self.spawn_daemon(i, args, true);
+    }
+
+    /// Sends `sig` to node `i`'s whole process group (it must have been started grouped).
+    pub fn signal_node(&self, i: usize, sig: i32) {
+        assert!(
+            self.grouped[i],
+            "n{i} was not started in a group of its own"
+        );
+        // SAFETY: kill(2) on a process group this test made.
+        unsafe {
+            libc::kill(-(self.pid(i) as i32), sig);
+        }
+    }
+
+    /// Sends `sig` to node `i`'s daemon only.
+    pub fn signal_daemon(&self, i: usize, sig: i32) {
+        // SAFETY: kill(2) on a process this test started.
+        unsafe {
+            libc::kill(self.pid(i) as i32, sig);
+        }
+    }
+
+    fn spawn_daemon(&mut self, i: usize, args: Vec<String>, grouped: bool) {
+        // Appended to: the logs of every run of the node, restarts included.
+        let log = |ext: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(format!("n{i}.{ext}")))
+                .unwrap()
+        };
+        let (out, err) = (log("out"), log("err"));
+        let mut cmd = self.cmd();
+        cmd.args(["node", "run"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
+            .stderr(err);
+        if grouped {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().unwrap();
         self.nodes[i] = Some(child);
+        self.grouped[i] = grouped;
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -214,7 +288,11 @@ impl TestCluster {
         self.nodes[i].as_ref().unwrap().id()
     }
 
+    /// Kills node `i`'s daemon (and, when it was started grouped, everything in its group).
     pub fn kill9(&mut self, i: usize) {
+        if self.nodes[i].is_some() && self.grouped[i] {
+            self.signal_node(i, libc::SIGKILL);
+        }
         if let Some(mut c) = self.nodes[i].take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -301,7 +379,7 @@ impl TestCluster {
     /// Node `n`'s slot of the region file: (node byte, generation).
     pub fn slot(&self, n: usize) -> (u8, u64) {
         let bytes = std::fs::read(&self.region).unwrap();
-        // Header block, then one 512-byte slot per node (spec o2hb.md §1).
+        // Header block, then one 512-byte slot per node (docs/o2hb.md §1).
         let b = &bytes[512 * (n + 1)..512 * (n + 2)];
         (b[8], u64::from_le_bytes(b[16..24].try_into().unwrap()))
     }
@@ -309,6 +387,9 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
         for c in self.nodes.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();

@@ -1,5 +1,5 @@
 //! Typed payloads of the DLM messages 500–522 with their exact kernel byte layouts
-//! (`dlmcommon.h`, spec `o2dlm.md` §7.1), and [`DlmMessage`], the union of them keyed by
+//! (`dlmcommon.h`, `docs/o2dlm.md` §7.1), and [`DlmMessage`], the union of them keyed by
 //! o2net message type.
 //!
 //! Decoders accept what the kernel's handlers accept: padding and name bytes past the name
@@ -1093,7 +1093,7 @@ impl DlmMessage {
 #[cfg(test)]
 mod tests {
     //! Byte layouts of the messages the kernel capture does not contain, written out by hand
-    //! from the offsets of spec o2dlm.md §7.1.
+    //! from the offsets of docs/o2dlm.md §7.1.
     use super::*;
 
     fn name(s: &[u8]) -> LockName {

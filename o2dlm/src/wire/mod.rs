@@ -2,8 +2,8 @@
 //! 500–522, lock and domain names, node bitmaps and the domain key, plus the typed payload
 //! codecs of every DLM message in [`messages`].
 //!
-//! Everything here is byte-for-byte what Linux 6.1's o2dlm puts on the wire (spec
-//! `o2dlm.md` §1–§7): payload integers are big-endian, names travel in fixed-size zero-padded
+//! Everything here is byte-for-byte what Linux 6.1's o2dlm puts on the wire (`docs/o2dlm.md`
+//! §1–§7): payload integers are big-endian, names travel in fixed-size zero-padded
 //! fields with a separate length byte, and every reply is the 32-bit o2net `status`.
 
 mod codec;
@@ -731,7 +731,7 @@ mod tests {
     fn domain_keys_match_the_kernel() {
         // "xdom" keyed every per-domain message in the kernel-to-kernel capture.
         assert_eq!(domain_key(b"xdom"), 0x3033_8102);
-        // The spec's vector.
+        // The vector of docs/o2dlm.md.
         assert_eq!(domain_key(b"ocfs2"), 0xB26E_7456);
     }
 

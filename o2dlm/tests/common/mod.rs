@@ -1,5 +1,5 @@
 //! Test-only readers of the kernel fixtures: a classic pcap reader that reassembles TCP
-//! streams, and an o2net frame splitter (header layout of spec o2net.md §3; the real header
+//! streams, and an o2net frame splitter (header layout of docs/o2net.md §3; the real header
 //! codec belongs to the o2net crate). Each test binary uses a subset.
 #![allow(dead_code)]
 
@@ -78,7 +78,7 @@ pub fn tcp_streams(pcap: &[u8], port: u16) -> BTreeMap<(Ipv4Addr, Ipv4Addr), Vec
     streams.into_iter().map(|(k, (_, v))| (k, v)).collect()
 }
 
-/// One o2net message split off a stream with the header layout of spec o2net.md §3.
+/// One o2net message split off a stream with the header layout of docs/o2net.md §3.
 #[derive(Debug)]
 pub struct Frame {
     pub magic: u16,
