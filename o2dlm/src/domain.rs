@@ -364,6 +364,10 @@ struct OwnMeta {
     flags: LkmFlags,
     /// A cancel asked for while a create/convert reply was outstanding.
     cancel_wanted: bool,
+    /// The master a create was sent to when the connection to it failed before its answer
+    /// (the master may have queued, even granted, the lock): until it answers a retry, a
+    /// cancel must be settled with it, not here, or it keeps a lock nobody will release.
+    create_maybe_at: Option<u8>,
     /// The conversion last asked for (mode, flags, value block to write), to ask the new
     /// master again when the old one died before answering.
     convert: Option<(LockMode, LkmFlags, Lvb)>,
@@ -1049,6 +1053,7 @@ impl DomainCore {
                 mode,
                 flags,
                 cancel_wanted: false,
+                create_maybe_at: None,
                 convert: None,
                 lvb: [0; LVB_LEN],
                 unlock_puts_lvb: false,
@@ -1095,11 +1100,21 @@ impl DomainCore {
             });
             return;
         }
-        // A cancel of a request still waiting for mastery never reached any queue.
+        // A cancel of a request still waiting for mastery never reached any queue, unless
+        // its create may have reached a master that is still there: then the retry goes on
+        // and the cancel follows its answer.
         if flags.contains(LkmFlags::CANCEL) {
             if let Some(meta) = self.own.get(&cookie) {
                 let name = meta.name;
+                let maybe_at = meta.create_maybe_at;
                 if let Some(res) = self.res.get_mut(&name) {
+                    if maybe_at.is_some_and(|o| res.owner == Some(o) && self.domain_map.contains(o))
+                    {
+                        if let Some(m) = self.own.get_mut(&cookie) {
+                            m.cancel_wanted = true;
+                        }
+                        return;
+                    }
                     let before = res.waiting.len();
                     res.waiting
                         .retain(|op| !matches!(op, Op::Lock { cookie: c, .. } if *c == cookie));
@@ -1934,6 +1949,13 @@ impl DomainCore {
             return;
         }
         own.lock_reply(cookie, status);
+        // A send that broke off with the connection to a master still in the domain may have
+        // been delivered: the outcome is unknown until the master answers a retry.
+        let uncertain = matches!(result, Err(e) if is_host_down(e))
+            && owner.is_some_and(|o| self.domain_map.contains(o));
+        if let Some(m) = self.own.get_mut(&cookie) {
+            m.create_maybe_at = if uncertain { owner } else { None };
+        }
         let op = Op::Lock {
             cookie,
             mode,
@@ -1969,7 +1991,7 @@ impl DomainCore {
             | DlmStatus::Nolockmgr
                 if owner.is_some_and(|o| self.domain_map.contains(o)) =>
             {
-                if self.own.get(&cookie).is_some_and(|m| m.cancel_wanted) {
+                if !uncertain && self.own.get(&cookie).is_some_and(|m| m.cancel_wanted) {
                     self.op_failed(now, &op, DlmStatus::Cancel);
                     self.out.push(Output::Unlocked {
                         cookie,
