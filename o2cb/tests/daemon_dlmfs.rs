@@ -272,3 +272,70 @@ fn status_answers_while_a_mkdir_waits_for_its_join() {
     );
     c.signal_daemon(1, libc::SIGCONT);
 }
+
+/// SIGTERM right after a node removed its domain directory while the other still uses its
+/// locks (the leave is handing resources over to it), to both nodes or to the target only:
+/// every daemon asked to stop ends within the stop bound the README states (10 s, with
+/// slack), and a leaving node left running finishes its rmdir and can join again.
+#[test]
+fn sigterm_during_a_leave_handing_locks_over_ends_in_bound() {
+    leave_then_sigterm(127, &[0, 1]);
+    leave_then_sigterm(128, &[1]);
+}
+
+fn leave_then_sigterm(net: u8, stopped: &[usize]) {
+    let mut c = TestCluster::new(net, 2, false, 100, 20);
+    let (mounts, _unmount) = start_with_mounts(&mut c, 2);
+    c.wait_all_up(0, &[0, 1]);
+    c.wait_all_up(1, &[0, 1]);
+    for m in &mounts {
+        std::fs::create_dir(m.join("dom")).unwrap();
+    }
+    // Node 0 asks first (it masters them), then node 1 takes each lock too: both use all.
+    let names: Vec<String> = (0..30).map(|i| format!("lock{i}")).collect();
+    for m in &mounts {
+        for n in &names {
+            let fd = open(&m.join("dom").join(n), libc::O_RDWR | libc::O_CLOEXEC).unwrap();
+            close(fd);
+        }
+    }
+    // Node 0 lets go of its locks and leaves: its resources move to node 1.
+    for n in &names {
+        std::fs::remove_file(mounts[0].join("dom").join(n)).unwrap();
+    }
+    let dom = mounts[0].join("dom");
+    let rmdir = std::thread::spawn(move || std::fs::remove_dir(dom));
+    std::thread::sleep(Duration::from_millis(5));
+    let asked = std::time::Instant::now();
+    for &n in stopped {
+        c.signal_daemon(n, libc::SIGTERM);
+    }
+    let bound = Duration::from_secs(12);
+    for &n in stopped {
+        let st = c.wait_exit(n, bound);
+        assert!(
+            asked.elapsed() < bound,
+            "n{n} took {:?} to stop\n{}",
+            asked.elapsed(),
+            c.log(n)
+        );
+        assert!(st.code().is_some(), "n{n} ended by a signal: {st:?}");
+    }
+    if !stopped.contains(&0) {
+        // The leaving node outlives its target: its rmdir ends and it can join again.
+        while !rmdir.is_finished() {
+            assert!(
+                asked.elapsed() < bound,
+                "n0's rmdir did not end\n{}",
+                c.log(0)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rmdir.join().unwrap().unwrap();
+        std::fs::create_dir(mounts[0].join("dom")).unwrap();
+        let fd = open(&mounts[0].join("dom/again"), libc::O_RDWR | libc::O_CLOEXEC).unwrap();
+        close(fd);
+    } else {
+        let _ = rmdir.join();
+    }
+}
