@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 per=${1:-1000}
 first=${2:-100000}
 cargo build --release -q -p o2cb
-bin=target/release/o2cb
+# A copy: a rebuild while the sweep runs must not change the binary under it.
+bin=$(mktemp /tmp/o2cb-sweep.XXXXXX)
+trap 'rm -f "$bin"' EXIT
+cp target/release/o2cb "$bin"
 failed=0
 total=0
 began=$(date +%s)

@@ -234,8 +234,9 @@ pub struct DlmLayer {
     domain: DomainName,
     clients: Vec<Client>,
     names: Vec<LockName>,
-    /// Per name, whether this node mastered it at the last look (to see purges).
-    mastered: Vec<bool>,
+    /// Per name, the incarnation of its resource if this node mastered it at the last look
+    /// (to see purges, also of a resource freed and made again within one step).
+    mastered: Vec<Option<u32>>,
     work: LockWork,
     rng: ChaCha8Rng,
     joined: bool,
@@ -274,7 +275,7 @@ impl DlmLayer {
                     cancel_sent: false,
                 })
                 .collect(),
-            mastered: vec![false; names.len()],
+            mastered: vec![None; names.len()],
             names,
             work,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd1a0_5eed),
@@ -407,11 +408,13 @@ impl DlmLayer {
         let core = stack.domain(&self.domain);
         for (name, was) in self.names.iter().zip(self.mastered.iter_mut()) {
             let owner = core.and_then(|c| c.owner_of(name));
-            // A resource that moved to another master (migration) was not freed.
-            if *was && owner.is_none() {
+            let now = core.and_then(|c| c.incarnation_of(name));
+            // A resource that moved to another master (migration) was not freed: it is the
+            // same incarnation with another owner.
+            if was.is_some() && (owner.is_none() || now != *was) {
                 out.push(DlmAct::Note(DlmNote::Purged { name: *name }));
             }
-            *was = owner == Some(self.node);
+            *was = now.filter(|_| owner == Some(self.node));
         }
     }
 

@@ -287,6 +287,11 @@ impl O2Stack {
                 break;
             };
             let mut acts = Vec::new();
+            // Purges first: a resource freed and made again in this step must be seen freed
+            // before a grant on its new incarnation.
+            if let (Some(w), Some(s)) = (self.work.as_mut(), self.stack.as_ref()) {
+                w.see_purges(s, &mut acts);
+            }
             self.output(ms, o, out, &mut acts);
             self.acts(ms, acts, out);
         }

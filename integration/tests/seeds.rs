@@ -243,3 +243,22 @@ fn a_cancel_after_a_reset_lost_the_answer_leaves_no_orphan_lock() {
         .expect("one run");
     assert!(o.violations.is_empty(), "seed 1007: {}", o.violations[0]);
 }
+
+/// The checker's view, not the lock manager: an idle resource was purged (its value block
+/// with it, as the kernel frees it) in the same step as a new request made it again, and the
+/// workload, which looked for purges only once per step, missed it and reported the new
+/// resource's zeros as a lost value block. Purges are now seen by the resource's
+/// incarnation, before the outputs of the step.
+#[test]
+fn a_resource_purged_and_made_again_in_one_step_is_seen_purged() {
+    let a = SimArgs {
+        workload: "locks".into(),
+        duration: "300s".into(),
+        ..args(3)
+    };
+    let (o, _) = run_seeds(&a, 3100573..3100574, 1)
+        .expect("valid arguments")
+        .pop()
+        .expect("one run");
+    assert!(o.violations.is_empty(), "seed 3100573: {}", o.violations[0]);
+}

@@ -20,6 +20,27 @@ fn lock_cmd(c: &TestCluster, i: usize, extra: &[&str], command: &[&str]) -> Comm
     cmd
 }
 
+/// Node `i` takes the lock and holds it until the file `release` appears in the cluster's
+/// directory; returns once it holds it (the file `held` appeared).
+fn hold_until_release(c: &TestCluster, i: usize) -> (std::process::Child, Pids) {
+    let holder = lock_cmd(
+        c,
+        i,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "touch held; while [ ! -e release ]; do sleep 0.05; done",
+        ],
+    )
+    .current_dir(c.dir.path())
+    .spawn()
+    .unwrap();
+    let pids = Pids(vec![holder.id() as i32]);
+    wait_file(&c.dir.path().join("held"), Duration::from_secs(20));
+    (holder, pids)
+}
+
 /// Kills a process this test started, directly or through a shell.
 struct Pids(Vec<i32>);
 
@@ -78,20 +99,7 @@ fn a_shell_script_on_three_nodes_counts_under_an_ex_lock() {
 fn trylock_fails_while_held_elsewhere_and_a_waiter_gets_the_lock_after() {
     let c = TestCluster::three_up(112);
     let d = c.dir.path();
-    let mut holder = lock_cmd(
-        &c,
-        0,
-        &[],
-        &[
-            "sh",
-            "-c",
-            "touch held; while [ ! -e release ]; do sleep 0.05; done",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let mut pids = Pids(vec![holder.id() as i32]);
-    wait_file(&d.join("held"), Duration::from_secs(20));
+    let (mut holder, mut pids) = hold_until_release(&c, 0);
 
     // Another node's trylock: refused at once, with the exit status asked for.
     let t = Instant::now();
@@ -324,21 +332,7 @@ fn a_master_leaving_hands_its_lock_to_the_waiter_and_can_join_again() {
 fn a_restarted_node_grants_nothing_another_node_holds() {
     let mut c = TestCluster::three_up(126);
     let d = c.dir.path().to_path_buf();
-    let mut holder = lock_cmd(
-        &c,
-        0,
-        &[],
-        &[
-            "sh",
-            "-c",
-            "touch held; while [ ! -e release ]; do sleep 0.05; done",
-        ],
-    )
-    .current_dir(&d)
-    .spawn()
-    .unwrap();
-    let mut pids = Pids(vec![holder.id() as i32]);
-    wait_file(&d.join("held"), Duration::from_secs(20));
+    let (mut holder, mut pids) = hold_until_release(&c, 0);
     c.kill9(2);
     c.start(2);
     // As soon as the restarted daemon answers (the killed one left its socket file behind):

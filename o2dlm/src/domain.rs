@@ -296,11 +296,15 @@ struct Res {
     unused_since: Option<u64>,
     /// A purge check is on the agenda.
     purge_armed: bool,
+    /// Which creation of the name on this node this is (the domain's count of resources
+    /// made so far): a resource freed and made again within one step is told apart.
+    incarnation: u32,
 }
 
 impl Res {
-    fn new() -> Res {
+    fn new(incarnation: u32) -> Res {
         Res {
+            incarnation,
             owner: None,
             role: Role::Unknown,
             refmap: NodeMap::new(),
@@ -534,6 +538,12 @@ impl DomainCore {
     /// The master of a resource, if this node knows it.
     pub fn owner_of(&self, name: &LockName) -> Option<u8> {
         self.res.get(name).and_then(|r| r.owner)
+    }
+
+    /// Which creation of `name`'s resource on this node is current (None: none is): it
+    /// changes when the resource is freed and made again, even within one step.
+    pub fn incarnation_of(&self, name: &LockName) -> Option<u32> {
+        self.res.get(name).map(|r| r.incarnation)
     }
 
     /// How many resources this node holds (mastered or referenced).
@@ -1062,7 +1072,7 @@ impl DomainCore {
         );
         let res = self.res.entry(name).or_insert_with(|| {
             self.counts.resources_total += 1;
-            Box::new(Res::new())
+            Box::new(Res::new(self.counts.resources_total))
         });
         res.unused_since = None;
         if res.owner.is_none() && !res.in_progress && !res.recovering && !res.dropping_ref {
@@ -1812,7 +1822,8 @@ impl DomainCore {
         self.leave_when_empty(now);
         if !waiting.is_empty() {
             // Requests made while the reference was being dropped look the resource up anew.
-            let mut res = Box::new(Res::new());
+            self.counts.resources_total += 1;
+            let mut res = Box::new(Res::new(self.counts.resources_total));
             res.in_progress = true;
             res.waiting = waiting;
             self.res.insert(name, res);
@@ -2968,7 +2979,7 @@ impl RecoveryStore for DomainCore {
         }
         if !self.res.contains_key(&mres.name) {
             self.counts.resources_total += 1;
-            let mut r = Box::new(Res::new());
+            let mut r = Box::new(Res::new(self.counts.resources_total));
             r.recovering = true;
             self.res.insert(mres.name, r);
         }

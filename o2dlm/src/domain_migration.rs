@@ -679,7 +679,7 @@ impl DomainCore {
         let counts = &mut self.counts;
         let res = self.res.entry(name).or_insert_with(|| {
             counts.resources_total += 1;
-            Box::new(Res::new())
+            Box::new(Res::new(counts.resources_total))
         });
         res.migrating = true;
         res.unused_since = None;
