@@ -12,7 +12,7 @@ cargo build --release -q -p o2cb
 # A copy: a rebuild while the sweep runs must not change the binary under it.
 bin=$(mktemp /tmp/o2cb-sweep.XXXXXX)
 trap 'rm -f "$bin"' EXIT
-cp target/release/o2cb "$bin"
+install -m 755 target/release/o2cb "$bin"
 failed=0
 total=0
 began=$(date +%s)
@@ -28,7 +28,7 @@ for overlap in "" --overlap; do
         total=$((total + per))
         if ! printf '%s\n' "$summary" | grep -q '^0 of'; then
             failed=1
-            printf '%s\n' "$out" | grep -E '^seed [0-9]+: VIOLATION|^replay:' || true
+            printf '%s\n' "$out" | grep -E '^seed [0-9]+: VIOLATION|^replay:' || printf '%s\n' "$out" | tail -5
         fi
     done
 done

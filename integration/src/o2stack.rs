@@ -56,6 +56,8 @@ pub struct O2Stack {
     /// The simulator timer standing for the stack's deadline.
     armed: Option<(TimerKey, u64)>,
     workload_peers: BTreeMap<u64, NodeId>,
+    /// A broken invariant was reported (once per node is enough: the run is judged failed).
+    invariant_broken: bool,
 }
 
 impl O2Stack {
@@ -99,6 +101,7 @@ impl O2Stack {
             opened: 0,
             armed: None,
             workload_peers: BTreeMap::new(),
+            invariant_broken: false,
         }
     }
 }
@@ -300,7 +303,25 @@ impl O2Stack {
             w.see_purges(s, &mut acts);
             self.acts(ms, acts, out);
         }
+        self.check_invariants(out);
         self.arm(out);
+    }
+
+    /// After every step: the rules each domain's state keeps (the invariants checker turns
+    /// a broken one into a violation at this very step).
+    fn check_invariants(&mut self, out: &mut Vec<Effect>) {
+        let Some(stack) = self.stack.as_ref().filter(|_| !self.invariant_broken) else {
+            return;
+        };
+        for name in stack.domains() {
+            if let Some(broken) = stack.domain(&name).and_then(|d| d.broken_invariant()) {
+                self.invariant_broken = true;
+                out.push(Effect::Note(Note::Invariant(format!(
+                    "domain {name}: {broken}"
+                ))));
+                return;
+            }
+        }
     }
 
     fn arm(&mut self, out: &mut Vec<Effect>) {

@@ -799,7 +799,7 @@ impl Simulation {
                 }
             }
             Note::HbStartFailed { .. } => v.hb_failed = true,
-            Note::HbSteady { .. } | Note::Text(_) | Note::Dlm(_) => {}
+            Note::HbSteady { .. } | Note::Text(_) | Note::Invariant(_) | Note::Dlm(_) => {}
         }
     }
 

@@ -205,6 +205,8 @@ pub enum Note {
     },
     /// What the node's o2dlm lock clients saw (the lock checkers judge these).
     Dlm(crate::dlm_node::DlmNote),
+    /// A rule of a core's state broke at this step (judged by the invariants checker).
+    Invariant(String),
     /// Anything else a teaching trace should show.
     Text(String),
 }

@@ -274,6 +274,7 @@ fn note_text(n: &Note) -> String {
             format!("send #{id} to n{peer} done, status {status}")
         }
         Note::Dlm(d) => d.to_string(),
+        Note::Invariant(t) => format!("INVARIANT BROKEN: {t}"),
         Note::Text(t) => t.clone(),
     }
 }

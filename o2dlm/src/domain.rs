@@ -540,6 +540,36 @@ impl DomainCore {
         self.res.get(name).and_then(|r| r.owner)
     }
 
+    /// The first rule of the domain's state that does not hold, if any: rules that hold
+    /// after every input whatever the faults, checked by the simulator at every step so that
+    /// a sweep stops where the state goes wrong, not at the end of the run.
+    pub fn broken_invariant(&self) -> Option<String> {
+        let me = self.cfg.node;
+        for (name, res) in &self.res {
+            match &res.role {
+                Role::Master(_) if res.owner != Some(me) && !res.migrating => {
+                    return Some(format!(
+                        "{name}: queues kept as master while the owner is {:?}",
+                        res.owner
+                    ));
+                }
+                Role::Remote(_) if res.owner == Some(me) => {
+                    return Some(format!("{name}: owned here but its locks kept as remote"));
+                }
+                _ => {}
+            }
+        }
+        for (cookie, meta) in &self.own {
+            if !self.res.contains_key(&meta.name) {
+                return Some(format!("lock {cookie:#x} on {} has no resource", meta.name));
+            }
+        }
+        if self.state == DomainState::Joined && !self.domain_map.contains(me) {
+            return Some("joined but not in its own domain map".into());
+        }
+        None
+    }
+
     /// Which creation of `name`'s resource on this node is current (None: none is): it
     /// changes when the resource is freed and made again, even within one step.
     pub fn incarnation_of(&self, name: &LockName) -> Option<u32> {

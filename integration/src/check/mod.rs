@@ -13,6 +13,7 @@
 
 pub mod converge;
 pub mod hb_rules;
+pub mod invariants;
 pub mod locks;
 pub mod progress;
 pub mod quorum;
@@ -176,6 +177,7 @@ pub fn standard(config: &SimConfig) -> Vec<Box<dyn Checker>> {
         Box::new(stall::StallFence::new(config)),
         Box::new(progress::SendProgress::new(config)),
         Box::new(converge::Convergence::new(config)),
+        Box::new(invariants::Invariants::default()),
     ];
     if let crate::config::Workload::Locks { .. } = config.workload {
         all.push(Box::new(locks::LockRules::new(config)));
