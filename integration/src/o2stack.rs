@@ -447,6 +447,7 @@ impl O2Stack {
             Output::Fence(reason) => out.push(Effect::Fence(match reason {
                 o2node::FenceReason::WriteTimeout => FenceReason::WriteTimeout,
                 o2node::FenceReason::Quorum(_) => FenceReason::Quorum,
+                o2node::FenceReason::Dlm(_) => FenceReason::Dlm,
             })),
         }
     }

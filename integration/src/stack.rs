@@ -67,6 +67,8 @@ pub enum FenceReason {
     WriteTimeout,
     /// The quorum decision after a lost or idle connection (o2quo).
     Quorum,
+    /// o2dlm found its state broken where the kernel calls `BUG()`.
+    Dlm,
 }
 
 impl FenceReason {
@@ -74,6 +76,7 @@ impl FenceReason {
         match self {
             FenceReason::WriteTimeout => "heartbeat write timeout",
             FenceReason::Quorum => "quorum",
+            FenceReason::Dlm => "o2dlm BUG",
         }
     }
 }

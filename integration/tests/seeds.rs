@@ -198,9 +198,9 @@ fn a_thousand_lock_seeds_with_overlapping_faults_break_no_rule() {
     let mut broken = Vec::new();
     let mut grants = 0;
     for (nodes, seeds) in [(3u16, 0..400), (5, 400..700), (7, 700..1000)] {
-        let mut a = locks_overlapping(nodes);
-        a.duration = "300s".into();
-        for (o, _) in run_seeds(&a, seeds, workers).expect("valid arguments") {
+        for (o, _) in
+            run_seeds(&locks_overlapping_300s(nodes), seeds, workers).expect("valid arguments")
+        {
             if let Some(v) = o.violations.first() {
                 broken.push(format!("{nodes} nodes seed {}: {v}", o.seed));
             }
@@ -235,9 +235,7 @@ fn locks_overlapping(nodes: u16) -> SimArgs {
 /// outcome is unknown now waits for the master's answer to the retry and goes to it.
 #[test]
 fn a_cancel_after_a_reset_lost_the_answer_leaves_no_orphan_lock() {
-    let mut a = locks_overlapping(3);
-    a.duration = "300s".into();
-    let (o, _) = run_seeds(&a, 1007..1008, 1)
+    let (o, _) = run_seeds(&locks_overlapping_300s(3), 1007..1008, 1)
         .expect("valid arguments")
         .pop()
         .expect("one run");
@@ -261,4 +259,25 @@ fn a_resource_purged_and_made_again_in_one_step_is_seen_purged() {
         .pop()
         .expect("one run");
     assert!(o.violations.is_empty(), "seed 3100573: {}", o.violations[0]);
+}
+
+/// n1 left the domain as n0 crashed; n2's heartbeat I/O then stalled, so n2 still took n0
+/// (rebooted meanwhile) for the master of simlock0 when n1 joined again. n1 mastered
+/// simlock0 anew, n2 answered its ASSERT_MASTER "die" (EINVAL), n1 logged it and went on
+/// granting EX, and n2, once its I/O came back and it recovered n0, granted EX as a second
+/// master. A refused assert now fences the asserting node, as the kernel's BUG() does.
+#[test]
+fn a_refused_assert_of_mastery_fences_the_asserting_node() {
+    let (o, _) = run_seeds(&locks_overlapping_300s(3), 3100622..3100623, 1)
+        .expect("valid arguments")
+        .pop()
+        .expect("one run");
+    assert!(o.violations.is_empty(), "seed 3100622: {}", o.violations[0]);
+}
+
+fn locks_overlapping_300s(nodes: u16) -> SimArgs {
+    SimArgs {
+        duration: "300s".into(),
+        ..locks_overlapping(nodes)
+    }
 }

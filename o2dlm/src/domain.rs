@@ -184,6 +184,9 @@ pub enum Output {
     JoinFailed(i32),
     /// The domain has been left.
     Left,
+    /// The domain's state cannot be trusted any more (where the kernel calls `BUG()`): the
+    /// node must stop at once, as a kernel node panics, and the others recover it.
+    Fatal(String),
 }
 
 /// What a reply to one of our sends means.
@@ -1897,7 +1900,11 @@ impl DomainCore {
                     }
                 }
                 Ok(v) => {
-                    tracing::error!(node = self.cfg.node, domain = %self.cfg.name, lock = %name, peer = n, "o2dlm: node {n} refused our assert of {name} with {v}");
+                    // `dlm_do_assert_master`: a member that believes another node masters
+                    // the name answers "die"; going on would leave two masters.
+                    self.out.push(Output::Fatal(format!(
+                        "node {n} refused our assert of mastery of {name} with {v}: it knows another master"
+                    )));
                 }
                 Err(_) => {}
             },

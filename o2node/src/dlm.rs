@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::error::NodeError;
 use crate::net::{Handler, SendOwner};
 use crate::stack::NodeStack;
-use crate::types::{Event, Layer, Level, Output, Stage};
+use crate::types::{Event, FenceReason, Layer, Level, Output, Stage};
 
 /// The node's domains and what they share.
 pub(crate) struct Dlm {
@@ -497,6 +497,10 @@ impl NodeStack {
                 self.remove_domain(domain);
                 self.join_failed(domain, errno);
                 self.advance_stop(now);
+            }
+            DomainOutput::Fatal(why) => {
+                let why = format!("domain {domain}: {why}");
+                self.fence_pending.get_or_insert(FenceReason::Dlm(why));
             }
             DomainOutput::Left => {
                 self.remove_domain(domain);

@@ -37,6 +37,8 @@ pub enum FenceReason {
     WriteTimeout,
     /// The quorum decision after a lost connection (o2quo), with the kernel's reason.
     Quorum(String),
+    /// A domain's state broke a rule the kernel answers with `BUG()` (o2dlm), with why.
+    Dlm(String),
 }
 
 impl std::fmt::Display for FenceReason {
@@ -44,6 +46,7 @@ impl std::fmt::Display for FenceReason {
         match self {
             FenceReason::WriteTimeout => f.write_str("heartbeat write timeout"),
             FenceReason::Quorum(r) => write!(f, "quorum: {r}"),
+            FenceReason::Dlm(r) => write!(f, "o2dlm: {r}"),
         }
     }
 }
