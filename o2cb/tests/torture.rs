@@ -8,7 +8,8 @@
 //! at most as many increments as attempts and at least as many as acknowledged ones, every
 //! client getting the lock again once the faults stop, and no daemon panic.
 //!
-//! `o2cb lock` clients are not in their node's group: when their daemon is killed or paused,
+//! A node that fences itself on its own is reset and started again, as a cluster manager
+//! would. `o2cb lock` clients are not in their node's group: when their daemon is killed or paused,
 //! the lease of `o2cb lock` must stop their commands before another node can get the lock.
 //! The fault schedule comes from a seed (printed; `TORTURE_SEED=N` replays it) and lasts
 //! `TORTURE_SECS` seconds (default 30).
@@ -166,6 +167,35 @@ impl Torture {
         self.start_node(n);
     }
 
+    /// A node may fence itself on its own (the cluster's rules, a kernel node's panic); the
+    /// harness then does what a cluster manager does: resets the machine and starts it again.
+    /// Any other end of a daemon is a failure.
+    fn restart_fenced(&mut self) {
+        for n in 0..NODES {
+            let Some(child) = self.c.nodes[n].as_mut() else {
+                continue;
+            };
+            let Ok(Some(st)) = child.try_wait() else {
+                continue;
+            };
+            assert_eq!(
+                st.code(),
+                Some(86),
+                "n{n} ended without fencing: {st:?}\n{}",
+                self.c.log(n)
+            );
+            self.c.nodes[n] = None;
+            self.note(format!(
+                "n{n} fenced itself on its own; reset and started again"
+            ));
+            self.kill_group_of_dead(n);
+            if let Some(mut fs) = self.fs_loops[n].take() {
+                let _ = fs.wait();
+            }
+            self.start_node(n);
+        }
+    }
+
     /// Kills what is left of node `n`'s group once its daemon has exited.
     fn kill_group_of_dead(&self, n: usize) {
         if let Some(fs) = &self.fs_loops[n] {
@@ -310,10 +340,14 @@ fn kills_pauses_and_restarts_never_let_two_nodes_write_under_one_ex_lock() {
                 t.short_pause(n, pause);
             }
         }
+        t.restart_fenced();
     }
 
     // The faults stop: every node comes back and every client gets the lock again.
     t.note("faults over".into());
+    // Let the last fault play out (a node may still fence because of it), then all come up.
+    std::thread::sleep(Duration::from_secs(3));
+    t.restart_fenced();
     for n in 0..NODES {
         t.c.wait_all_up(n, &[0, 1, 2]);
     }
@@ -333,6 +367,7 @@ fn kills_pauses_and_restarts_never_let_two_nodes_write_under_one_ex_lock() {
             "after the faults, clients {missing:?} never got the lock again in 60 s\n{}",
             t.logs()
         );
+        t.restart_fenced();
         std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::write(t.dir().join("stop"), "").unwrap();
