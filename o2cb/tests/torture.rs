@@ -155,11 +155,13 @@ impl Torture {
             self.c.log(n)
         );
         self.note(format!("n{n} fenced itself on resuming"));
-        // The rest of the machine never runs again: reset.
-        let group = self.fs_loops[n].as_ref().map(|c| c.id() as i32);
-        if let (Some(_), Some(fs)) = (group, self.fs_loops[n].as_mut()) {
-            let _ = fs.kill();
-        }
+        // The rest of the machine never runs again.
+        self.reset_and_start(n);
+    }
+
+    /// Node `n`'s daemon has exited: kills what is left of its machine (its group, still
+    /// stopped or not) and starts the node again.
+    fn reset_and_start(&mut self, n: usize) {
         self.kill_group_of_dead(n);
         if let Some(mut fs) = self.fs_loops[n].take() {
             let _ = fs.wait();
@@ -188,11 +190,7 @@ impl Torture {
             self.note(format!(
                 "n{n} fenced itself on its own; reset and started again"
             ));
-            self.kill_group_of_dead(n);
-            if let Some(mut fs) = self.fs_loops[n].take() {
-                let _ = fs.wait();
-            }
-            self.start_node(n);
+            self.reset_and_start(n);
         }
     }
 
